@@ -1,0 +1,56 @@
+//! `aicp`: the AI Compute Platform's one binary.
+
+use clap::{Parser, Subcommand};
+
+#[cfg(feature = "train")]
+mod train;
+
+/// Train small neural networks, export them to ONNX, and serve ONNX models.
+#[derive(Debug, Parser)]
+#[command(name = "aicp", version, about)]
+struct Cli {
+    /// Log filter, as for RUST_LOG (for example "info" or "aicp=debug").
+    #[arg(long, env = "AICP_LOG", default_value = "info", global = true)]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Train an MNIST-style classifier and export it to ONNX.
+    #[cfg(feature = "train")]
+    Train(train::TrainArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        #[cfg(feature = "train")]
+        Command::Train(args) => train::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        // A reader that stopped early (`aicp ... | head`) is not an error of ours.
+        Err(e) if is_broken_pipe(&e) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<std::io::Error>())
+        .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+}

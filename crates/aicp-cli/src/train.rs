@@ -1,0 +1,172 @@
+//! `aicp train`: the command line over `aicp_train::run`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use aicp_train::{DatasetKind, Destination, Fetch, TrainJob, TrainOptions};
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The dataset: mnist or fashion-mnist.
+    #[arg(long, env = "AICP_DATASET", default_value = "mnist")]
+    dataset: DatasetKind,
+
+    /// Where the dataset's IDX files are (gzipped or not); missing files are downloaded here.
+    /// Default: data/<dataset>.
+    #[arg(long, env = "AICP_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// Never download: fail if a dataset file is missing.
+    #[arg(long, env = "AICP_OFFLINE")]
+    offline: bool,
+
+    /// Download from this mirror instead of the public ones (repeat to try several in order).
+    #[arg(long = "mirror", env = "AICP_MIRRORS", value_delimiter = ',')]
+    mirrors: Vec<String>,
+
+    #[arg(long, env = "AICP_EPOCHS", default_value_t = 5)]
+    epochs: usize,
+
+    #[arg(long, env = "AICP_BATCH_SIZE", default_value_t = 64)]
+    batch_size: usize,
+
+    #[arg(long, env = "AICP_LEARNING_RATE", default_value_t = 1e-3)]
+    learning_rate: f64,
+
+    /// Hidden layer widths, comma-separated.
+    #[arg(
+        long,
+        env = "AICP_HIDDEN",
+        value_delimiter = ',',
+        default_value = "128,64"
+    )]
+    hidden: Vec<usize>,
+
+    /// Fraction of the training data held out to choose the best epoch.
+    #[arg(long, env = "AICP_VALIDATION_SPLIT", default_value_t = 0.1)]
+    validation_split: f64,
+
+    /// Stop after this many epochs without a better validation accuracy.
+    #[arg(long, env = "AICP_PATIENCE")]
+    patience: Option<usize>,
+
+    /// CPU threads for training (one is fastest for this small model; see the README).
+    #[arg(long, env = "AICP_THREADS", default_value_t = 1)]
+    threads: usize,
+
+    /// Seed for initialisation, the validation split and shuffling.
+    #[arg(long, env = "AICP_SEED", default_value_t = 42)]
+    seed: u64,
+
+    /// Model name in the repository. Default: the dataset's name.
+    #[arg(long, env = "AICP_NAME")]
+    name: Option<String>,
+
+    /// The model repository to add a new version to.
+    #[arg(long, env = "AICP_MODELS", default_value = "models")]
+    models: PathBuf,
+
+    /// Write the model to this .onnx file instead (metadata beside it as .toml).
+    #[arg(long, env = "AICP_OUTPUT", conflicts_with = "name")]
+    output: Option<PathBuf>,
+
+    /// No progress bars or per-epoch lines.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let data_dir = args
+        .data_dir
+        .unwrap_or_else(|| PathBuf::from("data").join(args.dataset.name()));
+    let fetch = if args.offline {
+        Fetch::Offline
+    } else if args.mirrors.is_empty() {
+        Fetch::Download {
+            mirrors: args.dataset.mirrors(),
+        }
+    } else {
+        Fetch::Download {
+            mirrors: args.mirrors,
+        }
+    };
+    let destination = match args.output {
+        Some(path) => Destination::File(path),
+        None => Destination::Repository {
+            models_dir: args.models,
+            name: args
+                .name
+                .unwrap_or_else(|| args.dataset.default_model_name().to_string()),
+        },
+    };
+    let job = TrainJob {
+        dataset: args.dataset,
+        data_dir,
+        fetch,
+        options: TrainOptions {
+            epochs: args.epochs,
+            batch_size: args.batch_size,
+            learning_rate: args.learning_rate,
+            hidden: args.hidden,
+            validation_split: args.validation_split,
+            patience: args.patience,
+            threads: args.threads,
+            seed: args.seed,
+        },
+        destination,
+        show_progress: !args.quiet,
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\ninterrupted again: exiting without writing a model");
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping: the best model so far will be written (Ctrl-C again to abort)");
+    })?;
+
+    let outcome = aicp_train::run(&job, &stop)?;
+    let report = &outcome.report;
+    let written = &outcome.written;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "trained {} on {} ({} train / {} validation / {} test samples) in {:.2} s{}",
+        report.model_name,
+        report.dataset.name,
+        report.dataset.train_samples,
+        report.dataset.validation_samples,
+        report.dataset.test_samples,
+        report.train_seconds,
+        if report.interrupted {
+            " (interrupted)"
+        } else if report.stopped_early {
+            " (stopped early)"
+        } else {
+            ""
+        }
+    )?;
+    writeln!(
+        out,
+        "best epoch {}: validation accuracy {:.4}; test accuracy {:.4}",
+        report.best_epoch, report.best_validation_accuracy, report.test_accuracy
+    )?;
+    writeln!(
+        out,
+        "model:    {} ({} bytes)",
+        written.model.display(),
+        report.onnx_bytes
+    )?;
+    match &written.metadata {
+        Some(path) => writeln!(out, "metadata: {}", path.display())?,
+        None => writeln!(out, "metadata: kept the existing model.toml")?,
+    }
+    writeln!(out, "report:   {}", written.report.display())?;
+    writeln!(out, "plot:     {}", written.plot.display())?;
+    Ok(())
+}

@@ -1,0 +1,134 @@
+//! `model.toml`: what the ONNX file cannot say about a model (its description, task, class
+//! labels, expected input range, whether it outputs logits or probabilities, how it was made).
+//!
+//! ```toml
+//! description = "MNIST digit classifier"
+//! task = "classification"
+//! output = "logits"
+//! labels = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
+//!
+//! [input]
+//! range = [0.0, 1.0]
+//! normalisation = "pixel / 255: 0 is background, 1 is ink"
+//!
+//! [training]          # free-form: how the model was trained
+//! dataset = "mnist"
+//! ```
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// The contents of a `model.toml`. Every field is optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelMetadata {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// What the model does, for example "classification".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// Whether the first output holds logits or probabilities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<OutputKind>,
+    /// Class names, indexed by class.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<InputSpec>,
+    /// How the model was made, for people; not interpreted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<toml::Table>,
+}
+
+/// What a model's first output holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputKind {
+    Logits,
+    Probabilities,
+}
+
+/// What the model expects as input values.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    /// Inclusive bounds on every input value, for example `[0.0, 1.0]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<[f32; 2]>,
+    /// How raw data becomes input values, for people (for example "pixel / 255").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalisation: Option<String>,
+}
+
+/// A `model.toml` that could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid model metadata in {path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl ModelMetadata {
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    pub fn to_toml(&self) -> String {
+        // Serialising plain data with string keys cannot fail.
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    pub fn read(path: &Path) -> Result<Self, MetadataError> {
+        let text = std::fs::read_to_string(path).map_err(|source| MetadataError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|e| MetadataError::Invalid {
+            path: path.display().to_string(),
+            message: e.message().to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_a_full_file() {
+        let mut training = toml::Table::new();
+        training.insert("dataset".into(), "mnist".into());
+        let metadata = ModelMetadata {
+            description: Some("digits".into()),
+            task: Some("classification".into()),
+            output: Some(OutputKind::Logits),
+            labels: (0..10).map(|d| d.to_string()).collect(),
+            input: Some(InputSpec {
+                range: Some([0.0, 1.0]),
+                normalisation: Some("pixel / 255".into()),
+            }),
+            training: Some(training),
+        };
+        assert_eq!(
+            ModelMetadata::from_toml(&metadata.to_toml()).unwrap(),
+            metadata
+        );
+    }
+
+    #[test]
+    fn an_empty_file_is_valid_and_unknown_keys_are_named() {
+        assert_eq!(
+            ModelMetadata::from_toml("").unwrap(),
+            ModelMetadata::default()
+        );
+        let err = ModelMetadata::from_toml("lables = [\"a\"]").unwrap_err();
+        assert!(err.to_string().contains("lables"), "{err}");
+        let err = ModelMetadata::from_toml("output = \"scores\"").unwrap_err();
+        assert!(err.to_string().contains("scores"), "{err}");
+    }
+}
