@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod serve;
 #[cfg(feature = "train")]
 mod train;
 
@@ -19,6 +20,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve every model in a model directory over HTTP.
+    Serve(serve::ServeArgs),
+    /// List the models in a model directory and whether each loads.
+    Models(serve::RepositoryArgs),
+    /// Run one inference offline from a JSON file and print the top classes.
+    Predict(serve::PredictArgs),
     /// Train an MNIST-style classifier and export it to ONNX.
     #[cfg(feature = "train")]
     Train(train::TrainArgs),
@@ -34,6 +41,9 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
+        Command::Serve(args) => serve::serve(args),
+        Command::Models(args) => serve::models(args),
+        Command::Predict(args) => serve::predict(args),
         #[cfg(feature = "train")]
         Command::Train(args) => train::run(args),
     };

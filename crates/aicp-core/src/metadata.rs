@@ -5,6 +5,7 @@
 //! description = "MNIST digit classifier"
 //! task = "classification"
 //! output = "logits"
+//! backend = "auto"     # or "tract", "onnxruntime"
 //! labels = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
 //!
 //! [input]
@@ -36,6 +37,9 @@ pub struct ModelMetadata {
     pub labels: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<InputSpec>,
+    /// Which engine serves the model; `auto` (the default) picks the fastest available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<Backend>,
     /// How the model was made, for people; not interpreted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub training: Option<toml::Table>,
@@ -47,6 +51,17 @@ pub struct ModelMetadata {
 pub enum OutputKind {
     Logits,
     Probabilities,
+}
+
+/// The engine a model asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Auto,
+    Tract,
+    #[serde(rename = "onnxruntime")]
+    OnnxRuntime,
 }
 
 /// What the model expects as input values.
@@ -112,6 +127,7 @@ mod tests {
                 range: Some([0.0, 1.0]),
                 normalisation: Some("pixel / 255".into()),
             }),
+            backend: Some(Backend::OnnxRuntime),
             training: Some(training),
         };
         assert_eq!(

@@ -244,6 +244,7 @@ fn metadata(report: &Report, description: String) -> ModelMetadata {
             range: Some([0.0, 1.0]),
             normalisation: Some("pixel / 255: 0 is background, 1 is ink (white on black)".into()),
         }),
+        backend: None,
         training: Some(training),
     }
 }

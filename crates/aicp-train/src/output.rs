@@ -35,16 +35,7 @@ pub struct Written {
     pub version: Option<u64>,
 }
 
-/// Checks a model name before any file is touched: `[A-Za-z0-9_.-]+`, no `..`.
-pub fn validate_model_name(name: &str) -> anyhow::Result<()> {
-    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
-    if name.is_empty() || !name.chars().all(allowed) || name.contains("..") || name == "." {
-        anyhow::bail!(
-            "invalid model name {name:?}: expected letters, digits, '_', '-' and '.', without '..'"
-        );
-    }
-    Ok(())
-}
+pub use aicp_core::validate_model_name;
 
 impl Destination {
     /// Writes the model's files and returns where they went.
@@ -190,17 +181,6 @@ fn temp_beside(path: &Path, bytes: &[u8]) -> anyhow::Result<tempfile::NamedTempF
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn model_names_are_checked_before_use() {
-        for good in ["mnist", "fashion-mnist", "my_model.v2", "A1"] {
-            validate_model_name(good).unwrap();
-        }
-        for bad in ["", ".", "..", "a/b", "../etc", "a..b", "sp ace", "é"] {
-            let err = validate_model_name(bad).unwrap_err().to_string();
-            assert!(err.contains("invalid model name"), "{bad}: {err}");
-        }
-    }
 
     #[test]
     fn versions_count_up_from_the_highest_existing_one() {

@@ -1,0 +1,203 @@
+//! `aicp serve`, `aicp models` and `aicp predict`: the command line over the server and runtime.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use aicp_core::{NestedArray, OutputKind, Tensor};
+use aicp_runtime::{
+    Engines, Executor, InferRequest, ModelState, Repository, Runtime, VersionState,
+};
+use aicp_server::ServeOptions;
+use clap::Args;
+
+/// Where the models are and which engines may run them.
+#[derive(Debug, Args)]
+pub struct RepositoryArgs {
+    /// The model directory.
+    #[arg(long, env = "AICP_MODELS", default_value = "models")]
+    models: PathBuf,
+
+    /// ONNX Runtime's shared library (libonnxruntime.so.1.*, version 1.31 or newer). Default:
+    /// ORT_DYLIB_PATH, else an onnxruntime Python package found on this machine.
+    #[arg(long, env = "AICP_ORT_LIB")]
+    ort_lib: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The address to listen on; 0.0.0.0 exposes the server to the network.
+    #[arg(long, env = "AICP_HOST", default_value = "127.0.0.1")]
+    host: IpAddr,
+
+    /// The port; 0 picks a free one (printed at start-up).
+    #[arg(long, env = "AICP_PORT", default_value_t = 8000)]
+    port: u16,
+
+    #[command(flatten)]
+    repository: RepositoryArgs,
+
+    /// The largest request body accepted, in bytes.
+    #[arg(long, env = "AICP_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    max_body_bytes: usize,
+
+    /// Threads running inference. Default: one per core.
+    #[arg(long, env = "AICP_INFERENCE_THREADS")]
+    inference_threads: Option<usize>,
+
+    /// Requests that may wait for an inference thread; more are refused as overloaded (429).
+    #[arg(long, env = "AICP_QUEUE_CAPACITY", default_value_t = 1024)]
+    queue_capacity: usize,
+}
+
+pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let threads = args
+        .inference_threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let options = ServeOptions {
+        addr: SocketAddr::new(args.host, args.port),
+        models: args.repository.models,
+        ort_library: args.repository.ort_lib,
+        max_body_bytes: args.max_body_bytes,
+        inference_threads: threads,
+        queue_capacity: args.queue_capacity,
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(aicp_server::serve(options, shutdown_signal()))
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    eprintln!("shutting down: finishing requests in flight");
+}
+
+fn load(args: &RepositoryArgs) -> anyhow::Result<Repository> {
+    let engines = Arc::new(Engines::new(args.ort_lib.as_deref()));
+    Ok(Repository::load(&args.models, engines)?)
+}
+
+/// `aicp models`: what the directory holds and whether each model loads.
+pub fn models(args: RepositoryArgs) -> anyhow::Result<()> {
+    let repository = load(&args)?;
+    println!(
+        "{:<20} {:<8} {:<8} {:<12} {:<24} source",
+        "model", "version", "state", "engine", "input"
+    );
+    for model in repository.models() {
+        for version in model.versions.values() {
+            let (state, engine, input) = match &version.state {
+                VersionState::Ready(served) => (
+                    "ready",
+                    served.engine.to_string(),
+                    served
+                        .signature
+                        .inputs
+                        .first()
+                        .map(|i| format!("{} {:?}", i.name, i.display_shape()))
+                        .unwrap_or_default(),
+                ),
+                VersionState::Failed(_) => ("failed", "-".into(), "-".into()),
+            };
+            println!(
+                "{:<20} {:<8} {:<8} {:<12} {:<24} {}",
+                model.name,
+                version.version,
+                state,
+                engine,
+                input,
+                model.source.display()
+            );
+            if let VersionState::Failed(reason) = &version.state {
+                println!("    reason: {reason}");
+            }
+        }
+        if model.versions.is_empty() && model.state() == ModelState::Failed {
+            println!(
+                "{:<20} {:<8} failed   reason: {}",
+                model.name,
+                "-",
+                model.reason().unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// The model to run.
+    #[arg(long, env = "AICP_MODEL", default_value = "mnist")]
+    model: String,
+
+    #[command(flatten)]
+    repository: RepositoryArgs,
+
+    /// How many classes to print.
+    #[arg(long, default_value_t = 5)]
+    top_k: usize,
+
+    /// A JSON file holding one input: 784 floats in [0, 1] (flat, [28][28] or [1][28][28]).
+    file: PathBuf,
+}
+
+/// `aicp predict`: one inference, offline, through the same validation as the server.
+pub fn predict(args: PredictArgs) -> anyhow::Result<()> {
+    let text = std::fs::read(&args.file)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.file.display()))?;
+    let input: NestedArray = serde_json::from_slice(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not a JSON array of numbers: {e}",
+            args.file.display()
+        )
+    })?;
+    let repository = load(&args.repository)?;
+    let runtime = Runtime::new(Executor::new(1, 1));
+    runtime.set_repository(repository);
+    let count = input.data.len();
+    let response = tokio::runtime::Builder::new_current_thread()
+        .build()?
+        .block_on(runtime.infer(InferRequest {
+            model: args.model.clone(),
+            version: None,
+            input: Tensor {
+                shape: vec![1, count],
+                data: input.data,
+            },
+        }))?;
+    let model = &response.model;
+    let Some(first) = response.outputs.first() else {
+        anyhow::bail!("model {} returned no output", model.name);
+    };
+    let probabilities = match model.output {
+        OutputKind::Logits => aicp_runtime::softmax(&first.data),
+        OutputKind::Probabilities => first.data.clone(),
+    };
+    println!(
+        "model {} version {} ({})",
+        model.name, model.version, model.engine
+    );
+    for (class, confidence) in aicp_runtime::top_k(&probabilities, args.top_k) {
+        println!("{:>12}  {:>6.2}%", model.label(class), 100.0 * confidence);
+    }
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! In-process inference on the bundled MNIST model, tract against ONNX Runtime, at batch 1 and
+//! 1024. After criterion's measurements, both engines are timed again in this same process and
+//! the ratio tract/onnxruntime is printed.
+//!
+//!   scripts/test.sh creates .venv with onnxruntime; then: cargo bench -p aicp-engine
+
+use std::hint::black_box;
+use std::path::Path;
+use std::time::Instant;
+
+use aicp_core::Tensor;
+use aicp_engine::onnxruntime::{OnnxRuntimeEngine, find_library};
+use aicp_engine::tract::TractEngine;
+use aicp_engine::{Engine, Runnable, onnx};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+
+fn engines() -> Vec<(&'static str, Box<dyn Runnable>)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    // Library discovery looks in ./.venv, so look from the repository root.
+    std::env::set_current_dir(&root).expect("repository root");
+    let model = root.join("models/mnist/1/model.onnx");
+    let signature = onnx::inspect(&model).expect("bundled model").signature;
+    let library = find_library(std::env::var_os("AICP_ORT_LIB").as_deref().map(Path::new)).expect(
+        "no ONNX Runtime library: run scripts/test.sh (it creates .venv) or set AICP_ORT_LIB",
+    );
+    let ort = OnnxRuntimeEngine::load(&library).expect("loading ONNX Runtime");
+    vec![
+        (
+            "tract",
+            TractEngine.load(&model, &signature).expect("tract"),
+        ),
+        (
+            "onnxruntime",
+            ort.load(&model, &signature).expect("onnxruntime"),
+        ),
+    ]
+}
+
+fn input(batch: usize) -> Tensor {
+    let data = (0..batch * 784).map(|i| (i % 256) as f32 / 255.0).collect();
+    Tensor {
+        shape: vec![batch, 1, 28, 28],
+        data,
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let engines = engines();
+    for batch in [1, 1024] {
+        let input = [input(batch)];
+        let mut group = c.benchmark_group(format!("mlp_batch_{batch}"));
+        group.throughput(Throughput::Elements(batch as u64));
+        for (name, model) in &engines {
+            group.bench_with_input(BenchmarkId::from_parameter(name), &input, |b, input| {
+                b.iter(|| black_box(model.run(input).expect("inference")));
+            });
+        }
+        group.finish();
+    }
+    for batch in [1, 1024] {
+        let input = [input(batch)];
+        let runs = if batch == 1 { 20_000 } else { 200 };
+        let mean = |model: &dyn Runnable| {
+            let started = Instant::now();
+            for _ in 0..runs {
+                black_box(model.run(&input).expect("inference"));
+            }
+            started.elapsed().as_secs_f64() / runs as f64
+        };
+        let tract = mean(engines[0].1.as_ref());
+        let ort = mean(engines[1].1.as_ref());
+        println!(
+            "batch {batch:>4}: tract {:>9.1} us, onnxruntime {:>9.1} us, {:>8.0} vs {:>8.0} samples/s; tract/onnxruntime time ratio {:.2}",
+            tract * 1e6,
+            ort * 1e6,
+            batch as f64 / tract,
+            batch as f64 / ort,
+            tract / ort
+        );
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

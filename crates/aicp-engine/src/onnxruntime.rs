@@ -1,0 +1,187 @@
+//! The ONNX Runtime engine, through the `ort` crate with its library loaded at run time. Faster
+//! than tract on convolutions and INT8, and a little on large MLP batches; used when the
+//! library is found (see [`find_library`]).
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use aicp_core::{Error, ModelSignature, Result, Tensor};
+use ort::environment::Environment;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::{Session, SessionInputValue};
+use ort::value::TensorRef;
+
+use crate::{Engine, EngineKind, Runnable};
+
+/// ONNX Runtime, loaded from a shared library. One per process: the library is global.
+pub struct OnnxRuntimeEngine {
+    environment: Environment,
+    library: PathBuf,
+}
+
+impl std::fmt::Debug for OnnxRuntimeEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnnxRuntimeEngine")
+            .field("library", &self.library)
+            .finish()
+    }
+}
+
+impl OnnxRuntimeEngine {
+    /// Loads ONNX Runtime from `library` (for example
+    /// `.../site-packages/onnxruntime/capi/libonnxruntime.so.1.23.2`). Fails with a message
+    /// naming the file when it is missing or not a usable version (1.31 or newer).
+    pub fn load(library: &Path) -> Result<Self> {
+        if !library.is_file() {
+            return Err(Error::invalid(format!(
+                "ONNX Runtime library {} does not exist",
+                library.display()
+            )));
+        }
+        let environment = ort::init_from(library)
+            .map_err(|e| {
+                Error::invalid(format!(
+                    "cannot load ONNX Runtime from {} (version 1.31 or newer is needed): {e}",
+                    library.display()
+                ))
+            })?
+            .with_name("aicp")
+            .build()
+            .map_err(|e| Error::invalid(format!("ONNX Runtime from {}: {e}", library.display())))?;
+        Ok(Self {
+            environment,
+            library: library.to_path_buf(),
+        })
+    }
+
+    pub fn library(&self) -> &Path {
+        &self.library
+    }
+}
+
+/// A session and the names it is fed and read by. `Session::run` needs `&mut`, so concurrent
+/// callers of one model take turns.
+struct OrtModel {
+    session: Mutex<Session>,
+    inputs: Vec<String>,
+    outputs: Vec<String>,
+}
+
+impl Engine for OnnxRuntimeEngine {
+    fn kind(&self) -> EngineKind {
+        EngineKind::OnnxRuntime
+    }
+
+    fn load(&self, path: &Path, signature: &ModelSignature) -> Result<Box<dyn Runnable>> {
+        let failed = |e: ort::Error| {
+            Error::invalid(format!("onnxruntime cannot load {}: {e}", path.display()))
+        };
+        let session = Session::builder(&self.environment)
+            .map_err(failed)?
+            // Python onnxruntime's default, so both give the same numbers.
+            .with_optimization_level(GraphOptimizationLevel::All)
+            .map_err(|e| failed(e.into()))?
+            .with_intra_threads(1)
+            .map_err(|e| failed(e.into()))?
+            // Spinning threads steal the cores other requests need.
+            .with_intra_op_spinning(false)
+            .map_err(|e| failed(e.into()))?
+            .commit_from_file(path)
+            .map_err(failed)?;
+        Ok(Box::new(OrtModel {
+            session: Mutex::new(session),
+            inputs: signature.inputs.iter().map(|s| s.name.clone()).collect(),
+            outputs: signature.outputs.iter().map(|s| s.name.clone()).collect(),
+        }))
+    }
+}
+
+impl Runnable for OrtModel {
+    fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        let failed = |e: ort::Error| Error::internal(format!("onnxruntime inference failed: {e}"));
+        let mut feed: Vec<(Cow<str>, SessionInputValue)> = Vec::with_capacity(inputs.len());
+        for (name, tensor) in self.inputs.iter().zip(inputs) {
+            let value = TensorRef::from_array_view((tensor.shape.clone(), tensor.data.as_slice()))
+                .map_err(failed)?;
+            feed.push((Cow::Borrowed(name.as_str()), value.into()));
+        }
+        // A panic while the lock was held cannot leave the session half-updated: keep going.
+        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let outputs = session.run(feed).map_err(failed)?;
+        self.outputs
+            .iter()
+            .map(|name| {
+                let value = outputs.get(name).ok_or_else(|| {
+                    Error::internal(format!("onnxruntime gave no output {name:?}"))
+                })?;
+                let (shape, data) = value
+                    .try_extract_tensor::<f32>()
+                    .map_err(|e| Error::internal(format!("output {name:?} is not float32: {e}")))?;
+                Ok(Tensor {
+                    shape: shape.iter().map(|&d| d.max(0) as usize).collect(),
+                    data: data.to_vec(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Where to look for ONNX Runtime's library, in order: an explicit path (`--ort-lib`,
+/// `AICP_ORT_LIB`), `ORT_DYLIB_PATH`, then an `onnxruntime` Python package: in `./.venv`, or
+/// wherever `python3` imports it from.
+pub fn find_library(explicit: Option<&Path>) -> Option<PathBuf> {
+    if let Some(path) = explicit {
+        return Some(path.to_path_buf());
+    }
+    if let Some(path) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(path));
+    }
+    python_package_dirs()
+        .into_iter()
+        .find_map(|package| library_in(&package.join("capi")))
+}
+
+fn python_package_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(".venv/lib") {
+        for entry in entries.flatten() {
+            dirs.push(entry.path().join("site-packages/onnxruntime"));
+        }
+    }
+    for python in ["python3", "python"] {
+        let asked = Command::new(python)
+            .args([
+                "-c",
+                "import os, onnxruntime; print(os.path.dirname(onnxruntime.__file__))",
+            ])
+            .stderr(std::process::Stdio::null())
+            .output();
+        if let Ok(out) = asked
+            && out.status.success()
+        {
+            dirs.push(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+            break;
+        }
+    }
+    dirs
+}
+
+/// The newest `libonnxruntime.so.1.*` (or `.dylib`/`.dll`) in `dir`.
+fn library_in(dir: &Path) -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with("libonnxruntime.so.1")
+                    || n == "libonnxruntime.dylib"
+                    || n == "onnxruntime.dll"
+            })
+        })
+        .collect();
+    found.sort();
+    found.pop()
+}

@@ -1,0 +1,70 @@
+//! The tract engine: pure Rust, always available.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use aicp_core::{Error, ModelSignature, Result, Tensor};
+use tract_onnx::prelude::{
+    Framework, InferenceModelExt, IntoRunnable, IntoTValue, TValue, TVec, TypedRunnableModel,
+};
+
+use crate::{Engine, EngineKind, Runnable};
+
+/// Loads models with tract-onnx.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TractEngine;
+
+struct TractModel {
+    plan: Arc<TypedRunnableModel>,
+}
+
+impl Engine for TractEngine {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Tract
+    }
+
+    fn load(&self, path: &Path, _signature: &ModelSignature) -> Result<Box<dyn Runnable>> {
+        let failed = |e: tract_onnx::prelude::TractError| {
+            Error::invalid(format!("tract cannot load {}: {e:#}", path.display()))
+        };
+        // The batch dimension stays symbolic: one plan serves every batch size.
+        let plan = tract_onnx::onnx()
+            .model_for_path(path)
+            .and_then(|model| model.into_optimized())
+            .and_then(|model| model.into_runnable())
+            .map_err(failed)?;
+        Ok(Box::new(TractModel { plan }))
+    }
+}
+
+impl Runnable for TractModel {
+    fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        let values = inputs
+            .iter()
+            .map(|t| {
+                tract_onnx::prelude::Tensor::from_shape(&t.shape, &t.data)
+                    .map(IntoTValue::into_tvalue)
+            })
+            .collect::<std::result::Result<TVec<TValue>, _>>()
+            .map_err(|e| Error::internal(format!("tract input: {e}")))?;
+        let outputs = self
+            .plan
+            .run(values)
+            .map_err(|e| Error::internal(format!("tract inference failed: {e:#}")))?;
+        outputs
+            .iter()
+            .map(|value| {
+                let value = value
+                    .cast_to::<f32>()
+                    .map_err(|e| Error::internal(format!("tract output is not numeric: {e}")))?;
+                let view = value
+                    .to_plain_array_view::<f32>()
+                    .map_err(|e| Error::internal(format!("tract output: {e}")))?;
+                Ok(Tensor {
+                    shape: view.shape().to_vec(),
+                    data: view.iter().copied().collect(),
+                })
+            })
+            .collect()
+    }
+}
