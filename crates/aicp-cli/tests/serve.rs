@@ -126,7 +126,8 @@ fn digits(n: usize) -> Vec<(Vec<f32>, u8)> {
 }
 
 /// A model directory: the bundled `mnist`, the same file as a bare seed-style
-/// `digits_model.onnx`, a `tractonly` model pinned to tract, and a corrupt `broken.onnx`.
+/// `digits_model.onnx`, a `tractonly` model pinned to tract, a corrupt `broken.onnx`, and a
+/// corrupt `mnist.onnx` that clashes with `mnist/`.
 fn model_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let bundled = repo_root().join("models/mnist");
@@ -147,6 +148,8 @@ fn model_dir() -> tempfile::TempDir {
     )
     .unwrap();
     std::fs::write(dir.path().join("broken.onnx"), b"this is not an onnx file").unwrap();
+    // Same name as the mnist/ directory: skipped, never replacing it.
+    std::fs::write(dir.path().join("mnist.onnx"), b"not a model either").unwrap();
     dir
 }
 

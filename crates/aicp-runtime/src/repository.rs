@@ -218,6 +218,15 @@ impl Repository {
                 tracing::warn!("skipping {}: {e}", path.display());
                 continue;
             }
+            if let Some(existing) = models.get(&name) {
+                let existing: &ModelEntry = existing;
+                tracing::warn!(
+                    "skipping {}: model {name:?} is already defined by {}",
+                    path.display(),
+                    existing.source.display()
+                );
+                continue;
+            }
             let entry = load_model(&name, &path, dir, metadata, versions, &engines);
             models.insert(name, entry);
         }

@@ -66,10 +66,15 @@ impl Runtime {
         self.repository().is_ok()
     }
 
-    /// Validates and runs one request.
+    /// Finds the model, then validates and runs one request.
     pub async fn infer(&self, request: InferRequest) -> Result<InferResponse> {
         let model = self.repository()?.get(&request.model, request.version)?;
-        let input = prepare_input(&model, request.input)?;
+        self.run(model, request.input).await
+    }
+
+    /// Validates `input` against `model` (already looked up) and runs it.
+    pub async fn run(&self, model: Arc<ServedModel>, input: Tensor) -> Result<InferResponse> {
+        let input = prepare_input(&model, input)?;
         let runner = model.clone();
         let (outputs, compute_time) = self
             .executor

@@ -1,5 +1,5 @@
 //! aicp's front ends. Today: the HTTP ML API ([`ml_api`]). Every front end only translates its
-//! wire format to an `InferRequest` of the runtime and back; validation and execution live in
+//! wire format to a model and an input for the runtime and back; validation and execution live in
 //! `aicp-runtime`.
 
 pub mod error;

@@ -1,13 +1,11 @@
 //! The ML API (`/api/v1/ml/*`, the seed project's contract) and the health routes. Each handler
-//! only translates: JSON in, an [`InferRequest`] to the runtime, JSON out.
+//! only translates: JSON in, a model and an input tensor to the runtime, JSON out.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use aicp_core::{Error, NestedArray, OutputKind, Tensor};
-use aicp_runtime::{
-    InferRequest, ModelEntry, ModelState, Runtime, ServedModel, VersionState, softmax, top_k,
-};
+use aicp_runtime::{ModelEntry, ModelState, Runtime, ServedModel, VersionState, softmax, top_k};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -64,16 +62,11 @@ pub async fn classify(
     }
     let model = runtime.repository()?.get(&request.model_name, None)?;
     let (batch, single) = image_batch(&model, &request.image_data.shape)?;
-    let response = runtime
-        .infer(InferRequest {
-            model: model.name.clone(),
-            version: Some(model.version),
-            input: Tensor {
-                shape: vec![batch, request.image_data.data.len() / batch],
-                data: request.image_data.data,
-            },
-        })
-        .await?;
+    let input = Tensor {
+        shape: vec![batch, request.image_data.data.len() / batch],
+        data: request.image_data.data,
+    };
+    let response = runtime.run(model, input).await?;
     let mut results = predictions(&response.model, &response.outputs, request.top_k)?;
     let mut body = json!({
         "model_name": response.model.name,
@@ -235,16 +228,11 @@ pub async fn inference(
             vec![values / per_sample, per_sample]
         }
     };
-    let response = runtime
-        .infer(InferRequest {
-            model: model.name.clone(),
-            version: Some(model.version),
-            input: Tensor {
-                shape,
-                data: request.input_data.data,
-            },
-        })
-        .await?;
+    let input = Tensor {
+        shape,
+        data: request.input_data.data,
+    };
+    let response = runtime.run(model, input).await?;
     let model = &response.model;
     let softmax_now = request.apply_softmax && model.output == OutputKind::Logits;
     let outputs: Vec<Value> = response
