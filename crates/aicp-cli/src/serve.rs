@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use aicp_core::{NestedArray, OutputKind, Tensor};
+use aicp_core::{NestedArray, Tensor};
 use aicp_runtime::{
     Engines, Executor, InferRequest, ModelState, Repository, Runtime, VersionState,
 };
@@ -188,10 +188,7 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<()> {
     let Some(first) = response.outputs.first() else {
         anyhow::bail!("model {} returned no output", model.name);
     };
-    let probabilities = match model.output {
-        OutputKind::Logits => aicp_runtime::softmax(&first.data),
-        OutputKind::Probabilities => first.data.clone(),
-    };
+    let probabilities = model.probabilities(&first.data);
     println!(
         "model {} version {} ({})",
         model.name, model.version, model.engine

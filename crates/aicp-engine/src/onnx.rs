@@ -15,8 +15,6 @@ pub struct OnnxInfo {
     pub signature: ModelSignature,
     /// The operator type of the node producing the first output, e.g. "Softmax".
     pub final_op: Option<String>,
-    pub opset: Option<i64>,
-    pub producer: String,
 }
 
 /// Reads the signature and a few facts from the ONNX file at `path`.
@@ -53,16 +51,9 @@ pub fn inspect(path: &Path) -> Result<OnnxInfo> {
         .iter()
         .find(|n| n.output.iter().any(|o| *o == outputs[0].name))
         .map(|n| n.op_type.clone());
-    let opset = proto
-        .opset_import
-        .iter()
-        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
-        .map(|o| o.version);
     Ok(OnnxInfo {
         signature: ModelSignature { inputs, outputs },
         final_op,
-        opset,
-        producer: proto.producer_name.clone(),
     })
 }
 

@@ -57,18 +57,6 @@ impl Engines {
         }
     }
 
-    /// Only tract, whatever the machine has.
-    pub fn tract_only() -> Self {
-        Self {
-            tract: TractEngine,
-            onnxruntime: Err("onnxruntime disabled".into()),
-        }
-    }
-
-    pub fn onnxruntime_available(&self) -> bool {
-        self.onnxruntime.is_ok()
-    }
-
     /// The engine for a model's `backend`: `auto` is the fastest available.
     pub fn pick(&self, backend: Backend) -> std::result::Result<&dyn Engine, String> {
         match (backend, &self.onnxruntime) {
@@ -97,6 +85,15 @@ impl ServedModel {
     /// Runs one batch on the calling thread (the executor's).
     pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
         self.runnable.run(inputs)
+    }
+
+    /// Probabilities from one row of the first output: softmax of logits, or the row itself
+    /// when the model already outputs probabilities (so softmax is never applied twice).
+    pub fn probabilities(&self, row: &[f32]) -> Vec<f32> {
+        match self.output {
+            OutputKind::Logits => crate::service::softmax(row),
+            OutputKind::Probabilities => row.to_vec(),
+        }
     }
 
     /// The class label of output index `class`: from model.toml, else the index.
@@ -176,7 +173,7 @@ pub struct Repository {
     pub dir: PathBuf,
     models: BTreeMap<String, ModelEntry>,
     /// Kept alive as long as the models loaded through them.
-    engines: Arc<Engines>,
+    _engines: Arc<Engines>,
 }
 
 impl Repository {
@@ -233,12 +230,8 @@ impl Repository {
         Ok(Self {
             dir: dir.to_path_buf(),
             models,
-            engines,
+            _engines: engines,
         })
-    }
-
-    pub fn engines(&self) -> &Engines {
-        &self.engines
     }
 
     pub fn models(&self) -> impl Iterator<Item = &ModelEntry> {

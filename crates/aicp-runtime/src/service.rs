@@ -2,7 +2,6 @@
 //! its signature and metadata (once, here), run it on the executor, and hand back the outputs.
 
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
 
 use aicp_core::{DataType, Error, ErrorKind, Result, Tensor};
 
@@ -24,8 +23,6 @@ pub struct InferRequest {
 pub struct InferResponse {
     pub model: Arc<ServedModel>,
     pub outputs: Vec<Tensor>,
-    /// Time spent in the engine.
-    pub compute_time: Duration,
 }
 
 /// The model repository and the executor behind every front end.
@@ -62,10 +59,6 @@ impl Runtime {
             })
     }
 
-    pub fn is_ready(&self) -> bool {
-        self.repository().is_ok()
-    }
-
     /// Finds the model, then validates and runs one request.
     pub async fn infer(&self, request: InferRequest) -> Result<InferResponse> {
         let model = self.repository()?.get(&request.model, request.version)?;
@@ -76,19 +69,11 @@ impl Runtime {
     pub async fn run(&self, model: Arc<ServedModel>, input: Tensor) -> Result<InferResponse> {
         let input = prepare_input(&model, input)?;
         let runner = model.clone();
-        let (outputs, compute_time) = self
+        let outputs = self
             .executor
-            .run(move || {
-                let started = Instant::now();
-                let outputs = runner.run(std::slice::from_ref(&input))?;
-                Ok((outputs, started.elapsed()))
-            })
+            .run(move || runner.run(std::slice::from_ref(&input)))
             .await?;
-        Ok(InferResponse {
-            model,
-            outputs,
-            compute_time,
-        })
+        Ok(InferResponse { model, outputs })
     }
 }
 

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use aicp_core::{Error, NestedArray, OutputKind, Tensor};
-use aicp_runtime::{ModelEntry, ModelState, Runtime, ServedModel, VersionState, softmax, top_k};
+use aicp_core::{Error, NestedArray, Tensor};
+use aicp_runtime::{ModelEntry, ModelState, Runtime, ServedModel, VersionState, top_k};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -154,11 +154,7 @@ fn predictions(
         .data
         .chunks(classes)
         .map(|row| {
-            let probabilities = match model.output {
-                OutputKind::Logits => softmax(row),
-                OutputKind::Probabilities => row.to_vec(),
-            };
-            top_k(&probabilities, k)
+            top_k(&model.probabilities(row), k)
                 .into_iter()
                 .map(|(class, confidence)| Prediction {
                     class,
@@ -234,17 +230,16 @@ pub async fn inference(
     };
     let response = runtime.run(model, input).await?;
     let model = &response.model;
-    let softmax_now = request.apply_softmax && model.output == OutputKind::Logits;
     let outputs: Vec<Value> = response
         .outputs
         .iter()
         .zip(&model.signature.outputs)
         .map(|(tensor, spec)| {
-            let data = if softmax_now && tensor.shape.len() == 2 {
+            let data = if request.apply_softmax && tensor.shape.len() == 2 {
                 tensor
                     .data
                     .chunks(tensor.shape[1].max(1))
-                    .flat_map(softmax)
+                    .flat_map(|row| model.probabilities(row))
                     .collect()
             } else {
                 tensor.data.clone()
