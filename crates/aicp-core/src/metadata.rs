@@ -12,6 +12,9 @@
 //! range = [0.0, 1.0]
 //! normalisation = "pixel / 255: 0 is background, 1 is ink"
 //!
+//! [batching]
+//! max_batch_size = 1024   # the most samples one request may carry
+//!
 //! [training]          # free-form: how the model was trained
 //! dataset = "mnist"
 //! ```
@@ -40,6 +43,8 @@ pub struct ModelMetadata {
     /// Which engine serves the model; `auto` (the default) picks the fastest available.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<Backend>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batching: Option<Batching>,
     /// How the model was made, for people; not interpreted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub training: Option<toml::Table>,
@@ -74,6 +79,19 @@ pub struct InputSpec {
     /// How raw data becomes input values, for people (for example "pixel / 255").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub normalisation: Option<String>,
+}
+
+/// How requests to the model are batched.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Batching {
+    /// The most samples one request may carry (Triton's `max_batch_size`); 1024 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_batch_size: Option<usize>,
+}
+
+impl Batching {
+    pub const DEFAULT_MAX_BATCH_SIZE: usize = 1024;
 }
 
 /// A `model.toml` that could not be read.
@@ -128,6 +146,9 @@ mod tests {
                 normalisation: Some("pixel / 255".into()),
             }),
             backend: Some(Backend::OnnxRuntime),
+            batching: Some(Batching {
+                max_batch_size: Some(64),
+            }),
             training: Some(training),
         };
         assert_eq!(

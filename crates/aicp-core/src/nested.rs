@@ -1,21 +1,121 @@
-//! Reading a JSON number or (nested) array of numbers straight into a shape and flat float32
-//! data, without building a JSON tree: `[[1, 2], [3, 4]]` becomes shape `[2, 2]` and data
-//! `[1, 2, 3, 4]`. Ragged arrays, mixed nesting and values outside float32's finite range are
-//! rejected with a message that says where.
+//! Reading a JSON value or (nested) array of values straight into a shape and flat typed data,
+//! without building a JSON tree: `[[1, 2], [3, 4]]` becomes shape `[2, 2]` and data
+//! `[1, 2, 3, 4]`. Ragged arrays, mixed nesting and values the element type cannot hold
+//! (300 as INT8, 1e39 as FP32, 1.5 as an integer) are rejected with a message that says where.
 
 use std::fmt;
 
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
 
-/// A rectangular array of numbers of any rank (0 for a bare number).
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct NestedArray {
+/// A rectangular array of `T` of any rank (0 for a bare value).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NestedArray<T = f32> {
     pub shape: Vec<usize>,
-    pub data: Vec<f32>,
+    pub data: Vec<T>,
 }
 
-impl<'de> Deserialize<'de> for NestedArray {
+impl<T> Default for NestedArray<T> {
+    fn default() -> Self {
+        Self {
+            shape: Vec::new(),
+            data: Vec::new(),
+        }
+    }
+}
+
+/// An element type a JSON value can be read into. Each conversion returns `None` when the value
+/// does not fit the type exactly (floats: when it is outside the type's finite range).
+pub trait Element: Sized {
+    /// The protocol's name for the type, for messages.
+    const NAME: &'static str;
+    /// What a JSON value of this type looks like, for messages.
+    const EXPECTED: &'static str = "a number";
+
+    fn from_f64(value: f64) -> Option<Self>;
+    fn from_i64(value: i64) -> Option<Self>;
+    fn from_u64(value: u64) -> Option<Self>;
+    fn from_bool(_value: bool) -> Option<Self> {
+        None
+    }
+}
+
+macro_rules! float_element {
+    ($t:ty, $name:literal) => {
+        impl Element for $t {
+            const NAME: &'static str = $name;
+
+            fn from_f64(value: f64) -> Option<Self> {
+                let narrowed = value as $t;
+                narrowed.is_finite().then_some(narrowed)
+            }
+
+            fn from_i64(value: i64) -> Option<Self> {
+                Some(value as $t)
+            }
+
+            fn from_u64(value: u64) -> Option<Self> {
+                Some(value as $t)
+            }
+        }
+    };
+}
+
+float_element!(f32, "FP32");
+float_element!(f64, "FP64");
+
+macro_rules! integer_element {
+    ($t:ty, $name:literal) => {
+        impl Element for $t {
+            const NAME: &'static str = $name;
+            const EXPECTED: &'static str = "an integer";
+
+            fn from_f64(_value: f64) -> Option<Self> {
+                None
+            }
+
+            fn from_i64(value: i64) -> Option<Self> {
+                <$t>::try_from(value).ok()
+            }
+
+            fn from_u64(value: u64) -> Option<Self> {
+                <$t>::try_from(value).ok()
+            }
+        }
+    };
+}
+
+integer_element!(i8, "INT8");
+integer_element!(i16, "INT16");
+integer_element!(i32, "INT32");
+integer_element!(i64, "INT64");
+integer_element!(u8, "UINT8");
+integer_element!(u16, "UINT16");
+integer_element!(u32, "UINT32");
+integer_element!(u64, "UINT64");
+
+impl Element for bool {
+    const NAME: &'static str = "BOOL";
+    const EXPECTED: &'static str = "true or false";
+
+    fn from_f64(_value: f64) -> Option<Self> {
+        None
+    }
+
+    fn from_i64(_value: i64) -> Option<Self> {
+        None
+    }
+
+    fn from_u64(_value: u64) -> Option<Self> {
+        None
+    }
+
+    fn from_bool(value: bool) -> Option<Self> {
+        Some(value)
+    }
+}
+
+impl<'de, T: Element> Deserialize<'de> for NestedArray<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let mut builder = Builder::default();
         Level {
@@ -30,20 +130,29 @@ impl<'de> Deserialize<'de> for NestedArray {
     }
 }
 
-#[derive(Default)]
-struct Builder {
+struct Builder<T> {
     shape: Vec<usize>,
-    data: Vec<f32>,
-    /// The depth at which numbers were found; every number must be at the same depth.
+    data: Vec<T>,
+    /// The depth at which values were found; every value must be at the same depth.
     leaf_depth: Option<usize>,
 }
 
-struct Level<'a> {
-    builder: &'a mut Builder,
+impl<T> Default for Builder<T> {
+    fn default() -> Self {
+        Self {
+            shape: Vec::new(),
+            data: Vec::new(),
+            leaf_depth: None,
+        }
+    }
+}
+
+struct Level<'a, T> {
+    builder: &'a mut Builder<T>,
     depth: usize,
 }
 
-impl<'de> DeserializeSeed<'de> for Level<'_> {
+impl<'de, T: Element> DeserializeSeed<'de> for Level<'_, T> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
@@ -51,48 +160,56 @@ impl<'de> DeserializeSeed<'de> for Level<'_> {
     }
 }
 
-impl Level<'_> {
-    fn number<E: de::Error>(self, value: f64) -> Result<(), E> {
+impl<T: Element> Level<'_, T> {
+    fn value<E: de::Error>(self, converted: Option<T>, shown: &dyn fmt::Debug) -> Result<(), E> {
         let b = self.builder;
         match b.leaf_depth {
             None => b.leaf_depth = Some(self.depth),
             Some(depth) if depth != self.depth => {
                 return Err(E::custom(format!(
-                    "array is not rectangular: numbers found at nesting depths {depth} and {}",
+                    "array is not rectangular: values found at nesting depths {depth} and {}",
                     self.depth
                 )));
             }
             Some(_) => {}
         }
-        let value32 = value as f32;
-        if !value32.is_finite() {
+        let Some(value) = converted else {
             return Err(E::custom(format!(
-                "value {value} at index {} is not a finite float32",
-                b.data.len()
+                "value {shown:?} at index {} does not fit {}: expected {}",
+                b.data.len(),
+                T::NAME,
+                T::EXPECTED
             )));
-        }
-        b.data.push(value32);
+        };
+        b.data.push(value);
         Ok(())
     }
 }
 
-impl<'de> Visitor<'de> for Level<'_> {
+impl<'de, T: Element> Visitor<'de> for Level<'_, T> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a number or an array of numbers")
+        write!(f, "{} or an array of them ({})", T::EXPECTED, T::NAME)
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
-        self.number(v)
+        self.value(T::from_f64(v), &v)
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
-        self.number(v as f64)
+        self.value(T::from_i64(v), &v)
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
-        self.number(v as f64)
+        self.value(T::from_u64(v), &v)
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        match T::from_bool(v) {
+            Some(value) => self.value(Some(value), &v),
+            None => Err(E::invalid_type(de::Unexpected::Bool(v), &self)),
+        }
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
@@ -108,7 +225,7 @@ impl<'de> Visitor<'de> for Level<'_> {
         let mut count = 0usize;
         while seq
             .next_element_seed(Level {
-                builder: b,
+                builder: &mut *b,
                 depth: depth + 1,
             })?
             .is_some()
@@ -129,7 +246,7 @@ impl<'de> Visitor<'de> for Level<'_> {
         }
         if b.leaf_depth.is_some_and(|leaf| leaf < depth + 1) {
             return Err(de::Error::custom(
-                "array is not rectangular: it mixes numbers and lists at the same depth",
+                "array is not rectangular: it mixes values and lists at the same depth",
             ));
         }
         Ok(())
@@ -175,12 +292,39 @@ mod tests {
         assert!(err.contains("not rectangular"), "{err}");
         let err = parse("[1, \"2\"]").unwrap_err();
         assert!(
-            err.contains("expected a number or an array of numbers"),
+            err.contains("expected a number or an array of them (FP32)"),
             "{err}"
         );
         let err = parse("[1, null]").unwrap_err();
         assert!(err.contains("expected a number"), "{err}");
         let err = parse("[1e39]").unwrap_err();
-        assert!(err.contains("not a finite float32"), "{err}");
+        assert!(
+            err.contains("value 1e39 at index 0 does not fit FP32"),
+            "{err}"
+        );
+        let err = parse("[true]").unwrap_err();
+        assert!(err.contains("invalid type: boolean `true`"), "{err}");
+    }
+
+    #[test]
+    fn integers_and_booleans_must_fit_their_type() {
+        let ints: NestedArray<i8> = serde_json::from_str("[[-128, 127]]").unwrap();
+        assert_eq!((ints.shape, ints.data), (vec![1, 2], vec![-128, 127]));
+        let err = serde_json::from_str::<NestedArray<i8>>("[1, 300]").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("value 300 at index 1 does not fit INT8"),
+            "{err}"
+        );
+        let err = serde_json::from_str::<NestedArray<u32>>("[-1]").unwrap_err();
+        assert!(err.to_string().contains("does not fit UINT32"), "{err}");
+        let err = serde_json::from_str::<NestedArray<i64>>("[1.5]").unwrap_err();
+        assert!(err.to_string().contains("expected an integer"), "{err}");
+        let big: NestedArray<u64> = serde_json::from_str("[18446744073709551615]").unwrap();
+        assert_eq!(big.data, vec![u64::MAX]);
+        let flags: NestedArray<bool> = serde_json::from_str("[true, false]").unwrap();
+        assert_eq!(flags.data, vec![true, false]);
+        let err = serde_json::from_str::<NestedArray<bool>>("[1]").unwrap_err();
+        assert!(err.to_string().contains("does not fit BOOL"), "{err}");
     }
 }

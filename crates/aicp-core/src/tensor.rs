@@ -62,6 +62,8 @@ pub enum DataType {
     I64,
     #[serde(rename = "FP16")]
     F16,
+    #[serde(rename = "BF16")]
+    BF16,
     #[serde(rename = "FP32")]
     F32,
     #[serde(rename = "FP64")]
@@ -70,6 +72,80 @@ pub enum DataType {
     String,
     #[serde(rename = "OTHER")]
     Other,
+}
+
+impl DataType {
+    /// Every type, for parsing names.
+    const ALL: [DataType; 15] = [
+        Self::Bool,
+        Self::U8,
+        Self::U16,
+        Self::U32,
+        Self::U64,
+        Self::I8,
+        Self::I16,
+        Self::I32,
+        Self::I64,
+        Self::F16,
+        Self::BF16,
+        Self::F32,
+        Self::F64,
+        Self::String,
+        Self::Other,
+    ];
+
+    /// The protocol's name: `FP32`, `INT64`, `BYTES`, ...
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Bool => "BOOL",
+            Self::U8 => "UINT8",
+            Self::U16 => "UINT16",
+            Self::U32 => "UINT32",
+            Self::U64 => "UINT64",
+            Self::I8 => "INT8",
+            Self::I16 => "INT16",
+            Self::I32 => "INT32",
+            Self::I64 => "INT64",
+            Self::F16 => "FP16",
+            Self::BF16 => "BF16",
+            Self::F32 => "FP32",
+            Self::F64 => "FP64",
+            Self::String => "BYTES",
+            Self::Other => "OTHER",
+        }
+    }
+
+    /// The type a protocol name stands for; an error that lists the known names otherwise.
+    pub fn parse(name: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|t| *t != Self::Other && t.name() == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = Self::ALL[..14].iter().map(|t| t.name()).collect();
+                Error::invalid(format!(
+                    "unknown datatype {name:?}; expected one of {}",
+                    known.join(", ")
+                ))
+            })
+    }
+
+    /// Bytes per element in the raw little-endian encoding; `None` for BYTES and OTHER, whose
+    /// elements vary in size.
+    pub fn size(self) -> Option<usize> {
+        match self {
+            Self::Bool | Self::U8 | Self::I8 => Some(1),
+            Self::U16 | Self::I16 | Self::F16 | Self::BF16 => Some(2),
+            Self::U32 | Self::I32 | Self::F32 => Some(4),
+            Self::U64 | Self::I64 | Self::F64 => Some(8),
+            Self::String | Self::Other => None,
+        }
+    }
+}
+
+impl std::fmt::Display for DataType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// One input or output of a model. `shape[i]` is `None` for a dimension fixed only at run
@@ -120,6 +196,17 @@ mod tests {
         assert!(err.message.contains("dimension 1 is 0"), "{err}");
         let err = element_count(&[usize::MAX, 2]).unwrap_err();
         assert!(err.message.contains("too large"), "{err}");
+    }
+
+    #[test]
+    fn datatype_names_round_trip() {
+        for t in DataType::ALL.into_iter().filter(|t| *t != DataType::Other) {
+            assert_eq!(DataType::parse(t.name()).unwrap(), t);
+            assert_eq!(serde_json::to_value(t).unwrap(), t.name());
+        }
+        let err = DataType::parse("FLOAT32").unwrap_err();
+        assert!(err.message.contains("expected one of BOOL, UINT8"), "{err}");
+        assert!(DataType::parse("OTHER").is_err());
     }
 
     #[test]

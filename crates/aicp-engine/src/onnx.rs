@@ -96,6 +96,7 @@ fn datatype(elem_type: i32) -> DataType {
         Ok(T::Float) => DataType::F32,
         Ok(T::Double) => DataType::F64,
         Ok(T::Float16) => DataType::F16,
+        Ok(T::Bfloat16) => DataType::BF16,
         Ok(T::Int8) => DataType::I8,
         Ok(T::Int16) => DataType::I16,
         Ok(T::Int32) => DataType::I32,

@@ -5,7 +5,9 @@
 pub mod executor;
 pub mod repository;
 pub mod service;
+pub mod stats;
 
 pub use executor::Executor;
 pub use repository::{Engines, ModelEntry, ModelState, Repository, ServedModel, VersionState};
-pub use service::{InferRequest, InferResponse, Runtime, softmax, top_k};
+pub use service::{InferInput, InferRequest, InferResponse, Runtime, softmax, top_k};
+pub use stats::{CountAndDuration, Stats, StatsSnapshot};

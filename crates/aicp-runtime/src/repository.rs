@@ -16,13 +16,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use aicp_core::{
-    Backend, Error, ErrorKind, ModelMetadata, ModelSignature, OutputKind, Result, Tensor,
+    Backend, Batching, Error, ErrorKind, ModelMetadata, ModelSignature, OutputKind, Result, Tensor,
     validate_model_name,
 };
 use aicp_engine::onnxruntime::OnnxRuntimeEngine;
 use aicp_engine::tract::TractEngine;
 use aicp_engine::{Engine, EngineKind, Runnable, onnx};
 use serde::Serialize;
+
+use crate::stats::Stats;
 
 /// The engines available to this process.
 pub struct Engines {
@@ -78,6 +80,10 @@ pub struct ServedModel {
     /// Whether the first output holds logits (softmax to get probabilities) or probabilities.
     pub output: OutputKind,
     pub metadata: Arc<ModelMetadata>,
+    /// The most samples one request may carry; 0 when the model has no variable batch
+    /// dimension (its inputs are then fed exactly as declared).
+    pub max_batch_size: usize,
+    pub stats: Stats,
     runnable: Box<dyn Runnable>,
 }
 
@@ -384,6 +390,18 @@ fn load_version(
         Some("Softmax") => OutputKind::Probabilities,
         _ => OutputKind::Logits,
     });
+    // Batched when every input's first dimension varies: Triton's rule, which its clients follow.
+    let batched = !info.signature.inputs.is_empty()
+        && info
+            .signature
+            .inputs
+            .iter()
+            .all(|spec| spec.shape.first().is_some_and(Option::is_none));
+    let max_batch_size = match metadata.batching.as_ref().and_then(|b| b.max_batch_size) {
+        Some(0) => return Err("model.toml [batching] max_batch_size must be at least 1".into()),
+        _ if !batched => 0,
+        configured => configured.unwrap_or(Batching::DEFAULT_MAX_BATCH_SIZE),
+    };
     let runnable = engine.load(file, &info.signature).map_err(|e| e.message)?;
     let model = ServedModel {
         name: name.to_string(),
@@ -392,6 +410,8 @@ fn load_version(
         signature: info.signature,
         output,
         metadata: metadata.clone(),
+        max_batch_size,
+        stats: Stats::default(),
         runnable,
     };
     warm_up(&model)?;

@@ -2,24 +2,45 @@
 //! its signature and metadata (once, here), run it on the executor, and hand back the outputs.
 
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
-use aicp_core::{DataType, Error, ErrorKind, Result, Tensor};
+use aicp_core::{DataType, Error, ErrorKind, Result, Tensor, TensorData, TensorSpec};
 
 use crate::executor::Executor;
 use crate::repository::{Repository, ServedModel};
+use crate::stats::Timings;
 
 /// An inference request as every front end translates it.
 #[derive(Debug, Clone)]
 pub struct InferRequest {
     pub model: String,
     pub version: Option<u64>,
-    /// A batch, batch dimension first: `[batch, ...]` with each sample holding as many values as
-    /// the model's input takes per sample (its shape may differ: `[n, 784]` feeds `[n, 1, 28,
-    /// 28]`).
-    pub input: Tensor,
+    pub inputs: Vec<InferInput>,
 }
 
-/// The outputs of one request.
+/// One input tensor of a request, as it came.
+#[derive(Debug, Clone)]
+pub struct InferInput {
+    /// The model input it feeds; `None` feeds a model's only input.
+    pub name: Option<String>,
+    /// Batch first, when the model batches. Each sample may be shaped differently from the
+    /// model's declaration as long as it holds as many values (`[n, 784]` feeds `[n, 1, 28, 28]`).
+    pub shape: Vec<usize>,
+    pub data: TensorData,
+}
+
+impl From<Tensor> for InferInput {
+    /// A float32 tensor for a model's only input.
+    fn from(tensor: Tensor) -> Self {
+        Self {
+            name: None,
+            shape: tensor.shape,
+            data: TensorData::F32(tensor.data),
+        }
+    }
+}
+
+/// The outputs of one request, in the model's output order.
 pub struct InferResponse {
     pub model: Arc<ServedModel>,
     pub outputs: Vec<Tensor>,
@@ -62,89 +83,220 @@ impl Runtime {
     /// Finds the model, then validates and runs one request.
     pub async fn infer(&self, request: InferRequest) -> Result<InferResponse> {
         let model = self.repository()?.get(&request.model, request.version)?;
-        self.run(model, request.input).await
+        self.run(model, request.inputs).await
     }
 
-    /// Validates `input` against `model` (already looked up) and runs it.
-    pub async fn run(&self, model: Arc<ServedModel>, input: Tensor) -> Result<InferResponse> {
-        let input = prepare_input(&model, input)?;
+    /// Validates `inputs` against `model` (already looked up) and runs them, counting the
+    /// request in the model's statistics.
+    pub async fn run(
+        &self,
+        model: Arc<ServedModel>,
+        inputs: Vec<InferInput>,
+    ) -> Result<InferResponse> {
+        let arrived = Instant::now();
+        let outcome = self.validate_and_run(&model, inputs, arrived).await;
+        match &outcome {
+            Ok((batch, timings, _)) => {
+                model
+                    .stats
+                    .record_success(*batch, arrived.elapsed(), *timings)
+            }
+            Err(_) => model.stats.record_failure(arrived.elapsed()),
+        }
+        outcome.map(|(_, _, outputs)| InferResponse { model, outputs })
+    }
+
+    async fn validate_and_run(
+        &self,
+        model: &Arc<ServedModel>,
+        inputs: Vec<InferInput>,
+        arrived: Instant,
+    ) -> Result<(usize, Timings, Vec<Tensor>)> {
+        let (batch, inputs) = prepare_inputs(model, inputs)?;
         let runner = model.clone();
-        let outputs = self
+        let (timings, outputs) = self
             .executor
-            .run(move || runner.run(std::slice::from_ref(&input)))
+            .run(move || {
+                let started = Instant::now();
+                let outputs = runner.run(&inputs)?;
+                let timings = Timings {
+                    queue: started - arrived,
+                    compute: started.elapsed(),
+                };
+                Ok((timings, outputs))
+            })
             .await?;
-        Ok(InferResponse { model, outputs })
+        Ok((batch, timings, outputs))
     }
 }
 
-/// Checks `input` against what `model` takes and reshapes it to the model's declared input
-/// shape (a reshape: the data is not copied).
-pub fn prepare_input(model: &ServedModel, input: Tensor) -> Result<Tensor> {
-    let [spec] = model.signature.inputs.as_slice() else {
-        return Err(Error::invalid(format!(
-            "model {:?} takes {} inputs; this API feeds models with one input",
-            model.name,
-            model.signature.inputs.len()
-        )));
+/// Matches `inputs` to the model's inputs by name, converts each to the type the model takes
+/// and reshapes it to the model's declared shape (a reshape: the data is not copied). Returns
+/// the batch size and one tensor per model input, in the model's order.
+pub fn prepare_inputs(
+    model: &ServedModel,
+    inputs: Vec<InferInput>,
+) -> Result<(usize, Vec<Tensor>)> {
+    let specs = &model.signature.inputs;
+    let names = || {
+        specs
+            .iter()
+            .map(|s| format!("{:?}", s.name))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
-    if spec.datatype != DataType::F32 {
+    if inputs.len() != specs.len() {
         return Err(Error::invalid(format!(
-            "model {:?} takes {:?} input {:?}; this API feeds FP32 inputs",
-            model.name, spec.datatype, spec.name
+            "model {:?} takes {} input(s) ({}), got {}",
+            model.name,
+            specs.len(),
+            names(),
+            inputs.len()
         )));
     }
-    let Some((&batch, sample)) = input.shape.split_first() else {
-        return Err(Error::invalid("input has no batch dimension"));
-    };
-    let per_sample: usize = sample.iter().product();
-    let model_sample: Vec<Option<usize>> = spec.shape.iter().skip(1).copied().collect();
-    let shape = match spec.sample_elements() {
-        Some(expected) if expected == per_sample => std::iter::once(batch)
-            .chain(model_sample.iter().map(|d| d.unwrap_or(1)))
-            .collect(),
-        Some(expected) => {
+    let mut slots: Vec<Option<InferInput>> = specs.iter().map(|_| None).collect();
+    for input in inputs {
+        let index = match &input.name {
+            None if specs.len() == 1 => 0,
+            None => {
+                return Err(Error::invalid(format!(
+                    "model {:?} takes several inputs ({}); name each one",
+                    model.name,
+                    names()
+                )));
+            }
+            Some(name) => specs.iter().position(|s| &s.name == name).ok_or_else(|| {
+                Error::invalid(format!(
+                    "model {:?} has no input {name:?}; its inputs: {}",
+                    model.name,
+                    names()
+                ))
+            })?,
+        };
+        if slots[index].replace(input).is_some() {
             return Err(Error::invalid(format!(
-                "expected {expected} values per sample (model {:?} input {:?} is shaped {:?}), got {per_sample} (input shape {:?})",
-                model.name,
-                spec.name,
-                spec.display_shape(),
-                input.shape
+                "input {:?} is given more than once",
+                specs[index].name
             )));
         }
+    }
+    let mut batch = None;
+    let mut tensors = Vec::with_capacity(specs.len());
+    for (spec, input) in specs.iter().zip(slots.into_iter().flatten()) {
+        let tensor = prepare_input(model, spec, input)?;
+        let this_batch = tensor.shape.first().copied().unwrap_or(1);
+        if model.max_batch_size > 0 {
+            if *batch.get_or_insert(this_batch) != this_batch {
+                return Err(Error::invalid(format!(
+                    "inputs disagree on the batch size: {} and {this_batch} (input {:?})",
+                    batch.unwrap_or_default(),
+                    spec.name
+                )));
+            }
+            if this_batch > model.max_batch_size {
+                return Err(Error::invalid(format!(
+                    "a batch of {this_batch} is more than model {:?} takes in one request (max_batch_size {}, set in model.toml [batching])",
+                    model.name, model.max_batch_size
+                )));
+            }
+        }
+        tensors.push(tensor);
+    }
+    Ok((batch.unwrap_or(1), tensors))
+}
+
+/// Checks one input against its spec, converts it to float32 and gives it the model's shape.
+fn prepare_input(model: &ServedModel, spec: &TensorSpec, input: InferInput) -> Result<Tensor> {
+    let in_input = |e: Error| Error::new(e.kind, format!("input {:?}: {}", spec.name, e.message));
+    if spec.datatype != DataType::F32 {
+        return Err(Error::invalid(format!(
+            "model {:?} input {:?} is {}; aicp's engines feed FP32 inputs only",
+            model.name, spec.name, spec.datatype
+        )));
+    }
+    let needed = aicp_core::tensor::element_count(&input.shape).map_err(in_input)?;
+    if needed != input.data.len() {
+        return Err(in_input(Error::invalid(format!(
+            "shape {:?} needs {needed} values, got {}",
+            input.shape,
+            input.data.len()
+        ))));
+    }
+    let shape = fit_shape(model, spec, &input.shape)?;
+    let data = input.data.into_f32().map_err(in_input)?;
+    if model.signature.inputs.len() == 1 {
+        check_values(model, &data)?;
+    } else {
+        check_finite(&data).map_err(in_input)?;
+    }
+    Ok(Tensor { shape, data })
+}
+
+/// The shape to feed `spec` with data shaped `given`: the model's own shape with the batch of
+/// `given`, when each sample holds the same number of values.
+fn fit_shape(model: &ServedModel, spec: &TensorSpec, given: &[usize]) -> Result<Vec<usize>> {
+    let mismatch = |expected: String| {
+        Error::invalid(format!(
+            "expected {expected} (model {:?} input {:?} is shaped {:?}), got shape {given:?}",
+            model.name,
+            spec.name,
+            spec.display_shape()
+        ))
+    };
+    let Some((&batch, sample)) = given.split_first() else {
+        return match spec.shape.as_slice() {
+            [] => Ok(Vec::new()),
+            _ => Err(mismatch("a batch dimension".into())),
+        };
+    };
+    let Some((&model_batch, model_sample)) = spec.shape.split_first() else {
+        return Err(mismatch("a single value".into()));
+    };
+    if let Some(fixed) = model_batch
+        && fixed != batch
+    {
+        return Err(mismatch(format!("a first dimension of exactly {fixed}")));
+    }
+    let per_sample: usize = sample.iter().product();
+    match spec.sample_elements() {
+        Some(expected) if expected == per_sample => Ok(std::iter::once(batch)
+            .chain(model_sample.iter().map(|d| d.unwrap_or(1)))
+            .collect()),
+        Some(expected) => Err(Error::invalid(format!(
+            "expected {expected} values per sample (model {:?} input {:?} is shaped {:?}), got {per_sample} (input shape {given:?})",
+            model.name,
+            spec.name,
+            spec.display_shape(),
+        ))),
         // A variable dimension after the batch: the shapes must agree where the model fixes them.
         None => {
             let fits = sample.len() == model_sample.len()
                 && sample
                     .iter()
-                    .zip(&model_sample)
+                    .zip(model_sample)
                     .all(|(have, want)| want.is_none_or(|w| w == *have));
-            if !fits {
-                return Err(Error::invalid(format!(
-                    "input shape {:?} does not fit model {:?} input {:?} shaped {:?}",
-                    input.shape,
-                    model.name,
-                    spec.name,
-                    spec.display_shape()
-                )));
+            if fits {
+                Ok(given.to_vec())
+            } else {
+                Err(mismatch("a shape that fits".into()))
             }
-            input.shape.clone()
         }
-    };
-    check_values(model, &input.data)?;
-    Ok(Tensor {
-        shape,
-        data: input.data,
-    })
+    }
+}
+
+fn check_finite(data: &[f32]) -> Result<()> {
+    match data.iter().position(|v| !v.is_finite()) {
+        Some(i) => Err(Error::invalid(format!(
+            "input value {} at index {i} is not a finite number",
+            data[i]
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Rejects non-finite values and values outside the range the model's metadata declares.
 fn check_values(model: &ServedModel, data: &[f32]) -> Result<()> {
-    if let Some(i) = data.iter().position(|v| !v.is_finite()) {
-        return Err(Error::invalid(format!(
-            "input value {} at index {i} is not a finite number",
-            data[i]
-        )));
-    }
+    check_finite(data)?;
     let Some([low, high]) = model.metadata.input.as_ref().and_then(|i| i.range) else {
         return Ok(());
     };

@@ -1,11 +1,13 @@
-//! How errors look on the ML API: a status code from the error's kind (the one mapping for this
-//! API) and the body `{"error": {"code", "message"}}`.
+//! How errors look over HTTP: a status code from the error's kind (one mapping per API) and the
+//! API's body: `{"error": {"code", "message"}}` on the ML API, `{"error": "message"}` on the
+//! Open Inference Protocol's routes. Also the two ways a request body goes wrong before any
+//! handler logic: too large, and not the JSON it should be.
 
 use aicp_core::{Error, ErrorKind};
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::de::DeserializeOwned;
+use serde::Deserialize;
 
 /// An [`Error`] on its way out of an ML API handler.
 #[derive(Debug)]
@@ -35,40 +37,68 @@ pub fn status(kind: ErrorKind) -> StatusCode {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        log(&self.0);
         let Error { kind, message } = self.0;
-        if kind == ErrorKind::Internal {
-            tracing::error!("{message}");
-        } else {
-            tracing::debug!("{}: {message}", kind.code());
-        }
         let body = serde_json::json!({"error": {"code": kind.code(), "message": message}});
         (status(kind), Json(body)).into_response()
+    }
+}
+
+/// An [`Error`] on its way out of an Open Inference Protocol route.
+#[derive(Debug)]
+pub struct V2Error(pub Error);
+
+impl From<Error> for V2Error {
+    fn from(e: Error) -> Self {
+        Self(e)
+    }
+}
+
+/// The Open Inference Protocol's status for each kind of error: every bad request is a 400, an
+/// overloaded server a 503.
+pub fn v2_status(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::MalformedBody | ErrorKind::InvalidArgument => StatusCode::BAD_REQUEST,
+        ErrorKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+        other => status(other),
+    }
+}
+
+impl IntoResponse for V2Error {
+    fn into_response(self) -> Response {
+        log(&self.0);
+        let body = serde_json::json!({"error": self.0.message});
+        (v2_status(self.0.kind), Json(body)).into_response()
+    }
+}
+
+fn log(error: &Error) {
+    if error.kind == ErrorKind::Internal {
+        tracing::error!("{}", error.message);
+    } else {
+        tracing::debug!("{}: {}", error.kind.code(), error.message);
     }
 }
 
 /// The body of a request, or the error that says why there is none (too large: 413).
 pub fn body(
     bytes: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<axum::body::Bytes, ApiError> {
+) -> Result<axum::body::Bytes, Error> {
     bytes.map_err(|rejection| {
         let kind = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ErrorKind::BodyTooLarge
         } else {
             ErrorKind::MalformedBody
         };
-        ApiError(Error::new(kind, rejection.body_text()))
+        Error::new(kind, rejection.body_text())
     })
 }
 
-/// Parses a JSON body: broken JSON is a malformed body (400); JSON of the wrong shape is an
-/// invalid argument (422) whose message names the field.
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let malformed = |e: serde_json::Error| {
-        ApiError(Error::new(
-            ErrorKind::MalformedBody,
-            format!("malformed JSON: {e}"),
-        ))
-    };
+/// Parses a JSON body: broken JSON is a malformed body; JSON of the wrong shape is an invalid
+/// argument whose message names the field.
+pub fn parse_json<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, Error> {
+    let malformed =
+        |e: serde_json::Error| Error::new(ErrorKind::MalformedBody, format!("malformed JSON: {e}"));
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let path = e.path().to_string();
@@ -76,9 +106,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         if inner.is_syntax() || inner.is_eof() || inner.is_io() {
             malformed(inner)
         } else if path == "." {
-            ApiError(Error::invalid(format!("invalid request: {inner}")))
+            Error::invalid(format!("invalid request: {inner}"))
         } else {
-            ApiError(Error::invalid(format!("invalid field `{path}`: {inner}")))
+            Error::invalid(format!("invalid field `{path}`: {inner}"))
         }
     })?;
     // Anything after the JSON value is as broken as a syntax error inside it.

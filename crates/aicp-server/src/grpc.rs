@@ -1,0 +1,506 @@
+//! The Open Inference Protocol over gRPC: `inference.GRPCInferenceService` as Triton's clients
+//! speak it (types generated from `proto/` at build time), with the standard `grpc.health.v1`
+//! health service and server reflection beside it. Each RPC only translates between protobuf
+//! and the runtime's request; what it shares with REST is in [`crate::oip`].
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use aicp_core::{DataType, Error, ErrorKind, Result, TensorData};
+use aicp_runtime::{InferInput, Runtime};
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Code, Request, Response, Status, Streaming};
+
+use crate::oip::{self, Output, OutputData, OutputRequest};
+
+/// The generated protocol types, server and client.
+pub mod proto {
+    tonic::include_proto!("inference");
+
+    /// The compiled `.proto` files, served by reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("inference_descriptor");
+}
+
+use proto::grpc_inference_service_server::GrpcInferenceService;
+use proto::infer_parameter::ParameterChoice;
+use proto::model_infer_request::InferInputTensor;
+use proto::model_infer_response::InferOutputTensor;
+use proto::*;
+
+pub use proto::grpc_inference_service_server::GrpcInferenceServiceServer;
+
+/// The gRPC status for each kind of error.
+pub fn status(error: Error) -> Status {
+    let code = match error.kind {
+        ErrorKind::MalformedBody | ErrorKind::InvalidArgument | ErrorKind::UnsupportedMediaType => {
+            Code::InvalidArgument
+        }
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::BodyTooLarge | ErrorKind::Overloaded => Code::ResourceExhausted,
+        ErrorKind::Unauthorized => Code::Unauthenticated,
+        ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
+        ErrorKind::Internal => Code::Internal,
+    };
+    if code == Code::Internal {
+        tracing::error!("{}", error.message);
+    }
+    Status::new(code, error.message)
+}
+
+/// The service over a runtime.
+pub struct InferenceService {
+    runtime: Arc<Runtime>,
+}
+
+impl InferenceService {
+    pub fn new(runtime: Arc<Runtime>) -> Self {
+        Self { runtime }
+    }
+
+    /// One inference: the protocol's request in, its response out.
+    async fn infer(&self, request: ModelInferRequest) -> Result<ModelInferResponse> {
+        let raw = !request.raw_input_contents.is_empty();
+        let model = oip::find(
+            &self.runtime,
+            &request.model_name,
+            Some(&request.model_version),
+        )?;
+        let inputs = read_inputs(request.inputs, request.raw_input_contents)?;
+        let requested = request
+            .outputs
+            .iter()
+            .map(|o| {
+                Ok(OutputRequest {
+                    name: o.name.clone(),
+                    classification: classification(&o.parameters)?,
+                    binary: false,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let response = self.runtime.run(model, inputs).await?;
+        let outputs = oip::select_outputs(&response.model, response.outputs, &requested, false)?;
+        Ok(encode_response(
+            &response.model.name,
+            response.model.version,
+            request.id,
+            outputs,
+            raw,
+        ))
+    }
+}
+
+/// The request's inputs, from raw little-endian contents (one per input, in order) or from each
+/// input's typed contents.
+fn read_inputs(tensors: Vec<InferInputTensor>, raw: Vec<Vec<u8>>) -> Result<Vec<InferInput>> {
+    if !raw.is_empty() && raw.len() != tensors.len() {
+        return Err(Error::invalid(format!(
+            "raw_input_contents has {} entries for {} inputs; send one per input",
+            raw.len(),
+            tensors.len()
+        )));
+    }
+    let mut raw = raw.into_iter();
+    tensors
+        .into_iter()
+        .map(|tensor| {
+            let in_input =
+                |e: Error| Error::new(e.kind, format!("input {:?}: {}", tensor.name, e.message));
+            let datatype = DataType::parse(&tensor.datatype).map_err(in_input)?;
+            let shape = tensor
+                .shape
+                .iter()
+                .map(|&d| usize::try_from(d))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|_| {
+                    in_input(Error::invalid(format!(
+                        "shape {:?}: dimensions must be at least 0",
+                        tensor.shape
+                    )))
+                })?;
+            let data = match (raw.next(), tensor.contents) {
+                (Some(_), Some(_)) => {
+                    return Err(in_input(Error::invalid(
+                        "has contents while the request also has raw_input_contents; use one",
+                    )));
+                }
+                (Some(bytes), None) => TensorData::from_le_bytes(datatype, &bytes),
+                (None, Some(contents)) => typed_contents(datatype, contents),
+                (None, None) => Err(Error::invalid("has no contents")),
+            }
+            .map_err(in_input)?;
+            Ok(InferInput {
+                name: Some(tensor.name),
+                shape,
+                data,
+            })
+        })
+        .collect()
+}
+
+/// Typed contents: each datatype has its field, narrower integers travel widened.
+fn typed_contents(datatype: DataType, c: InferTensorContents) -> Result<TensorData> {
+    fn narrow<W: Copy + std::fmt::Display, N: TryFrom<W>>(
+        wide: Vec<W>,
+        datatype: DataType,
+    ) -> Result<Vec<N>> {
+        wide.iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                N::try_from(v).map_err(|_| {
+                    Error::invalid(format!("value {v} at index {i} does not fit {datatype}"))
+                })
+            })
+            .collect()
+    }
+    Ok(match datatype {
+        DataType::Bool => TensorData::Bool(c.bool_contents),
+        DataType::I8 => TensorData::I8(narrow(c.int_contents, datatype)?),
+        DataType::I16 => TensorData::I16(narrow(c.int_contents, datatype)?),
+        DataType::I32 => TensorData::I32(c.int_contents),
+        DataType::I64 => TensorData::I64(c.int64_contents),
+        DataType::U8 => TensorData::U8(narrow(c.uint_contents, datatype)?),
+        DataType::U16 => TensorData::U16(narrow(c.uint_contents, datatype)?),
+        DataType::U32 => TensorData::U32(c.uint_contents),
+        DataType::U64 => TensorData::U64(c.uint64_contents),
+        DataType::F32 => TensorData::F32(c.fp32_contents),
+        DataType::F64 => TensorData::F64(c.fp64_contents),
+        DataType::F16 | DataType::BF16 => {
+            return Err(Error::invalid(format!(
+                "{datatype} has no typed contents field; send it in raw_input_contents"
+            )));
+        }
+        DataType::String | DataType::Other => {
+            // Reuse the one message for types no engine takes.
+            return TensorData::from_le_bytes(datatype, &[]);
+        }
+    })
+}
+
+/// The classification extension's parameter on a requested output.
+fn classification(parameters: &HashMap<String, InferParameter>) -> Result<Option<usize>> {
+    let Some(parameter) = parameters.get("classification") else {
+        return Ok(None);
+    };
+    let count = match parameter.parameter_choice {
+        Some(ParameterChoice::Int64Param(n)) => usize::try_from(n).ok(),
+        Some(ParameterChoice::Uint64Param(n)) => usize::try_from(n).ok(),
+        _ => None,
+    };
+    count.map(Some).ok_or_else(|| {
+        Error::invalid(format!(
+            "parameter \"classification\" must be a non-negative integer, got {parameter:?}"
+        ))
+    })
+}
+
+/// The response, with raw output contents when the request came raw (as Triton's clients
+/// expect), typed contents otherwise.
+fn encode_response(
+    model: &str,
+    version: u64,
+    id: String,
+    outputs: Vec<Output>,
+    raw: bool,
+) -> ModelInferResponse {
+    let mut raw_output_contents = Vec::new();
+    let outputs = outputs
+        .into_iter()
+        .map(|o| {
+            let mut tensor = InferOutputTensor {
+                name: o.name,
+                datatype: o.data.datatype().to_string(),
+                shape: o.shape.iter().map(|&d| d as i64).collect(),
+                parameters: HashMap::new(),
+                contents: None,
+            };
+            if raw {
+                raw_output_contents.push(o.data.to_bytes());
+            } else {
+                tensor.contents = Some(match o.data {
+                    OutputData::F32(values) => InferTensorContents {
+                        fp32_contents: values,
+                        ..Default::default()
+                    },
+                    OutputData::Bytes(strings) => InferTensorContents {
+                        bytes_contents: strings.into_iter().map(String::into_bytes).collect(),
+                        ..Default::default()
+                    },
+                });
+            }
+            tensor
+        })
+        .collect();
+    ModelInferResponse {
+        model_name: model.to_string(),
+        model_version: version.to_string(),
+        id,
+        parameters: HashMap::new(),
+        outputs,
+        raw_output_contents,
+    }
+}
+
+type RpcResult<T> = std::result::Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl GrpcInferenceService for InferenceService {
+    async fn server_live(&self, _: Request<ServerLiveRequest>) -> RpcResult<ServerLiveResponse> {
+        Ok(Response::new(ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(&self, _: Request<ServerReadyRequest>) -> RpcResult<ServerReadyResponse> {
+        let ready = self.runtime.repository().is_ok();
+        Ok(Response::new(ServerReadyResponse { ready }))
+    }
+
+    async fn model_ready(
+        &self,
+        request: Request<ModelReadyRequest>,
+    ) -> RpcResult<ModelReadyResponse> {
+        let r = request.into_inner();
+        let ready = oip::model_ready(&self.runtime, &r.name, Some(&r.version)).map_err(status)?;
+        Ok(Response::new(ModelReadyResponse { ready }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<ServerMetadataRequest>,
+    ) -> RpcResult<ServerMetadataResponse> {
+        Ok(Response::new(ServerMetadataResponse {
+            name: oip::SERVER_NAME.into(),
+            version: oip::SERVER_VERSION.into(),
+            extensions: oip::EXTENSIONS.iter().map(|e| e.to_string()).collect(),
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        request: Request<ModelMetadataRequest>,
+    ) -> RpcResult<ModelMetadataResponse> {
+        use model_metadata_response::TensorMetadata;
+        let r = request.into_inner();
+        let m = oip::model_metadata(&self.runtime, &r.name, Some(&r.version)).map_err(status)?;
+        let tensors = |list: Vec<oip::TensorMetadata>| {
+            list.into_iter()
+                .map(|t| TensorMetadata {
+                    name: t.name,
+                    datatype: t.datatype.into(),
+                    shape: t.shape,
+                })
+                .collect()
+        };
+        Ok(Response::new(ModelMetadataResponse {
+            name: m.name,
+            versions: m.versions,
+            platform: m.platform.into(),
+            inputs: tensors(m.inputs),
+            outputs: tensors(m.outputs),
+        }))
+    }
+
+    async fn model_infer(
+        &self,
+        request: Request<ModelInferRequest>,
+    ) -> RpcResult<ModelInferResponse> {
+        self.infer(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+
+    type ModelStreamInferStream =
+        Pin<Box<dyn Stream<Item = std::result::Result<ModelStreamInferResponse, Status>> + Send>>;
+
+    /// Answers each request of the stream in order; a failed request answers with its error
+    /// message and the stream goes on.
+    async fn model_stream_infer(
+        &self,
+        request: Request<Streaming<ModelInferRequest>>,
+    ) -> RpcResult<Self::ModelStreamInferStream> {
+        let mut requests = request.into_inner();
+        let service = InferenceService::new(self.runtime.clone());
+        let responses = async_stream_of(move |sender| async move {
+            while let Some(next) = requests.next().await {
+                let reply = match next {
+                    Err(status) => Err(status),
+                    Ok(request) => Ok(match service.infer(request).await {
+                        Ok(response) => ModelStreamInferResponse {
+                            error_message: String::new(),
+                            infer_response: Some(response),
+                        },
+                        Err(e) => ModelStreamInferResponse {
+                            error_message: e.message,
+                            infer_response: None,
+                        },
+                    }),
+                };
+                if sender.send(reply).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(responses)))
+    }
+
+    async fn model_config(
+        &self,
+        request: Request<ModelConfigRequest>,
+    ) -> RpcResult<ModelConfigResponse> {
+        let r = request.into_inner();
+        let model = oip::find(&self.runtime, &r.name, Some(&r.version)).map_err(status)?;
+        let c = oip::model_config(&model);
+        let tensor = |t: oip::ConfigTensor| (t.name, proto_datatype(t.data_type) as i32, t.dims);
+        let config = ModelConfig {
+            name: c.name,
+            platform: c.platform.into(),
+            backend: c.backend,
+            max_batch_size: i32::try_from(c.max_batch_size).unwrap_or(i32::MAX),
+            input: c
+                .input
+                .into_iter()
+                .map(tensor)
+                .map(|(name, data_type, dims)| ModelInput {
+                    name,
+                    data_type,
+                    dims,
+                })
+                .collect(),
+            output: c
+                .output
+                .into_iter()
+                .map(tensor)
+                .map(|(name, data_type, dims)| ModelOutput {
+                    name,
+                    data_type,
+                    dims,
+                })
+                .collect(),
+            instance_group: c
+                .instance_group
+                .into_iter()
+                .map(|g| ModelInstanceGroup {
+                    name: g.name,
+                    count: g.count as i32,
+                    kind: model_instance_group::Kind::Cpu as i32,
+                })
+                .collect(),
+            dynamic_batching: None,
+        };
+        Ok(Response::new(ModelConfigResponse {
+            config: Some(config),
+        }))
+    }
+
+    async fn model_statistics(
+        &self,
+        request: Request<ModelStatisticsRequest>,
+    ) -> RpcResult<ModelStatisticsResponse> {
+        let r = request.into_inner();
+        let name = (!r.name.is_empty()).then_some(r.name.as_str());
+        let stats = oip::model_statistics(&self.runtime, name, Some(&r.version)).map_err(status)?;
+        let duration = |d: aicp_runtime::CountAndDuration| {
+            Some(StatisticDuration {
+                count: d.count,
+                ns: d.ns,
+            })
+        };
+        let model_stats = stats
+            .into_iter()
+            .map(|s| {
+                let i = s.inference_stats;
+                ModelStatistics {
+                    name: s.name,
+                    version: s.version,
+                    last_inference: s.last_inference,
+                    inference_count: s.inference_count,
+                    execution_count: s.execution_count,
+                    inference_stats: Some(InferStatistics {
+                        success: duration(i.success),
+                        fail: duration(i.fail),
+                        queue: duration(i.queue),
+                        compute_input: duration(i.compute_input),
+                        compute_infer: duration(i.compute_infer),
+                        compute_output: duration(i.compute_output),
+                        cache_hit: duration(i.cache_hit),
+                        cache_miss: duration(i.cache_miss),
+                    }),
+                    batch_stats: Vec::new(),
+                }
+            })
+            .collect();
+        Ok(Response::new(ModelStatisticsResponse { model_stats }))
+    }
+
+    async fn repository_index(
+        &self,
+        request: Request<RepositoryIndexRequest>,
+    ) -> RpcResult<RepositoryIndexResponse> {
+        let r = request.into_inner();
+        let repository = self.runtime.repository().map_err(status)?;
+        let models = oip::repository_index(&repository, r.ready)
+            .into_iter()
+            .map(|e| repository_index_response::ModelIndex {
+                name: e.name,
+                version: e.version,
+                state: e.state.into(),
+                reason: e.reason,
+            })
+            .collect();
+        Ok(Response::new(RepositoryIndexResponse { models }))
+    }
+
+    async fn repository_model_load(
+        &self,
+        _: Request<RepositoryModelLoadRequest>,
+    ) -> RpcResult<RepositoryModelLoadResponse> {
+        Err(Status::unimplemented(
+            "explicit model control is not available yet: aicp loads the model directory at start-up",
+        ))
+    }
+
+    async fn repository_model_unload(
+        &self,
+        _: Request<RepositoryModelUnloadRequest>,
+    ) -> RpcResult<RepositoryModelUnloadResponse> {
+        Err(Status::unimplemented(
+            "explicit model control is not available yet: aicp loads the model directory at start-up",
+        ))
+    }
+}
+
+/// A stream fed by a task: `produce` sends items until it returns or the receiver is dropped.
+fn async_stream_of<T, F, Fut>(produce: F) -> impl Stream<Item = T> + Send
+where
+    T: Send + 'static,
+    F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (sender, receiver) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(produce(sender));
+    tokio_stream::wrappers::ReceiverStream::new(receiver)
+}
+
+/// The model configuration's enum for a type.
+fn proto_datatype(datatype: DataType) -> proto::DataType {
+    use proto::DataType as P;
+    match datatype {
+        DataType::Bool => P::TypeBool,
+        DataType::U8 => P::TypeUint8,
+        DataType::U16 => P::TypeUint16,
+        DataType::U32 => P::TypeUint32,
+        DataType::U64 => P::TypeUint64,
+        DataType::I8 => P::TypeInt8,
+        DataType::I16 => P::TypeInt16,
+        DataType::I32 => P::TypeInt32,
+        DataType::I64 => P::TypeInt64,
+        DataType::F16 => P::TypeFp16,
+        DataType::BF16 => P::TypeBf16,
+        DataType::F32 => P::TypeFp32,
+        DataType::F64 => P::TypeFp64,
+        DataType::String => P::TypeString,
+        DataType::Other => P::TypeInvalid,
+    }
+}

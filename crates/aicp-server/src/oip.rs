@@ -1,0 +1,453 @@
+//! What the Open Inference Protocol's two transports ([`crate::v2_rest`], [`crate::grpc`]) share:
+//! finding a model version by the protocol's string version, its metadata, configuration and
+//! statistics, the repository index, and choosing and rendering outputs (the classification
+//! extension included). Each transport only changes the encoding.
+
+use std::sync::Arc;
+
+use aicp_core::{DataType, Error, ErrorKind, Result, Tensor, TensorSpec};
+use aicp_runtime::{
+    CountAndDuration, ModelEntry, Repository, Runtime, ServedModel, StatsSnapshot, VersionState,
+    top_k,
+};
+use serde::Serialize;
+
+pub const SERVER_NAME: &str = "aicp";
+pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The protocol extensions aicp implements, as `GET /v2` lists them.
+pub const EXTENSIONS: [&str; 5] = [
+    "binary_tensor_data",
+    "classification",
+    "model_repository",
+    "model_configuration",
+    "statistics",
+];
+/// The platform every model is served as.
+pub const PLATFORM: &str = "onnx_onnxv1";
+
+/// Parses the protocol's version string: empty or absent means the server's choice (the highest
+/// ready version).
+pub fn parse_version(version: Option<&str>) -> Result<Option<u64>> {
+    match version {
+        None | Some("") => Ok(None),
+        Some(v) => v.parse::<u64>().map(Some).map_err(|_| {
+            Error::invalid(format!(
+                "model version {v:?} is not a version number (expected an integer such as \"1\")"
+            ))
+        }),
+    }
+}
+
+/// The model version a request names.
+pub fn find(runtime: &Runtime, name: &str, version: Option<&str>) -> Result<Arc<ServedModel>> {
+    let version = parse_version(version)?;
+    runtime.repository()?.get(name, version)
+}
+
+/// Whether a model (version) can serve now. Unknown models and versions are errors.
+pub fn model_ready(runtime: &Runtime, name: &str, version: Option<&str>) -> Result<bool> {
+    match find(runtime, name, version) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind == ErrorKind::Unavailable => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct TensorMetadata {
+    pub name: String,
+    pub datatype: &'static str,
+    pub shape: Vec<i64>,
+}
+
+impl From<&TensorSpec> for TensorMetadata {
+    fn from(spec: &TensorSpec) -> Self {
+        Self {
+            name: spec.name.clone(),
+            datatype: spec.datatype.name(),
+            shape: spec.display_shape(),
+        }
+    }
+}
+
+/// `GET /v2/models/{name}[/versions/{v}]`
+#[derive(Debug, Serialize)]
+pub struct ModelMetadata {
+    pub name: String,
+    /// The versions that can be asked for: the ready ones.
+    pub versions: Vec<String>,
+    pub platform: &'static str,
+    pub inputs: Vec<TensorMetadata>,
+    pub outputs: Vec<TensorMetadata>,
+}
+
+pub fn model_metadata(
+    runtime: &Runtime,
+    name: &str,
+    version: Option<&str>,
+) -> Result<ModelMetadata> {
+    let model = find(runtime, name, version)?;
+    let repository = runtime.repository()?;
+    let versions = ready_versions(repository.model(name)?)
+        .map(|m| m.version.to_string())
+        .collect();
+    Ok(ModelMetadata {
+        name: model.name.clone(),
+        versions,
+        platform: PLATFORM,
+        inputs: model.signature.inputs.iter().map(Into::into).collect(),
+        outputs: model.signature.outputs.iter().map(Into::into).collect(),
+    })
+}
+
+fn ready_versions(entry: &ModelEntry) -> impl Iterator<Item = &Arc<ServedModel>> {
+    entry.versions.values().filter_map(|v| match &v.state {
+        VersionState::Ready(model) => Some(model),
+        VersionState::Failed(_) => None,
+    })
+}
+
+/// One tensor of a model configuration: dimensions without the batch when the model batches.
+#[derive(Debug, Serialize)]
+pub struct ConfigTensor {
+    pub name: String,
+    /// In Triton's spelling: `TYPE_FP32`, `TYPE_STRING`, ...
+    #[serde(serialize_with = "serialize_config_datatype")]
+    pub data_type: DataType,
+    pub dims: Vec<i64>,
+}
+
+fn serialize_config_datatype<S: serde::Serializer>(
+    datatype: &DataType,
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    serializer.serialize_str(&config_datatype(*datatype))
+}
+
+#[derive(Debug, Serialize)]
+pub struct InstanceGroup {
+    pub name: String,
+    pub kind: &'static str,
+    pub count: u32,
+}
+
+/// Triton's model configuration (the part aicp reports), `GET /v2/models/{name}/config`.
+#[derive(Debug, Serialize)]
+pub struct ModelConfig {
+    pub name: String,
+    pub platform: &'static str,
+    /// The engine serving the model.
+    pub backend: String,
+    pub max_batch_size: usize,
+    pub input: Vec<ConfigTensor>,
+    pub output: Vec<ConfigTensor>,
+    pub instance_group: Vec<InstanceGroup>,
+}
+
+pub fn model_config(model: &ServedModel) -> ModelConfig {
+    let batched = model.max_batch_size > 0;
+    let tensor = |spec: &TensorSpec| ConfigTensor {
+        name: spec.name.clone(),
+        data_type: spec.datatype,
+        dims: spec.display_shape()[usize::from(batched).min(spec.shape.len())..].to_vec(),
+    };
+    ModelConfig {
+        name: model.name.clone(),
+        platform: PLATFORM,
+        backend: model.engine.to_string(),
+        max_batch_size: model.max_batch_size,
+        input: model.signature.inputs.iter().map(tensor).collect(),
+        output: model.signature.outputs.iter().map(tensor).collect(),
+        instance_group: vec![InstanceGroup {
+            name: model.name.clone(),
+            kind: "KIND_CPU",
+            count: 1,
+        }],
+    }
+}
+
+/// Triton's model configuration name of a type.
+pub fn config_datatype(datatype: DataType) -> String {
+    match datatype {
+        DataType::String => "TYPE_STRING".into(),
+        DataType::Other => "TYPE_INVALID".into(),
+        other => format!("TYPE_{}", other.name()),
+    }
+}
+
+/// The statistics extension's figures for one model version.
+#[derive(Debug, Serialize)]
+pub struct ModelStatistics {
+    pub name: String,
+    pub version: String,
+    pub last_inference: u64,
+    pub inference_count: u64,
+    pub execution_count: u64,
+    pub inference_stats: InferStatistics,
+    /// Not broken down by batch size (yet); always empty.
+    pub batch_stats: Vec<()>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InferStatistics {
+    pub success: CountAndDuration,
+    pub fail: CountAndDuration,
+    pub queue: CountAndDuration,
+    /// Input preparation happens before the queue; not measured apart.
+    pub compute_input: CountAndDuration,
+    pub compute_infer: CountAndDuration,
+    pub compute_output: CountAndDuration,
+    pub cache_hit: CountAndDuration,
+    pub cache_miss: CountAndDuration,
+}
+
+/// Statistics of every ready version, or of one model's, or of one version.
+pub fn model_statistics(
+    runtime: &Runtime,
+    name: Option<&str>,
+    version: Option<&str>,
+) -> Result<Vec<ModelStatistics>> {
+    let repository = runtime.repository()?;
+    let models: Vec<Arc<ServedModel>> = match (name, parse_version(version)?) {
+        (None | Some(""), _) => repository
+            .models()
+            .flat_map(ready_versions)
+            .cloned()
+            .collect(),
+        (Some(name), None) => ready_versions(repository.model(name)?).cloned().collect(),
+        (Some(name), Some(v)) => vec![repository.get(name, Some(v))?],
+    };
+    Ok(models.iter().map(|m| statistics(m)).collect())
+}
+
+fn statistics(model: &ServedModel) -> ModelStatistics {
+    let s: StatsSnapshot = model.stats.snapshot();
+    ModelStatistics {
+        name: model.name.clone(),
+        version: model.version.to_string(),
+        last_inference: s.last_inference_ms,
+        inference_count: s.inference_count,
+        execution_count: s.execution_count,
+        inference_stats: InferStatistics {
+            success: s.success,
+            fail: s.fail,
+            queue: s.queue,
+            compute_input: CountAndDuration {
+                count: s.compute.count,
+                ns: 0,
+            },
+            compute_infer: s.compute,
+            compute_output: CountAndDuration {
+                count: s.compute.count,
+                ns: 0,
+            },
+            cache_hit: CountAndDuration::default(),
+            cache_miss: CountAndDuration::default(),
+        },
+        batch_stats: Vec::new(),
+    }
+}
+
+/// One row of the repository index.
+#[derive(Debug, Serialize)]
+pub struct IndexEntry {
+    pub name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub version: String,
+    /// `READY` or `UNAVAILABLE`.
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+/// Every model version in the repository with its state; only the ready ones when `ready_only`.
+pub fn repository_index(repository: &Repository, ready_only: bool) -> Vec<IndexEntry> {
+    let mut index = Vec::new();
+    for entry in repository.models() {
+        if entry.versions.is_empty() {
+            index.push(IndexEntry {
+                name: entry.name.clone(),
+                version: String::new(),
+                state: "UNAVAILABLE",
+                reason: entry.reason().unwrap_or_default(),
+            });
+        }
+        for version in entry.versions.values() {
+            let (state, reason) = match &version.state {
+                VersionState::Ready(_) => ("READY", String::new()),
+                VersionState::Failed(reason) => ("UNAVAILABLE", reason.clone()),
+            };
+            index.push(IndexEntry {
+                name: entry.name.clone(),
+                version: version.version.to_string(),
+                state,
+                reason,
+            });
+        }
+    }
+    index.retain(|e| !ready_only || e.state == "READY");
+    index
+}
+
+/// An output a request asks for, and how.
+#[derive(Debug, Clone, Default)]
+pub struct OutputRequest {
+    pub name: String,
+    /// The classification extension: the top N classes as strings instead of the tensor.
+    pub classification: Option<usize>,
+    /// Raw bytes after the JSON (REST's binary tensor data extension).
+    pub binary: bool,
+}
+
+/// An output ready to encode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub data: OutputData,
+    pub binary: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutputData {
+    F32(Vec<f32>),
+    /// BYTES elements: the classification extension's `value:index[:label]` strings.
+    Bytes(Vec<String>),
+}
+
+impl OutputData {
+    pub fn datatype(&self) -> &'static str {
+        match self {
+            Self::F32(_) => DataType::F32.name(),
+            Self::Bytes(_) => DataType::String.name(),
+        }
+    }
+
+    /// The raw encoding: little-endian values; each BYTES element as a 4-byte little-endian
+    /// length and its bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            Self::F32(values) => aicp_core::data::f32_le_bytes(values),
+            Self::Bytes(strings) => {
+                let mut raw = Vec::with_capacity(strings.iter().map(|s| s.len() + 4).sum());
+                for s in strings {
+                    raw.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                    raw.extend_from_slice(s.as_bytes());
+                }
+                raw
+            }
+        }
+    }
+}
+
+/// The outputs a request asked for (every output, in the model's order, when it named none),
+/// each as a tensor or as its top classes. `default_binary` applies to outputs not named.
+pub fn select_outputs(
+    model: &ServedModel,
+    outputs: Vec<Tensor>,
+    requested: &[OutputRequest],
+    default_binary: bool,
+) -> Result<Vec<Output>> {
+    let specs = &model.signature.outputs;
+    if requested.is_empty() {
+        return Ok(specs
+            .iter()
+            .zip(outputs)
+            .map(|(spec, tensor)| Output {
+                name: spec.name.clone(),
+                shape: tensor.shape,
+                data: OutputData::F32(tensor.data),
+                binary: default_binary,
+            })
+            .collect());
+    }
+    requested
+        .iter()
+        .map(|want| {
+            let index = specs
+                .iter()
+                .position(|s| s.name == want.name)
+                .ok_or_else(|| {
+                    let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+                    Error::invalid(format!(
+                        "model {:?} has no output {:?}; its outputs: {}",
+                        model.name,
+                        want.name,
+                        names.join(", ")
+                    ))
+                })?;
+            let tensor = &outputs[index];
+            let (shape, data) = match want.classification {
+                None => (tensor.shape.clone(), OutputData::F32(tensor.data.clone())),
+                Some(0) => {
+                    return Err(Error::invalid(format!(
+                        "output {:?}: classification must be at least 1",
+                        want.name
+                    )));
+                }
+                Some(n) => classify(model, tensor, n),
+            };
+            Ok(Output {
+                name: want.name.clone(),
+                shape,
+                data,
+                binary: want.binary,
+            })
+        })
+        .collect()
+}
+
+/// The classification extension, as Triton renders it: for each sample (each row when the model
+/// batches), the top `n` values high to low as `"value:index"`, with `":label"` appended when
+/// model.toml names the class. The value is the output's own (a logit for a logits model).
+fn classify(model: &ServedModel, tensor: &Tensor, n: usize) -> (Vec<usize>, OutputData) {
+    let batched = model.max_batch_size > 0 && !tensor.shape.is_empty();
+    let rows = if batched { tensor.shape[0].max(1) } else { 1 };
+    let per_row = tensor.data.len() / rows;
+    let n = n.min(per_row);
+    let strings = tensor
+        .data
+        .chunks(per_row.max(1))
+        .flat_map(|row| {
+            top_k(row, n)
+                .into_iter()
+                .map(|(index, value)| match model.metadata.labels.get(index) {
+                    Some(label) => format!("{value:.6}:{index}:{label}"),
+                    None => format!("{value:.6}:{index}"),
+                })
+        })
+        .collect();
+    let shape = if batched { vec![rows, n] } else { vec![n] };
+    (shape, OutputData::Bytes(strings))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_integers_or_absent() {
+        assert_eq!(parse_version(None).unwrap(), None);
+        assert_eq!(parse_version(Some("")).unwrap(), None);
+        assert_eq!(parse_version(Some("3")).unwrap(), Some(3));
+        let err = parse_version(Some("latest")).unwrap_err();
+        assert!(
+            err.message.contains("\"latest\" is not a version number"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bytes_elements_are_length_prefixed() {
+        let data = OutputData::Bytes(vec!["ab".into(), "".into()]);
+        assert_eq!(data.to_bytes(), vec![2, 0, 0, 0, b'a', b'b', 0, 0, 0, 0]);
+        assert_eq!(data.datatype(), "BYTES");
+        assert_eq!(OutputData::F32(vec![1.0]).to_bytes(), 1.0f32.to_le_bytes());
+    }
+
+    #[test]
+    fn config_datatypes_use_tritons_names() {
+        assert_eq!(config_datatype(DataType::F32), "TYPE_FP32");
+        assert_eq!(config_datatype(DataType::String), "TYPE_STRING");
+    }
+}

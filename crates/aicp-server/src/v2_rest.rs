@@ -1,0 +1,430 @@
+//! The Open Inference Protocol (KServe V2) over REST, with Triton's extensions its clients use:
+//! binary tensor data, classification, model repository, model configuration and statistics.
+//! Handlers only translate between the protocol's JSON (plus raw tensors) and the runtime's
+//! request; what they share with gRPC is in [`crate::oip`].
+
+use std::sync::Arc;
+
+use aicp_core::{DataType, Error, ErrorKind, Result, TensorData};
+use aicp_runtime::{InferInput, Runtime};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
+
+use crate::error::{V2Error, body, parse_json};
+use crate::oip::{self, Output, OutputData, OutputRequest};
+
+/// The binary tensor data extension's header: the length of the JSON part of a body.
+pub const HEADER_LENGTH: &str = "inference-header-content-length";
+
+type V2Result<T> = std::result::Result<T, V2Error>;
+
+/// The path of a model route: a name, and a version when the route has `/versions/{version}`.
+#[derive(Debug, Deserialize)]
+pub struct ModelPath {
+    name: String,
+    version: Option<String>,
+}
+
+/// `GET /v2`
+pub async fn server_metadata() -> Json<Value> {
+    Json(json!({
+        "name": oip::SERVER_NAME,
+        "version": oip::SERVER_VERSION,
+        "extensions": oip::EXTENSIONS,
+    }))
+}
+
+/// `GET /v2/health/live`
+pub async fn live() -> StatusCode {
+    StatusCode::OK
+}
+
+/// `GET /v2/health/ready`: the model directory has been loaded.
+pub async fn ready(State(runtime): State<Arc<Runtime>>) -> V2Result<StatusCode> {
+    runtime.repository()?;
+    Ok(StatusCode::OK)
+}
+
+/// `GET /v2/models/{name}[/versions/{version}]/ready`: 200 when ready, 503 when not (yet).
+pub async fn model_ready(
+    State(runtime): State<Arc<Runtime>>,
+    Path(path): Path<ModelPath>,
+) -> V2Result<StatusCode> {
+    match oip::model_ready(&runtime, &path.name, path.version.as_deref())? {
+        true => Ok(StatusCode::OK),
+        false => Ok(StatusCode::SERVICE_UNAVAILABLE),
+    }
+}
+
+/// `GET /v2/models/{name}[/versions/{version}]`
+pub async fn model_metadata(
+    State(runtime): State<Arc<Runtime>>,
+    Path(path): Path<ModelPath>,
+) -> V2Result<Json<oip::ModelMetadata>> {
+    Ok(Json(oip::model_metadata(
+        &runtime,
+        &path.name,
+        path.version.as_deref(),
+    )?))
+}
+
+/// `GET /v2/models/{name}[/versions/{version}]/config`
+pub async fn model_config(
+    State(runtime): State<Arc<Runtime>>,
+    Path(path): Path<ModelPath>,
+) -> V2Result<Json<oip::ModelConfig>> {
+    let model = oip::find(&runtime, &path.name, path.version.as_deref())?;
+    Ok(Json(oip::model_config(&model)))
+}
+
+/// `GET /v2/models/stats`
+pub async fn all_statistics(State(runtime): State<Arc<Runtime>>) -> V2Result<Json<Value>> {
+    let stats = oip::model_statistics(&runtime, None, None)?;
+    Ok(Json(json!({ "model_stats": stats })))
+}
+
+/// `GET /v2/models/{name}[/versions/{version}]/stats`
+pub async fn model_statistics(
+    State(runtime): State<Arc<Runtime>>,
+    Path(path): Path<ModelPath>,
+) -> V2Result<Json<Value>> {
+    let stats = oip::model_statistics(&runtime, Some(&path.name), path.version.as_deref())?;
+    Ok(Json(json!({ "model_stats": stats })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct IndexRequest {
+    #[serde(default)]
+    ready: bool,
+}
+
+/// `POST /v2/repository/index`, with an optional body `{"ready": true}`.
+pub async fn repository_index(
+    State(runtime): State<Arc<Runtime>>,
+    bytes: std::result::Result<Bytes, BytesRejection>,
+) -> V2Result<Json<Vec<oip::IndexEntry>>> {
+    let bytes = body(bytes)?;
+    let request: IndexRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
+        IndexRequest::default()
+    } else {
+        parse_json(&bytes)?
+    };
+    let repository = runtime.repository()?;
+    Ok(Json(oip::repository_index(&repository, request.ready)))
+}
+
+/// An infer request's JSON. Fields the protocol may add later are ignored, as it asks.
+#[derive(Debug, Deserialize)]
+struct InferRequestJson<'a> {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+    #[serde(borrow)]
+    inputs: Vec<InputJson<'a>>,
+    #[serde(default)]
+    outputs: Vec<OutputJson>,
+}
+
+#[derive(Debug, Deserialize)]
+struct InputJson<'a> {
+    name: String,
+    shape: Vec<u64>,
+    datatype: String,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+    /// Read once the datatype is known, without building a JSON tree.
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+#[derive(Debug, Deserialize)]
+struct OutputJson {
+    name: String,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+}
+
+#[derive(Debug, Serialize)]
+struct InferResponseJson<'a> {
+    model_name: &'a str,
+    model_version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    outputs: Vec<OutputJsonOut<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct OutputJsonOut<'a> {
+    name: &'a str,
+    datatype: &'static str,
+    shape: &'a [usize],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a OutputData>,
+}
+
+impl Serialize for OutputData {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            OutputData::F32(values) => values.serialize(serializer),
+            OutputData::Bytes(strings) => strings.serialize(serializer),
+        }
+    }
+}
+
+/// `POST /v2/models/{name}[/versions/{version}]/infer`
+pub async fn infer(
+    State(runtime): State<Arc<Runtime>>,
+    Path(path): Path<ModelPath>,
+    headers: HeaderMap,
+    bytes: std::result::Result<Bytes, BytesRejection>,
+) -> V2Result<Response> {
+    let bytes = body(bytes)?;
+    let (header, mut binary) = split_body(&headers, &bytes)?;
+    let request: InferRequestJson = parse_json(header)?;
+    let model = oip::find(&runtime, &path.name, path.version.as_deref())?;
+
+    let mut inputs = Vec::with_capacity(request.inputs.len());
+    for input in &request.inputs {
+        inputs.push(read_input(input, &mut binary)?);
+    }
+    if !binary.is_empty() {
+        return Err(Error::invalid(format!(
+            "{} bytes of binary data follow the last input's",
+            binary.len()
+        ))
+        .into());
+    }
+    let binary_default = flag(&request.parameters, "binary_data_output")?.unwrap_or(false);
+    let requested = request
+        .outputs
+        .iter()
+        .map(|o| {
+            Ok(OutputRequest {
+                name: o.name.clone(),
+                classification: count(&o.parameters, "classification")?,
+                binary: flag(&o.parameters, "binary_data")?.unwrap_or(binary_default),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+
+    let response = runtime.run(model, inputs).await?;
+    let outputs = oip::select_outputs(
+        &response.model,
+        response.outputs,
+        &requested,
+        binary_default,
+    )?;
+    Ok(encode_response(
+        &response.model.name,
+        response.model.version,
+        request.id,
+        &outputs,
+    ))
+}
+
+/// Splits a body into its JSON and the raw tensor bytes after it, as the
+/// `Inference-Header-Content-Length` header says; all JSON without the header.
+fn split_body<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<(&'a [u8], &'a [u8])> {
+    let Some(value) = headers.get(HEADER_LENGTH) else {
+        return Ok((body, &[]));
+    };
+    let length: usize = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::MalformedBody,
+                format!("Inference-Header-Content-Length must be a byte count, got {value:?}"),
+            )
+        })?;
+    if length > body.len() {
+        return Err(Error::new(
+            ErrorKind::MalformedBody,
+            format!(
+                "Inference-Header-Content-Length is {length} but the body has only {} bytes",
+                body.len()
+            ),
+        ));
+    }
+    Ok(body.split_at(length))
+}
+
+/// One input: its JSON `data`, or its `binary_data_size` bytes taken from the front of `binary`.
+fn read_input(input: &InputJson, binary: &mut &[u8]) -> Result<InferInput> {
+    let in_input = |e: Error| Error::new(e.kind, format!("input {:?}: {}", input.name, e.message));
+    let datatype = DataType::parse(&input.datatype).map_err(in_input)?;
+    let shape = input
+        .shape
+        .iter()
+        .map(|&d| usize::try_from(d))
+        .collect::<std::result::Result<Vec<usize>, _>>()
+        .map_err(|_| {
+            in_input(Error::invalid(format!(
+                "shape {:?} is too large",
+                input.shape
+            )))
+        })?;
+    if input.parameters.contains_key("shared_memory_region") {
+        return Err(in_input(Error::invalid(
+            "shared memory is not supported; send the data in the request",
+        )));
+    }
+    let binary_size = count(&input.parameters, "binary_data_size").map_err(in_input)?;
+    let data = match (binary_size, input.data) {
+        (Some(_), Some(_)) => {
+            return Err(in_input(Error::invalid(
+                "has both data and binary_data_size; send one",
+            )));
+        }
+        (None, None) => return Err(in_input(Error::invalid("has no data"))),
+        (Some(size), None) => {
+            if size > binary.len() {
+                return Err(in_input(Error::new(
+                    ErrorKind::MalformedBody,
+                    format!(
+                        "binary_data_size is {size} but only {} bytes of binary data remain",
+                        binary.len()
+                    ),
+                )));
+            }
+            let (mine, rest) = binary.split_at(size);
+            *binary = rest;
+            TensorData::from_le_bytes(datatype, mine).map_err(in_input)?
+        }
+        (None, Some(raw)) => {
+            TensorData::from_json(datatype, raw.get())
+                .map_err(in_input)?
+                .0
+        }
+    };
+    Ok(InferInput {
+        name: Some(input.name.clone()),
+        shape,
+        data,
+    })
+}
+
+/// A boolean parameter.
+fn flag(parameters: &Map<String, Value>, key: &str) -> Result<Option<bool>> {
+    match parameters.get(key) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => Err(Error::invalid(format!(
+            "parameter {key:?} must be true or false, got {other}"
+        ))),
+    }
+}
+
+/// A non-negative integer parameter.
+fn count(parameters: &Map<String, Value>, key: &str) -> Result<Option<usize>> {
+    match parameters.get(key) {
+        None => Ok(None),
+        Some(value) => value
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "parameter {key:?} must be a non-negative integer, got {value}"
+                ))
+            }),
+    }
+}
+
+/// The response: JSON alone, or JSON followed by the binary outputs' raw bytes with the
+/// `Inference-Header-Content-Length` header.
+fn encode_response(model: &str, version: u64, id: Option<String>, outputs: &[Output]) -> Response {
+    let mut raw = Vec::new();
+    let described: Vec<OutputJsonOut> = outputs
+        .iter()
+        .map(|o| {
+            let (parameters, data) = if o.binary {
+                let bytes = o.data.to_bytes();
+                let size = bytes.len();
+                raw.extend_from_slice(&bytes);
+                (Some(json!({ "binary_data_size": size })), None)
+            } else {
+                (None, Some(&o.data))
+            };
+            OutputJsonOut {
+                name: &o.name,
+                datatype: o.data.datatype(),
+                shape: &o.shape,
+                parameters,
+                data,
+            }
+        })
+        .collect();
+    let header = InferResponseJson {
+        model_name: model,
+        model_version: version.to_string(),
+        id,
+        outputs: described,
+    };
+    // Plain data with string keys always serialises.
+    let mut body = serde_json::to_vec(&header).unwrap_or_default();
+    if !outputs.iter().any(|o| o.binary) {
+        return (
+            [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            body,
+        )
+            .into_response();
+    }
+    let json_length = body.len();
+    body.extend_from_slice(&raw);
+    (
+        [
+            (
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ),
+            (
+                axum::http::HeaderName::from_static(HEADER_LENGTH),
+                HeaderValue::from(json_length),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(length: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(HEADER_LENGTH, HeaderValue::from_str(length).unwrap());
+        h
+    }
+
+    #[test]
+    fn the_header_length_splits_json_from_binary() {
+        let body = b"{\"a\":1}\x01\x02";
+        assert_eq!(split_body(&HeaderMap::new(), body).unwrap().1, b"");
+        let (json, raw) = split_body(&headers("7"), body).unwrap();
+        assert_eq!((json, raw), (&b"{\"a\":1}"[..], &b"\x01\x02"[..]));
+        let err = split_body(&headers("10"), body).unwrap_err();
+        assert!(
+            err.message.contains("is 10 but the body has only 9 bytes"),
+            "{err}"
+        );
+        let err = split_body(&headers("-1"), body).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::MalformedBody);
+    }
+}
