@@ -291,6 +291,9 @@ fn a_tonic_client_from_our_proto_runs_typed_raw_and_streamed_inference() {
         let stats = &stats.model_stats[0];
         // typed, raw, classify, and two streamed: 5 runs of 4 samples.
         assert_eq!((stats.inference_count, stats.execution_count), (20, 5));
+        assert_eq!(stats.batch_stats.len(), 1);
+        assert_eq!(stats.batch_stats[0].batch_size, 4);
+        assert_eq!(stats.batch_stats[0].compute_infer.unwrap().count, 5);
         let index = client
             .repository_index(RepositoryIndexRequest {
                 ready: true,
@@ -626,6 +629,11 @@ fn v2_rest_rejects_bad_input_with_the_protocols_errors() {
     // Model routes: unknown models are 404; readiness answers.
     let (status, answer) = server.get("/v2/models/nope");
     assert_eq!((status, answer["error"].is_string()), (404, true));
+    let (status, answer) = server.get("/v2/no/such/route");
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (404, Some("no route for /v2/no/such/route"))
+    );
     let response = server
         .client
         .get(format!("{}/v2/models/nope/ready", server.base))
@@ -640,4 +648,91 @@ fn v2_rest_rejects_bad_input_with_the_protocols_errors() {
     // After all that, the server still answers.
     let (status, answer) = server.post(infer, &input("FP32", json!([1, 784]), json!(zeros)));
     assert_eq!(status, 200, "{answer}");
+}
+
+#[test]
+fn named_inputs_feed_models_with_several_inputs_and_fixed_shapes() {
+    let models = tempfile::tempdir().unwrap();
+    let status = Command::new(python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/two_inputs.py"))
+        .arg(models.path())
+        .status()
+        .expect("scripts/test.sh creates the .venv this test needs");
+    assert!(status.success());
+    let server = Server::start(models.path(), &[]);
+    let infer = "/v2/models/two_inputs/infer";
+    let a = json!([[1, 2, 3], [4, 5, 6]]);
+    let b = json!([[0.5, 0.5, 0.5], [1, 1, 1]]);
+    let input = |name: &str, datatype: &str, data: &Value| json!({"name": name, "shape": [2, 3], "datatype": datatype, "data": data});
+
+    // Inputs match by name, in any order; other datatypes are converted; outputs are chosen.
+    let body = json!({
+        "inputs": [input("b", "FP64", &b), input("a", "INT32", &a)],
+        "outputs": [{"name": "diff"}, {"name": "sum"}],
+    });
+    let (status, answer) = server.post(infer, &body);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["outputs"][0]["name"], "diff");
+    assert_eq!(
+        answer["outputs"][0]["data"],
+        json!([0.5, 1.5, 2.5, 3.0, 4.0, 5.0])
+    );
+    assert_eq!(answer["outputs"][1]["name"], "sum");
+    assert_eq!(
+        answer["outputs"][1]["data"],
+        json!([2.0, 3.0, 4.0, 6.0, 7.0, 8.0])
+    );
+
+    let check = |path: &str, body: &Value, needle: &str| {
+        let (status, answer) = server.post(path, body);
+        assert_eq!(status, 400, "{answer}");
+        let message = answer["error"].as_str().unwrap();
+        assert!(message.contains(needle), "{message:?} lacks {needle:?}");
+    };
+    check(
+        infer,
+        &json!({"inputs": [input("a", "FP32", &a)]}),
+        "takes 2 input(s) (\"a\", \"b\"), got 1",
+    );
+    check(
+        infer,
+        &json!({"inputs": [input("a", "FP32", &a), input("a", "FP32", &a)]}),
+        "input \"a\" is given more than once",
+    );
+    check(
+        infer,
+        &json!({"inputs": [input("a", "FP32", &a), input("c", "FP32", &b)]}),
+        "no input \"c\"",
+    );
+    let one_row = json!({"name": "b", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]});
+    check(
+        infer,
+        &json!({"inputs": [input("a", "FP32", &a), one_row]}),
+        "inputs disagree on the batch size: 2 and 1",
+    );
+
+    // A fixed first dimension: not batched, fed exactly as declared.
+    let (_, config) = server.get("/v2/models/fixed/config");
+    assert_eq!(config["max_batch_size"], 0);
+    assert_eq!(config["input"][0]["dims"], json!([1, 3]));
+    let x = |rows: usize| json!({"inputs": [{"name": "x", "shape": [rows, 3], "datatype": "FP32", "data": vec![1.0; rows * 3]}]});
+    let (status, answer) = server.post("/v2/models/fixed/infer", &x(1));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["outputs"][0]["data"], json!([2.0, 2.0, 2.0]));
+    check(
+        "/v2/models/fixed/infer",
+        &x(2),
+        "a first dimension of exactly 1",
+    );
+
+    // A batched model refuses more than max_batch_size samples in one request.
+    let (_, config) = server.get("/v2/models/two_inputs/config");
+    assert_eq!(config["max_batch_size"], 1024);
+    let rows = |n: usize| json!({"name": "a", "shape": [n, 3], "datatype": "FP32", "data": vec![0.0; n * 3]});
+    let big = json!({"inputs": [rows(1025), {"name": "b", "shape": [1025, 3], "datatype": "FP32", "data": vec![0.0; 1025 * 3]}]});
+    check(
+        infer,
+        &big,
+        "a batch of 1025 is more than model \"two_inputs\" takes in one request (max_batch_size 1024",
+    );
 }

@@ -106,20 +106,11 @@ fn read_inputs(tensors: Vec<InferInputTensor>, raw: Vec<Vec<u8>>) -> Result<Vec<
     tensors
         .into_iter()
         .map(|tensor| {
-            let in_input =
-                |e: Error| Error::new(e.kind, format!("input {:?}: {}", tensor.name, e.message));
-            let datatype = DataType::parse(&tensor.datatype).map_err(in_input)?;
-            let shape = tensor
-                .shape
-                .iter()
-                .map(|&d| usize::try_from(d))
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|_| {
-                    in_input(Error::invalid(format!(
-                        "shape {:?}: dimensions must be at least 0",
-                        tensor.shape
-                    )))
-                })?;
+            let in_input = oip::about_input(&tensor.name);
+            let shared_memory = tensor.parameters.contains_key("shared_memory_region");
+            let (datatype, shape) =
+                oip::input_header(&tensor.datatype, &tensor.shape, shared_memory)
+                    .map_err(&in_input)?;
             let data = match (raw.next(), tensor.contents) {
                 (Some(_), Some(_)) => {
                     return Err(in_input(Error::invalid(
@@ -427,7 +418,16 @@ impl GrpcInferenceService for InferenceService {
                         cache_hit: duration(i.cache_hit),
                         cache_miss: duration(i.cache_miss),
                     }),
-                    batch_stats: Vec::new(),
+                    batch_stats: s
+                        .batch_stats
+                        .into_iter()
+                        .map(|b| InferBatchStatistics {
+                            batch_size: b.batch_size as u64,
+                            compute_input: duration(b.compute_input),
+                            compute_infer: duration(b.compute_infer),
+                            compute_output: duration(b.compute_output),
+                        })
+                        .collect(),
                 }
             })
             .collect();

@@ -55,9 +55,20 @@ pub fn router(runtime: Arc<Runtime>, max_body_bytes: usize) -> Router {
         .route("/v2/models/stats", get(v2_rest::all_statistics))
         .merge(v2_model_routes("/v2/models/{name}"))
         .merge(v2_model_routes("/v2/models/{name}/versions/{version}"))
-        .fallback(ml_api::not_found)
+        .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(runtime)
+}
+
+/// Any other path, answered in the shape of the API its path belongs to.
+async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let error = aicp_core::Error::not_found(format!("no route for {}", uri.path()));
+    if uri.path() == "/v2" || uri.path().starts_with("/v2/") {
+        error::V2Error(error).into_response()
+    } else {
+        error::ApiError(error).into_response()
+    }
 }
 
 /// The per-model Open Inference Protocol routes under `prefix`.

@@ -338,8 +338,3 @@ pub async fn readyz(State(runtime): State<Arc<Runtime>>) -> impl IntoResponse {
         ),
     }
 }
-
-/// Any other path.
-pub async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError(Error::not_found(format!("no route for {}", uri.path())))
-}

@@ -53,6 +53,40 @@ pub fn model_ready(runtime: &Runtime, name: &str, version: Option<&str>) -> Resu
     }
 }
 
+/// Prefixes an error with the name of the input it is about.
+pub fn about_input(name: &str) -> impl Fn(Error) -> Error + '_ {
+    move |e| Error::new(e.kind, format!("input {name:?}: {}", e.message))
+}
+
+/// The datatype and shape of a request's input as both transports send them (dimensions as u64
+/// over REST, i64 over gRPC). `shared_memory`: whether it names a shared memory region, which
+/// aicp does not support.
+pub fn input_header<D>(
+    datatype: &str,
+    shape: &[D],
+    shared_memory: bool,
+) -> Result<(DataType, Vec<usize>)>
+where
+    D: Copy + std::fmt::Debug + TryInto<usize>,
+{
+    if shared_memory {
+        return Err(Error::invalid(
+            "shared memory is not supported; send the data in the request",
+        ));
+    }
+    let datatype = DataType::parse(datatype)?;
+    let dims = shape
+        .iter()
+        .map(|&d| d.try_into().ok())
+        .collect::<Option<Vec<usize>>>()
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "shape {shape:?}: every dimension must be a non-negative integer"
+            ))
+        })?;
+    Ok((datatype, dims))
+}
+
 #[derive(Debug, Serialize)]
 pub struct TensorMetadata {
     pub name: String,
@@ -184,8 +218,16 @@ pub struct ModelStatistics {
     pub inference_count: u64,
     pub execution_count: u64,
     pub inference_stats: InferStatistics,
-    /// Not broken down by batch size (yet); always empty.
-    pub batch_stats: Vec<()>,
+    pub batch_stats: Vec<BatchStatistics>,
+}
+
+/// Engine runs of one batch size.
+#[derive(Debug, Serialize)]
+pub struct BatchStatistics {
+    pub batch_size: usize,
+    pub compute_input: CountAndDuration,
+    pub compute_infer: CountAndDuration,
+    pub compute_output: CountAndDuration,
 }
 
 #[derive(Debug, Serialize)]
@@ -193,7 +235,6 @@ pub struct InferStatistics {
     pub success: CountAndDuration,
     pub fail: CountAndDuration,
     pub queue: CountAndDuration,
-    /// Input preparation happens before the queue; not measured apart.
     pub compute_input: CountAndDuration,
     pub compute_infer: CountAndDuration,
     pub compute_output: CountAndDuration,
@@ -222,6 +263,8 @@ pub fn model_statistics(
 
 fn statistics(model: &ServedModel) -> ModelStatistics {
     let s: StatsSnapshot = model.stats.snapshot();
+    // Input preparation happens before the queue and output encoding after the engine; neither
+    // is timed apart, so their counts go with zero time, as Triton reports unmeasured phases.
     ModelStatistics {
         name: model.name.clone(),
         version: model.version.to_string(),
@@ -244,7 +287,22 @@ fn statistics(model: &ServedModel) -> ModelStatistics {
             cache_hit: CountAndDuration::default(),
             cache_miss: CountAndDuration::default(),
         },
-        batch_stats: Vec::new(),
+        batch_stats: s
+            .batches
+            .iter()
+            .map(|&(batch_size, runs)| BatchStatistics {
+                batch_size,
+                compute_input: CountAndDuration {
+                    count: runs.count,
+                    ns: 0,
+                },
+                compute_infer: runs,
+                compute_output: CountAndDuration {
+                    count: runs.count,
+                    ns: 0,
+                },
+            })
+            .collect(),
     }
 }
 

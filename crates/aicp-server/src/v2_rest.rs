@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use aicp_core::{DataType, Error, ErrorKind, Result, TensorData};
+use aicp_core::{Error, ErrorKind, Result, TensorData};
 use aicp_runtime::{InferInput, Runtime};
 use axum::Json;
 use axum::body::Bytes;
@@ -266,25 +266,11 @@ fn split_body<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<(&'a [u8], &'a 
 
 /// One input: its JSON `data`, or its `binary_data_size` bytes taken from the front of `binary`.
 fn read_input(input: &InputJson, binary: &mut &[u8]) -> Result<InferInput> {
-    let in_input = |e: Error| Error::new(e.kind, format!("input {:?}: {}", input.name, e.message));
-    let datatype = DataType::parse(&input.datatype).map_err(in_input)?;
-    let shape = input
-        .shape
-        .iter()
-        .map(|&d| usize::try_from(d))
-        .collect::<std::result::Result<Vec<usize>, _>>()
-        .map_err(|_| {
-            in_input(Error::invalid(format!(
-                "shape {:?} is too large",
-                input.shape
-            )))
-        })?;
-    if input.parameters.contains_key("shared_memory_region") {
-        return Err(in_input(Error::invalid(
-            "shared memory is not supported; send the data in the request",
-        )));
-    }
-    let binary_size = count(&input.parameters, "binary_data_size").map_err(in_input)?;
+    let in_input = oip::about_input(&input.name);
+    let shared_memory = input.parameters.contains_key("shared_memory_region");
+    let (datatype, shape) =
+        oip::input_header(&input.datatype, &input.shape, shared_memory).map_err(&in_input)?;
+    let binary_size = count(&input.parameters, "binary_data_size").map_err(&in_input)?;
     let data = match (binary_size, input.data) {
         (Some(_), Some(_)) => {
             return Err(in_input(Error::invalid(
