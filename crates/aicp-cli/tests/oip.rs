@@ -584,8 +584,16 @@ fn v2_rest_rejects_bad_input_with_the_protocols_errors() {
         answer["error"].as_str().unwrap().contains("malformed JSON"),
         "{answer}"
     );
-    let (status, answer) = server.post_raw(infer, vec![b' '; 200_000]);
-    assert_eq!(status, 413, "{answer}");
+    let response = server
+        .client
+        .post(format!("{}{infer}", server.base))
+        .body(vec![b' '; 200_000])
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    // The rest of the body was never read: the connection must not carry another request.
+    assert_eq!(response.headers()["connection"], "close");
+    let answer: Value = serde_json::from_slice(&response.bytes().unwrap()).unwrap();
     assert!(answer["error"].is_string(), "{answer}");
 
     // The binary extension: a payload shorter than declared, a header longer than the body,

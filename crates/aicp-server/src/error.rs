@@ -40,7 +40,7 @@ impl IntoResponse for ApiError {
         log(&self.0);
         let Error { kind, message } = self.0;
         let body = serde_json::json!({"error": {"code": kind.code(), "message": message}});
-        (status(kind), Json(body)).into_response()
+        closing_if_unread(kind, (status(kind), Json(body)).into_response())
     }
 }
 
@@ -68,8 +68,23 @@ impl IntoResponse for V2Error {
     fn into_response(self) -> Response {
         log(&self.0);
         let body = serde_json::json!({"error": self.0.message});
-        (v2_status(self.0.kind), Json(body)).into_response()
+        closing_if_unread(
+            self.0.kind,
+            (v2_status(self.0.kind), Json(body)).into_response(),
+        )
     }
+}
+
+/// A body too large is left unread, so the connection cannot carry another request: say so
+/// (`Connection: close`), or a client that reuses it fails its next request.
+fn closing_if_unread(kind: ErrorKind, mut response: Response) -> Response {
+    if kind == ErrorKind::BodyTooLarge {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 fn log(error: &Error) {

@@ -1,16 +1,19 @@
 //! What the Open Inference Protocol's two transports ([`crate::v2_rest`], [`crate::grpc`]) share:
 //! finding a model version by the protocol's string version, its metadata, configuration and
-//! statistics, the repository index, and choosing and rendering outputs (the classification
-//! extension included). Each transport only changes the encoding.
+//! statistics, the repository index, and choosing and rendering outputs ([`outputs`], the
+//! classification extension included). Each transport only changes the encoding.
 
 use std::sync::Arc;
 
-use aicp_core::{DataType, Error, ErrorKind, Result, Tensor, TensorSpec};
+use aicp_core::{DataType, Error, ErrorKind, Result, TensorSpec};
 use aicp_runtime::{
     CountAndDuration, ModelEntry, Repository, Runtime, ServedModel, StatsSnapshot, VersionState,
-    top_k,
 };
 use serde::Serialize;
+
+mod outputs;
+
+pub use outputs::{Output, OutputData, OutputRequest, select_outputs};
 
 pub const SERVER_NAME: &str = "aicp";
 pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -347,138 +350,6 @@ pub fn repository_index(repository: &Repository, ready_only: bool) -> Vec<IndexE
     index
 }
 
-/// An output a request asks for, and how.
-#[derive(Debug, Clone, Default)]
-pub struct OutputRequest {
-    pub name: String,
-    /// The classification extension: the top N classes as strings instead of the tensor.
-    pub classification: Option<usize>,
-    /// Raw bytes after the JSON (REST's binary tensor data extension).
-    pub binary: bool,
-}
-
-/// An output ready to encode.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Output {
-    pub name: String,
-    pub shape: Vec<usize>,
-    pub data: OutputData,
-    pub binary: bool,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum OutputData {
-    F32(Vec<f32>),
-    /// BYTES elements: the classification extension's `value:index[:label]` strings.
-    Bytes(Vec<String>),
-}
-
-impl OutputData {
-    pub fn datatype(&self) -> &'static str {
-        match self {
-            Self::F32(_) => DataType::F32.name(),
-            Self::Bytes(_) => DataType::String.name(),
-        }
-    }
-
-    /// The raw encoding: little-endian values; each BYTES element as a 4-byte little-endian
-    /// length and its bytes.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        match self {
-            Self::F32(values) => aicp_core::data::f32_le_bytes(values),
-            Self::Bytes(strings) => {
-                let mut raw = Vec::with_capacity(strings.iter().map(|s| s.len() + 4).sum());
-                for s in strings {
-                    raw.extend_from_slice(&(s.len() as u32).to_le_bytes());
-                    raw.extend_from_slice(s.as_bytes());
-                }
-                raw
-            }
-        }
-    }
-}
-
-/// The outputs a request asked for (every output, in the model's order, when it named none),
-/// each as a tensor or as its top classes. `default_binary` applies to outputs not named.
-pub fn select_outputs(
-    model: &ServedModel,
-    outputs: Vec<Tensor>,
-    requested: &[OutputRequest],
-    default_binary: bool,
-) -> Result<Vec<Output>> {
-    let specs = &model.signature.outputs;
-    if requested.is_empty() {
-        return Ok(specs
-            .iter()
-            .zip(outputs)
-            .map(|(spec, tensor)| Output {
-                name: spec.name.clone(),
-                shape: tensor.shape,
-                data: OutputData::F32(tensor.data),
-                binary: default_binary,
-            })
-            .collect());
-    }
-    requested
-        .iter()
-        .map(|want| {
-            let index = specs
-                .iter()
-                .position(|s| s.name == want.name)
-                .ok_or_else(|| {
-                    let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-                    Error::invalid(format!(
-                        "model {:?} has no output {:?}; its outputs: {}",
-                        model.name,
-                        want.name,
-                        names.join(", ")
-                    ))
-                })?;
-            let tensor = &outputs[index];
-            let (shape, data) = match want.classification {
-                None => (tensor.shape.clone(), OutputData::F32(tensor.data.clone())),
-                Some(0) => {
-                    return Err(Error::invalid(format!(
-                        "output {:?}: classification must be at least 1",
-                        want.name
-                    )));
-                }
-                Some(n) => classify(model, tensor, n),
-            };
-            Ok(Output {
-                name: want.name.clone(),
-                shape,
-                data,
-                binary: want.binary,
-            })
-        })
-        .collect()
-}
-
-/// The classification extension, as Triton renders it: for each sample (each row when the model
-/// batches), the top `n` values high to low as `"value:index"`, with `":label"` appended when
-/// model.toml names the class. The value is the output's own (a logit for a logits model).
-fn classify(model: &ServedModel, tensor: &Tensor, n: usize) -> (Vec<usize>, OutputData) {
-    let batched = model.max_batch_size > 0 && !tensor.shape.is_empty();
-    let rows = if batched { tensor.shape[0].max(1) } else { 1 };
-    let per_row = tensor.data.len() / rows;
-    let n = n.min(per_row);
-    let strings = tensor
-        .data
-        .chunks(per_row.max(1))
-        .flat_map(|row| {
-            top_k(row, n)
-                .into_iter()
-                .map(|(index, value)| match model.metadata.labels.get(index) {
-                    Some(label) => format!("{value:.6}:{index}:{label}"),
-                    None => format!("{value:.6}:{index}"),
-                })
-        })
-        .collect();
-    let shape = if batched { vec![rows, n] } else { vec![n] };
-    (shape, OutputData::Bytes(strings))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -493,14 +364,6 @@ mod tests {
             err.message.contains("\"latest\" is not a version number"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn bytes_elements_are_length_prefixed() {
-        let data = OutputData::Bytes(vec!["ab".into(), "".into()]);
-        assert_eq!(data.to_bytes(), vec![2, 0, 0, 0, b'a', b'b', 0, 0, 0, 0]);
-        assert_eq!(data.datatype(), "BYTES");
-        assert_eq!(OutputData::F32(vec![1.0]).to_bytes(), 1.0f32.to_le_bytes());
     }
 
     #[test]
