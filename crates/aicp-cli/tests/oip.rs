@@ -328,6 +328,14 @@ fn a_tonic_client_from_our_proto_runs_typed_raw_and_streamed_inference() {
                 .contains("cannot be converted to FP32 exactly"),
             "{status:?}"
         );
+        let mut strings = typed.clone();
+        strings.inputs[0].datatype = "BYTES".into();
+        let status = client.model_infer(strings).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(
+            status.message().contains("BYTES tensors are not supported"),
+            "{status:?}"
+        );
         let mut mismatch = typed.clone();
         mismatch.inputs[0].shape = vec![5, 1, 28, 28];
         let status = client.model_infer(mismatch).await.unwrap_err();

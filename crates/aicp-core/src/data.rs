@@ -209,7 +209,8 @@ impl TensorData {
     }
 }
 
-fn unsupported(datatype: DataType) -> Error {
+/// The error for a type no engine takes (BYTES, anything unknown).
+pub fn unsupported(datatype: DataType) -> Error {
     Error::invalid(format!(
         "{datatype} tensors are not supported: aicp's engines take numeric and BOOL tensors"
     ))

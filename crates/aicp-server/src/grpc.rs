@@ -163,10 +163,7 @@ fn typed_contents(datatype: DataType, c: InferTensorContents) -> Result<TensorDa
                 "{datatype} has no typed contents field; send it in raw_input_contents"
             )));
         }
-        DataType::String | DataType::Other => {
-            // Reuse the one message for types no engine takes.
-            return TensorData::from_le_bytes(datatype, &[]);
-        }
+        DataType::String | DataType::Other => return Err(aicp_core::data::unsupported(datatype)),
     })
 }
 
