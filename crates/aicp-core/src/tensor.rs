@@ -117,16 +117,14 @@ impl DataType {
 
     /// The type a protocol name stands for; an error that lists the known names otherwise.
     pub fn parse(name: &str) -> Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|t| *t != Self::Other && t.name() == name)
-            .ok_or_else(|| {
-                let known: Vec<&str> = Self::ALL[..14].iter().map(|t| t.name()).collect();
-                Error::invalid(format!(
-                    "unknown datatype {name:?}; expected one of {}",
-                    known.join(", ")
-                ))
-            })
+        let requestable = || Self::ALL.into_iter().filter(|t| *t != Self::Other);
+        requestable().find(|t| t.name() == name).ok_or_else(|| {
+            let known: Vec<&str> = requestable().map(Self::name).collect();
+            Error::invalid(format!(
+                "unknown datatype {name:?}; expected one of {}",
+                known.join(", ")
+            ))
+        })
     }
 
     /// Bytes per element in the raw little-endian encoding; `None` for BYTES and OTHER, whose

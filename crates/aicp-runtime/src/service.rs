@@ -133,10 +133,7 @@ impl Runtime {
 /// Matches `inputs` to the model's inputs by name, converts each to the type the model takes
 /// and reshapes it to the model's declared shape (a reshape: the data is not copied). Returns
 /// the batch size and one tensor per model input, in the model's order.
-pub fn prepare_inputs(
-    model: &ServedModel,
-    inputs: Vec<InferInput>,
-) -> Result<(usize, Vec<Tensor>)> {
+fn prepare_inputs(model: &ServedModel, inputs: Vec<InferInput>) -> Result<(usize, Vec<Tensor>)> {
     let specs = &model.signature.inputs;
     let names = || {
         specs

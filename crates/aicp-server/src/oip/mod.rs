@@ -123,8 +123,8 @@ pub fn model_metadata(
     name: &str,
     version: Option<&str>,
 ) -> Result<ModelMetadata> {
-    let model = find(runtime, name, version)?;
     let repository = runtime.repository()?;
+    let model = repository.get(name, parse_version(version)?)?;
     let versions = ready_versions(repository.model(name)?)
         .map(|m| m.version.to_string())
         .collect();
@@ -278,15 +278,9 @@ fn statistics(model: &ServedModel) -> ModelStatistics {
             success: s.success,
             fail: s.fail,
             queue: s.queue,
-            compute_input: CountAndDuration {
-                count: s.compute.count,
-                ns: 0,
-            },
+            compute_input: untimed(s.compute.count),
             compute_infer: s.compute,
-            compute_output: CountAndDuration {
-                count: s.compute.count,
-                ns: 0,
-            },
+            compute_output: untimed(s.compute.count),
             cache_hit: CountAndDuration::default(),
             cache_miss: CountAndDuration::default(),
         },
@@ -295,18 +289,17 @@ fn statistics(model: &ServedModel) -> ModelStatistics {
             .iter()
             .map(|&(batch_size, runs)| BatchStatistics {
                 batch_size,
-                compute_input: CountAndDuration {
-                    count: runs.count,
-                    ns: 0,
-                },
+                compute_input: untimed(runs.count),
                 compute_infer: runs,
-                compute_output: CountAndDuration {
-                    count: runs.count,
-                    ns: 0,
-                },
+                compute_output: untimed(runs.count),
             })
             .collect(),
     }
+}
+
+/// A phase that happened `count` times but is not timed apart.
+fn untimed(count: u64) -> CountAndDuration {
+    CountAndDuration { count, ns: 0 }
 }
 
 /// One row of the repository index.
