@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod serve;
 #[cfg(feature = "train")]
 mod train;
@@ -26,6 +27,8 @@ enum Command {
     Models(serve::RepositoryArgs),
     /// Run one inference offline from a JSON file and print the top classes.
     Predict(serve::PredictArgs),
+    /// Load-test a running server: throughput, latency percentiles and server batch sizes.
+    Bench(bench::BenchArgs),
     /// Train an MNIST-style classifier and export it to ONNX.
     #[cfg(feature = "train")]
     Train(train::TrainArgs),
@@ -44,6 +47,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve::serve(args),
         Command::Models(args) => serve::models(args),
         Command::Predict(args) => serve::predict(args),
+        Command::Bench(args) => bench::run(args),
         #[cfg(feature = "train")]
         Command::Train(args) => train::run(args),
     };

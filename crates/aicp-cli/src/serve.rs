@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use aicp_core::{NestedArray, Tensor};
 use aicp_runtime::{
-    Engines, Executor, InferRequest, ModelState, Repository, Runtime, VersionState,
+    Batching, Engines, InferRequest, ModelState, Repository, Runtime, VersionState,
 };
 use aicp_server::ServeOptions;
 use clap::Args;
@@ -46,27 +46,60 @@ pub struct ServeArgs {
     #[arg(long, env = "AICP_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     max_body_bytes: usize,
 
-    /// Threads running inference. Default: one per core.
-    #[arg(long, env = "AICP_INFERENCE_THREADS")]
-    inference_threads: Option<usize>,
+    /// Inference requests in flight (HTTP and gRPC together) before new ones are refused as
+    /// overloaded, before their bodies are read. Memory for bodies stays under this times
+    /// --max-body-bytes.
+    #[arg(long, env = "AICP_MAX_IN_FLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    max_in_flight: u32,
 
-    /// Requests that may wait for an inference thread; more are refused as overloaded (429).
-    #[arg(long, env = "AICP_QUEUE_CAPACITY", default_value_t = 1024)]
-    queue_capacity: usize,
+    #[command(flatten)]
+    batching: BatchingArgs,
+}
+
+/// The scheduler's defaults for models whose model.toml `[batching]` table leaves them out.
+#[derive(Debug, Args)]
+pub struct BatchingArgs {
+    /// Merge concurrent requests to a model into one engine run.
+    #[arg(long, env = "AICP_DYNAMIC_BATCHING", default_value_t = true, action = clap::ArgAction::Set)]
+    dynamic_batching: bool,
+
+    /// How long a request may wait for others to join its batch, in microseconds. 0 never
+    /// waits: a batch holds the requests already waiting.
+    #[arg(long, env = "AICP_MAX_QUEUE_DELAY_US", default_value_t = 0)]
+    max_queue_delay_us: u64,
+
+    /// Engine instances per model, each on its own thread with one intra-op thread. Default: one
+    /// per core.
+    #[arg(long, env = "AICP_INSTANCES", value_parser = clap::value_parser!(u32).range(1..))]
+    instances: Option<u32>,
+
+    /// Requests that may wait in a model's queue; more are refused as overloaded.
+    #[arg(long, env = "AICP_MAX_QUEUE_SIZE", default_value_t = Batching::DEFAULT_MAX_QUEUE_SIZE as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    max_queue_size: u32,
+}
+
+impl BatchingArgs {
+    fn defaults(&self) -> Batching {
+        Batching {
+            max_batch_size: None,
+            dynamic: Some(self.dynamic_batching),
+            max_queue_delay_us: Some(self.max_queue_delay_us),
+            preferred_batch_sizes: Vec::new(),
+            instances: self.instances.map(|n| n as usize),
+            max_queue_size: Some(self.max_queue_size as usize),
+        }
+    }
 }
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let threads = args
-        .inference_threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let options = ServeOptions {
         addr: SocketAddr::new(args.host, args.port),
         grpc_addr: Some(SocketAddr::new(args.host, args.grpc_port)),
         models: args.repository.models,
         ort_library: args.repository.ort_lib,
         max_body_bytes: args.max_body_bytes,
-        inference_threads: threads,
-        queue_capacity: args.queue_capacity,
+        max_in_flight: args.max_in_flight as usize,
+        batching: args.batching.defaults(),
     };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -97,14 +130,22 @@ async fn shutdown_signal() {
     eprintln!("shutting down: finishing requests in flight");
 }
 
-fn load(args: &RepositoryArgs) -> anyhow::Result<Repository> {
+fn load(args: &RepositoryArgs, batching: &Batching) -> anyhow::Result<Repository> {
     let engines = Arc::new(Engines::new(args.ort_lib.as_deref()));
-    Ok(Repository::load(&args.models, engines)?)
+    Ok(Repository::load(&args.models, engines, batching)?)
+}
+
+/// The scheduler for commands that run a model once, in this process: one instance is enough.
+fn offline() -> Batching {
+    Batching {
+        instances: Some(1),
+        ..Batching::default()
+    }
 }
 
 /// `aicp models`: what the directory holds and whether each model loads.
 pub fn models(args: RepositoryArgs) -> anyhow::Result<()> {
-    let repository = load(&args)?;
+    let repository = load(&args, &offline())?;
     println!(
         "{:<20} {:<8} {:<8} {:<12} {:<24} source",
         "model", "version", "state", "engine", "input"
@@ -176,11 +217,12 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<()> {
             args.file.display()
         )
     })?;
-    let repository = load(&args.repository)?;
-    let runtime = Runtime::new(Executor::new(1, 1));
+    let repository = load(&args.repository, &offline())?;
+    let runtime = Runtime::new();
     runtime.set_repository(repository);
     let count = input.data.len();
     let response = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()?
         .block_on(runtime.infer(InferRequest {
             model: args.model.clone(),
@@ -192,6 +234,7 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<()> {
                 }
                 .into(),
             ],
+            deadline: None,
         }))?;
     let model = &response.model;
     let Some(first) = response.outputs.first() else {

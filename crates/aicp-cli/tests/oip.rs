@@ -29,7 +29,7 @@ fn engine_logits(images: &[Vec<f32>]) -> Vec<f32> {
     let info = onnx::inspect(&bundled_model()).unwrap();
     let model = TractEngine.load(&bundled_model(), &info.signature).unwrap();
     let input = aicp_core::Tensor::new(vec![images.len(), 1, 28, 28], images.concat()).unwrap();
-    model.run(&[input]).unwrap().remove(0).data
+    model.run(vec![input]).unwrap().remove(0).data
 }
 
 fn assert_close(got: &[f32], want: &[f32]) {

@@ -132,7 +132,7 @@ impl TensorData {
     /// and the shape the nesting had (`[n]` for a flat array).
     pub fn from_json(datatype: DataType, json: &str) -> Result<(Self, Vec<usize>)> {
         fn read<T: crate::nested::Element>(json: &str) -> Result<NestedArray<T>> {
-            serde_json::from_str(json).map_err(|e| Error::invalid(e.to_string()))
+            NestedArray::from_json(json).map_err(|e| Error::invalid(e.to_string()))
         }
         fn done<T>(
             array: NestedArray<T>,

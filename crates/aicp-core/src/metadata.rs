@@ -12,8 +12,13 @@
 //! range = [0.0, 1.0]
 //! normalisation = "pixel / 255: 0 is background, 1 is ink"
 //!
-//! [batching]
-//! max_batch_size = 1024   # the most samples one request may carry
+//! [batching]               # the scheduler; every key is optional
+//! max_batch_size = 1024     # the most samples in one request and in one engine run
+//! dynamic = true            # merge concurrent requests into one engine run
+//! max_queue_delay_us = 0    # how long a request may wait for others to join its batch
+//! preferred_batch_sizes = [] # run as soon as a batch reaches one of these sizes
+//! instances = 2             # engine copies on their own threads (default: one per core)
+//! max_queue_size = 1024     # requests waiting; more are refused as overloaded
 //!
 //! [training]          # free-form: how the model was trained
 //! dataset = "mnist"
@@ -81,17 +86,35 @@ pub struct InputSpec {
     pub normalisation: Option<String>,
 }
 
-/// How requests to the model are batched.
+/// How requests to the model are queued, batched and run (Triton's dynamic batcher knobs).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Batching {
-    /// The most samples one request may carry (Triton's `max_batch_size`); 1024 when absent.
+    /// The most samples one request may carry, and one engine run (Triton's
+    /// `max_batch_size`); 1024 when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_batch_size: Option<usize>,
+    /// Whether concurrent requests are merged into one engine run; true when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dynamic: Option<bool>,
+    /// How long the oldest waiting request may wait for others to join its batch, in
+    /// microseconds; 0 when absent: a batch holds what is already waiting, and never waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queue_delay_us: Option<u64>,
+    /// Batch sizes that run at once, without waiting out the queue delay.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preferred_batch_sizes: Vec<usize>,
+    /// Copies of the model, each run by its own thread; one per core when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<usize>,
+    /// Requests that may wait for an instance; more are refused as overloaded. 1024 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queue_size: Option<usize>,
 }
 
 impl Batching {
     pub const DEFAULT_MAX_BATCH_SIZE: usize = 1024;
+    pub const DEFAULT_MAX_QUEUE_SIZE: usize = 1024;
 }
 
 /// A `model.toml` that could not be read.
@@ -148,6 +171,11 @@ mod tests {
             backend: Some(Backend::OnnxRuntime),
             batching: Some(Batching {
                 max_batch_size: Some(64),
+                dynamic: Some(true),
+                max_queue_delay_us: Some(100),
+                preferred_batch_sizes: vec![16, 64],
+                instances: Some(2),
+                max_queue_size: Some(256),
             }),
             training: Some(training),
         };

@@ -1,18 +1,19 @@
 //! In-process inference on the bundled MNIST model, tract against ONNX Runtime, at batch 1 and
 //! 1024. After criterion's measurements, both engines are timed again in this same process and
-//! the ratio tract/onnxruntime is printed.
+//! the ratio tract/onnxruntime is printed; with `AICP_BENCH_JSON=FILE` those figures are also
+//! written to FILE (bench/run.sh compares them with the onnxruntime Python package).
 //!
 //!   scripts/test.sh creates .venv with onnxruntime; then: cargo bench -p aicp-engine
 
 use std::hint::black_box;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use aicp_core::Tensor;
 use aicp_engine::onnxruntime::{OnnxRuntimeEngine, find_library};
 use aicp_engine::tract::TractEngine;
 use aicp_engine::{Engine, Runnable, onnx};
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 fn engines() -> Vec<(&'static str, Box<dyn Runnable>)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -47,25 +48,34 @@ fn input(batch: usize) -> Tensor {
 fn bench(c: &mut Criterion) {
     let engines = engines();
     for batch in [1, 1024] {
-        let input = [input(batch)];
+        let input = input(batch);
         let mut group = c.benchmark_group(format!("mlp_batch_{batch}"));
         group.throughput(Throughput::Elements(batch as u64));
         for (name, model) in &engines {
             group.bench_with_input(BenchmarkId::from_parameter(name), &input, |b, input| {
-                b.iter(|| black_box(model.run(input).expect("inference")));
+                // Engines take their inputs by value; the copy made for each run is not timed.
+                b.iter_batched(
+                    || vec![input.clone()],
+                    |inputs| black_box(model.run(inputs).expect("inference")),
+                    BatchSize::LargeInput,
+                );
             });
         }
         group.finish();
     }
+    let mut figures = Vec::new();
     for batch in [1, 1024] {
-        let input = [input(batch)];
+        let input = input(batch);
         let runs = if batch == 1 { 20_000 } else { 200 };
         let mean = |model: &dyn Runnable| {
-            let started = Instant::now();
+            let mut spent = Duration::ZERO;
             for _ in 0..runs {
-                black_box(model.run(&input).expect("inference"));
+                let inputs = vec![input.clone()];
+                let started = Instant::now();
+                black_box(model.run(inputs).expect("inference"));
+                spent += started.elapsed();
             }
-            started.elapsed().as_secs_f64() / runs as f64
+            spent.as_secs_f64() / runs as f64
         };
         let tract = mean(engines[0].1.as_ref());
         let ort = mean(engines[1].1.as_ref());
@@ -77,6 +87,15 @@ fn bench(c: &mut Criterion) {
             batch as f64 / ort,
             tract / ort
         );
+        figures.push(format!(
+            r#"{{"batch": {batch}, "tract_samples_per_s": {:.1}, "onnxruntime_samples_per_s": {:.1}}}"#,
+            batch as f64 / tract,
+            batch as f64 / ort
+        ));
+    }
+    if let Some(path) = std::env::var_os("AICP_BENCH_JSON") {
+        std::fs::write(&path, format!("[{}]\n", figures.join(", ")))
+            .expect("writing AICP_BENCH_JSON");
     }
 }
 

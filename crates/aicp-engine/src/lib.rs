@@ -47,5 +47,6 @@ pub trait Engine: Send + Sync {
 pub trait Runnable: Send + Sync {
     /// Runs one batch: one tensor per model input, in signature order, each shaped as the
     /// model declares with the batch first. Returns one tensor per output, in signature order.
-    fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>>;
+    /// Takes the inputs by value so an engine that needs to own them need not copy them.
+    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>>;
 }

@@ -99,10 +99,10 @@ impl Engine for OnnxRuntimeEngine {
 }
 
 impl Runnable for OrtModel {
-    fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
         let failed = |e: ort::Error| Error::internal(format!("onnxruntime inference failed: {e}"));
         let mut feed: Vec<(Cow<str>, SessionInputValue)> = Vec::with_capacity(inputs.len());
-        for (name, tensor) in self.inputs.iter().zip(inputs) {
+        for (name, tensor) in self.inputs.iter().zip(&inputs) {
             let value = TensorRef::from_array_view((tensor.shape.clone(), tensor.data.as_slice()))
                 .map_err(failed)?;
             feed.push((Cow::Borrowed(name.as_str()), value.into()));

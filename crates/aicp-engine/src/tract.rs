@@ -6,6 +6,7 @@ use std::sync::Arc;
 use aicp_core::{Error, ModelSignature, Result, Tensor};
 use tract_onnx::prelude::{
     Framework, InferenceModelExt, IntoRunnable, IntoTValue, TValue, TVec, TypedRunnableModel,
+    tract_ndarray,
 };
 
 use crate::{Engine, EngineKind, Runnable};
@@ -38,12 +39,13 @@ impl Engine for TractEngine {
 }
 
 impl Runnable for TractModel {
-    fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        // The request's buffers become tract's tensors as they are: no copy.
         let values = inputs
-            .iter()
+            .into_iter()
             .map(|t| {
-                tract_onnx::prelude::Tensor::from_shape(&t.shape, &t.data)
-                    .map(IntoTValue::into_tvalue)
+                tract_ndarray::ArrayD::from_shape_vec(t.shape, t.data)
+                    .map(|array| array.into_tvalue())
             })
             .collect::<std::result::Result<TVec<TValue>, _>>()
             .map_err(|e| Error::internal(format!("tract input: {e}")))?;

@@ -1,13 +1,15 @@
 //! Everything behind an [`InferRequest`]: the model [`repository`] (scanning, loading, states),
-//! input validation and execution on dedicated threads ([`service`], [`executor`]). Front ends
-//! translate their wire formats into an `InferRequest` and never reach past this crate.
+//! input validation ([`service`]), and each model's queue, dynamic batcher and engine instances
+//! on dedicated threads ([`scheduler`]). Front ends translate their wire formats into an
+//! `InferRequest` and never reach past this crate.
 
-pub mod executor;
 pub mod repository;
+pub mod scheduler;
 pub mod service;
 pub mod stats;
 
-pub use executor::Executor;
+pub use aicp_core::Batching;
 pub use repository::{Engines, ModelEntry, ModelState, Repository, ServedModel, VersionState};
+pub use scheduler::{Policy, Scheduler};
 pub use service::{InferInput, InferRequest, InferResponse, Runtime, softmax, top_k};
 pub use stats::{CountAndDuration, Stats, StatsSnapshot};

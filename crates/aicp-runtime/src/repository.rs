@@ -24,6 +24,7 @@ use aicp_engine::tract::TractEngine;
 use aicp_engine::{Engine, EngineKind, Runnable, onnx};
 use serde::Serialize;
 
+use crate::scheduler::{Policy, Scheduler};
 use crate::stats::Stats;
 
 /// The engines available to this process.
@@ -83,16 +84,14 @@ pub struct ServedModel {
     /// The most samples one request may carry; 0 when the model has no variable batch
     /// dimension (its inputs are then fed exactly as declared).
     pub max_batch_size: usize,
-    pub stats: Stats,
-    runnable: Box<dyn Runnable>,
+    /// How its requests are queued, batched and run.
+    pub policy: Policy,
+    pub stats: Arc<Stats>,
+    /// Its queue and engine instances.
+    pub scheduler: Scheduler,
 }
 
 impl ServedModel {
-    /// Runs one batch on the calling thread (the executor's).
-    pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
-        self.runnable.run(inputs)
-    }
-
     /// Probabilities from one row of the first output: softmax of logits, or the row itself
     /// when the model already outputs probabilities (so softmax is never applied twice).
     pub fn probabilities(&self, row: &[f32]) -> Vec<f32> {
@@ -184,8 +183,9 @@ pub struct Repository {
 
 impl Repository {
     /// Scans `dir` and loads every model version, warming each up. A model that fails is kept
-    /// with its reason; only an unreadable directory is an error.
-    pub fn load(dir: &Path, engines: Arc<Engines>) -> Result<Self> {
+    /// with its reason; only an unreadable directory is an error. `batching` holds the server's
+    /// defaults for what a model's `[batching]` table leaves out.
+    pub fn load(dir: &Path, engines: Arc<Engines>, batching: &Batching) -> Result<Self> {
         let entries = std::fs::read_dir(dir).map_err(|e| {
             Error::invalid(format!(
                 "cannot read model directory {}: {e}",
@@ -230,7 +230,7 @@ impl Repository {
                 );
                 continue;
             }
-            let entry = load_model(&name, &path, dir, metadata, versions, &engines);
+            let entry = load_model(&name, &path, dir, metadata, versions, &engines, batching);
             models.insert(name, entry);
         }
         Ok(Self {
@@ -329,6 +329,7 @@ fn load_model(
     metadata_file: std::result::Result<Option<PathBuf>, String>,
     files: BTreeMap<u64, PathBuf>,
     engines: &Engines,
+    batching: &Batching,
 ) -> ModelEntry {
     let relative = source.strip_prefix(root).unwrap_or(source).to_path_buf();
     let metadata = metadata_file.and_then(|file| match file {
@@ -347,7 +348,7 @@ fn load_model(
     for (version, file) in files {
         let state = match &error {
             Some(e) => VersionState::Failed(e.clone()),
-            None => match load_version(name, version, &file, &metadata, engines) {
+            None => match load_version(name, version, &file, &metadata, engines, batching) {
                 Ok(model) => {
                     tracing::info!("model {name} version {version} ready on {}", model.engine);
                     VersionState::Ready(Arc::new(model))
@@ -382,6 +383,7 @@ fn load_version(
     file: &Path,
     metadata: &Arc<ModelMetadata>,
     engines: &Engines,
+    batching: &Batching,
 ) -> std::result::Result<ServedModel, String> {
     let info = onnx::inspect(file).map_err(|e| e.message)?;
     let engine = engines.pick(metadata.backend.unwrap_or_default())?;
@@ -402,8 +404,18 @@ fn load_version(
         _ if !batched => 0,
         configured => configured.unwrap_or(Batching::DEFAULT_MAX_BATCH_SIZE),
     };
-    let runnable = engine.load(file, &info.signature).map_err(|e| e.message)?;
-    let model = ServedModel {
+    let policy = Policy::new(metadata.batching.as_ref(), batching, max_batch_size);
+    policy.validate()?;
+    // Each instance is its own copy of the model, so instances never wait on each other.
+    let mut runnables = Vec::with_capacity(policy.instances);
+    for _ in 0..policy.instances {
+        let runnable = engine.load(file, &info.signature).map_err(|e| e.message)?;
+        warm_up(runnable.as_ref(), &info.signature)?;
+        runnables.push(runnable);
+    }
+    let stats = Arc::new(Stats::default());
+    let scheduler = Scheduler::start(name, policy.clone(), runnables, stats.clone());
+    Ok(ServedModel {
         name: name.to_string(),
         version,
         engine: engine.kind(),
@@ -411,18 +423,17 @@ fn load_version(
         output,
         metadata: metadata.clone(),
         max_batch_size,
-        stats: Stats::default(),
-        runnable,
-    };
-    warm_up(&model)?;
-    Ok(model)
+        policy,
+        stats,
+        scheduler,
+    })
 }
 
-/// Runs one all-zero sample through the model, so the first request does not pay for lazy
-/// initialisation, and a model that cannot run is reported now rather than at the first request.
-fn warm_up(model: &ServedModel) -> std::result::Result<(), String> {
-    let inputs = model
-        .signature
+/// Runs one all-zero sample through a model instance, so the first request does not pay for
+/// lazy initialisation, and a model that cannot run is reported now rather than at the first
+/// request.
+fn warm_up(runnable: &dyn Runnable, signature: &ModelSignature) -> std::result::Result<(), String> {
+    let inputs = signature
         .inputs
         .iter()
         .map(|spec| {
@@ -434,8 +445,8 @@ fn warm_up(model: &ServedModel) -> std::result::Result<(), String> {
             }
         })
         .collect::<Vec<_>>();
-    model
-        .run(&inputs)
+    runnable
+        .run(inputs)
         .map(|_| ())
         .map_err(|e| format!("warm-up inference failed: {}", e.message))
 }

@@ -1,12 +1,12 @@
 //! The one path every front end's request takes: find the model, validate the input against
-//! its signature and metadata (once, here), run it on the executor, and hand back the outputs.
+//! its signature and metadata (once, here), hand it to the model's scheduler, and hand back the
+//! outputs.
 
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use aicp_core::{DataType, Error, ErrorKind, Result, Tensor, TensorData, TensorSpec};
 
-use crate::executor::Executor;
 use crate::repository::{Repository, ServedModel};
 use crate::stats::Timings;
 
@@ -16,6 +16,9 @@ pub struct InferRequest {
     pub model: String,
     pub version: Option<u64>,
     pub inputs: Vec<InferInput>,
+    /// When the caller stops waiting: a request not finished by then fails as
+    /// deadline-exceeded, and is dropped before the engine if it has not reached it.
+    pub deadline: Option<Instant>,
 }
 
 /// One input tensor of a request, as it came.
@@ -46,19 +49,16 @@ pub struct InferResponse {
     pub outputs: Vec<Tensor>,
 }
 
-/// The model repository and the executor behind every front end.
+/// The model repository behind every front end; each served model has its own scheduler.
+#[derive(Default)]
 pub struct Runtime {
     /// `None` while the repository is (re)loading.
     repository: RwLock<Option<Arc<Repository>>>,
-    executor: Executor,
 }
 
 impl Runtime {
-    pub fn new(executor: Executor) -> Self {
-        Self {
-            repository: RwLock::new(None),
-            executor,
-        }
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// Puts a loaded repository in service.
@@ -83,50 +83,45 @@ impl Runtime {
     /// Finds the model, then validates and runs one request.
     pub async fn infer(&self, request: InferRequest) -> Result<InferResponse> {
         let model = self.repository()?.get(&request.model, request.version)?;
-        self.run(model, request.inputs).await
+        self.run(model, request.inputs, request.deadline).await
     }
 
-    /// Validates `inputs` against `model` (already looked up) and runs them, counting the
-    /// request in the model's statistics.
+    /// Validates `inputs` against `model` (already looked up) and runs them through its
+    /// scheduler, counting the request in the model's statistics.
     pub async fn run(
         &self,
         model: Arc<ServedModel>,
         inputs: Vec<InferInput>,
+        deadline: Option<Instant>,
     ) -> Result<InferResponse> {
         let arrived = Instant::now();
-        let outcome = self.validate_and_run(&model, inputs, arrived).await;
-        match &outcome {
-            Ok((batch, timings, _)) => {
+        let outcome = match prepare_inputs(&model, inputs) {
+            Ok((samples, inputs)) => model
+                .scheduler
+                .submit(inputs, samples, deadline)
+                .await
+                .map(|done| (samples, done)),
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok((samples, done)) => {
+                let timings = Timings {
+                    queue: done.queue,
+                    compute: done.compute,
+                };
                 model
                     .stats
-                    .record_success(*batch, arrived.elapsed(), *timings)
+                    .record_success(samples, arrived.elapsed(), timings);
+                Ok(InferResponse {
+                    model,
+                    outputs: done.outputs,
+                })
             }
-            Err(_) => model.stats.record_failure(arrived.elapsed()),
+            Err(e) => {
+                model.stats.record_failure(arrived.elapsed());
+                Err(e)
+            }
         }
-        outcome.map(|(_, _, outputs)| InferResponse { model, outputs })
-    }
-
-    async fn validate_and_run(
-        &self,
-        model: &Arc<ServedModel>,
-        inputs: Vec<InferInput>,
-        arrived: Instant,
-    ) -> Result<(usize, Timings, Vec<Tensor>)> {
-        let (batch, inputs) = prepare_inputs(model, inputs)?;
-        let runner = model.clone();
-        let (timings, outputs) = self
-            .executor
-            .run(move || {
-                let started = Instant::now();
-                let outputs = runner.run(&inputs)?;
-                let timings = Timings {
-                    queue: started - arrived,
-                    compute: started.elapsed(),
-                };
-                Ok((timings, outputs))
-            })
-            .await?;
-        Ok((batch, timings, outputs))
     }
 }
 

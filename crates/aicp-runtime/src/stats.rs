@@ -52,25 +52,30 @@ pub struct Stats {
 /// Timings of one request that reached the engine.
 #[derive(Debug, Clone, Copy)]
 pub struct Timings {
-    /// From the request reaching the runtime to a worker taking it.
+    /// From the request reaching the scheduler to its engine run starting.
     pub queue: Duration,
     /// In the engine.
     pub compute: Duration,
 }
 
 impl Stats {
-    /// A request that succeeded: `batch` samples, run in one engine execution.
-    pub fn record_success(&self, batch: usize, total: Duration, timings: Timings) {
+    /// A request that succeeded: `samples` samples, its total time and its share of queue
+    /// and engine time. Its engine run is counted by [`Stats::record_execution`].
+    pub fn record_success(&self, samples: usize, total: Duration, timings: Timings) {
         self.success.add(1, total);
         self.queue.add(1, timings.queue);
         self.compute.add(1, timings.compute);
-        self.inference_count.fetch_add(batch as u64, Relaxed);
-        self.execution_count.fetch_add(1, Relaxed);
+        self.inference_count.fetch_add(samples as u64, Relaxed);
         self.last_inference_ms.store(now_ms(), Relaxed);
+    }
+
+    /// One engine run over a batch of `batch` samples, whatever number of requests it served.
+    pub fn record_execution(&self, batch: usize, compute: Duration) {
+        self.execution_count.fetch_add(1, Relaxed);
         let mut batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
         let entry = batches.entry(batch).or_default();
         entry.count += 1;
-        entry.ns = entry.ns.saturating_add(nanos(timings.compute));
+        entry.ns = entry.ns.saturating_add(nanos(compute));
     }
 
     /// A request for this model that failed, whatever the reason.
@@ -144,12 +149,16 @@ mod tests {
             compute: Duration::from_nanos(100),
         };
         stats.record_success(8, Duration::from_nanos(150), timings);
-        stats.record_success(2, Duration::from_nanos(150), timings);
+        stats.record_execution(8, timings.compute);
+        // Two requests of one sample each, batched into one run.
+        stats.record_success(1, Duration::from_nanos(75), timings);
+        stats.record_success(1, Duration::from_nanos(75), timings);
+        stats.record_execution(2, timings.compute);
         stats.record_failure(Duration::from_nanos(5));
         let s = stats.snapshot();
-        assert_eq!(s.success, CountAndDuration { count: 2, ns: 300 });
+        assert_eq!(s.success, CountAndDuration { count: 3, ns: 300 });
         assert_eq!(s.fail, CountAndDuration { count: 1, ns: 5 });
-        assert_eq!(s.compute, CountAndDuration { count: 2, ns: 200 });
+        assert_eq!(s.compute, CountAndDuration { count: 3, ns: 300 });
         assert_eq!((s.inference_count, s.execution_count), (10, 2));
         assert!(s.last_inference_ms > 0);
         let run = CountAndDuration { count: 1, ns: 100 };

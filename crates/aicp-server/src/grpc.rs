@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use aicp_core::{DataType, Error, ErrorKind, Result, TensorData};
 use aicp_runtime::{InferInput, Runtime};
@@ -60,8 +61,19 @@ impl InferenceService {
         Self { runtime }
     }
 
-    /// One inference: the protocol's request in, its response out.
-    async fn infer(&self, request: ModelInferRequest) -> Result<ModelInferResponse> {
+    /// One inference: the protocol's request in, its response out. `deadline` is the call's
+    /// (from `grpc-timeout`); the request's own `timeout` parameter may shorten it.
+    async fn infer(
+        &self,
+        request: ModelInferRequest,
+        deadline: Option<Instant>,
+    ) -> Result<ModelInferResponse> {
+        let arrived = Instant::now();
+        let timeout = oip::deadline(arrived, timeout_parameter(&request.parameters)?);
+        let deadline = match (deadline, timeout) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let raw = !request.raw_input_contents.is_empty();
         let model = oip::find(
             &self.runtime,
@@ -80,7 +92,7 @@ impl InferenceService {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let response = self.runtime.run(model, inputs).await?;
+        let response = self.runtime.run(model, inputs, deadline).await?;
         let outputs = oip::select_outputs(&response.model, response.outputs, &requested, false)?;
         Ok(encode_response(
             &response.model.name,
@@ -165,6 +177,37 @@ fn typed_contents(datatype: DataType, c: InferTensorContents) -> Result<TensorDa
         }
         DataType::String | DataType::Other => return Err(aicp_core::data::unsupported(datatype)),
     })
+}
+
+/// The request's `timeout` parameter, in microseconds (as Triton reads it).
+fn timeout_parameter(parameters: &HashMap<String, InferParameter>) -> Result<Option<u64>> {
+    let Some(parameter) = parameters.get("timeout") else {
+        return Ok(None);
+    };
+    match parameter.parameter_choice {
+        Some(ParameterChoice::Int64Param(n)) if n >= 0 => Ok(Some(n as u64)),
+        Some(ParameterChoice::Uint64Param(n)) => Ok(Some(n)),
+        _ => Err(Error::invalid(format!(
+            "parameter \"timeout\" must be a non-negative integer (microseconds), got {parameter:?}"
+        ))),
+    }
+}
+
+/// The call's deadline from its `grpc-timeout` header ("<up to 8 digits><H|M|S|m|u|n>").
+fn call_deadline(metadata: &tonic::metadata::MetadataMap) -> Option<Instant> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let amount: u64 = digits.parse().ok()?;
+    let timeout = match unit {
+        "H" => Duration::from_secs(amount.saturating_mul(3600)),
+        "M" => Duration::from_secs(amount.saturating_mul(60)),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    };
+    Instant::now().checked_add(timeout)
 }
 
 /// The classification extension's parameter on a requested output.
@@ -293,7 +336,9 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<ModelInferRequest>,
     ) -> RpcResult<ModelInferResponse> {
-        self.infer(request.into_inner())
+        let deadline = call_deadline(request.metadata());
+        let _in_flight = request.extensions().get::<crate::shed::Permit>().cloned();
+        self.infer(request.into_inner(), deadline)
             .await
             .map(Response::new)
             .map_err(status)
@@ -308,13 +353,17 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<Streaming<ModelInferRequest>>,
     ) -> RpcResult<Self::ModelStreamInferStream> {
+        let deadline = call_deadline(request.metadata());
+        let in_flight = request.extensions().get::<crate::shed::Permit>().cloned();
         let mut requests = request.into_inner();
         let service = InferenceService::new(self.runtime.clone());
         let responses = async_stream_of(move |sender| async move {
+            // The stream counts as one request in flight for as long as it is open.
+            let _in_flight = in_flight;
             while let Some(next) = requests.next().await {
                 let reply = match next {
                     Err(status) => Err(status),
-                    Ok(request) => Ok(match service.infer(request).await {
+                    Ok(request) => Ok(match service.infer(request, deadline).await {
                         Ok(response) => ModelStreamInferResponse {
                             error_message: String::new(),
                             infer_response: Some(response),

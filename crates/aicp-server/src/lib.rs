@@ -7,6 +7,7 @@ pub mod error;
 pub mod grpc;
 pub mod ml_api;
 pub mod oip;
+pub mod shed;
 pub mod v2_rest;
 
 use std::future::Future;
@@ -14,11 +15,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use aicp_runtime::{Engines, Executor, ModelState, Repository, Runtime};
+use aicp_runtime::{Batching, Engines, ModelState, Repository, Runtime};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use grpc::{GrpcInferenceServiceServer, InferenceService};
+use shed::InFlight;
 use tonic_health::ServingStatus;
 
 /// How to run the server.
@@ -33,17 +35,25 @@ pub struct ServeOptions {
     pub ort_library: Option<PathBuf>,
     /// The largest request body accepted, in bytes.
     pub max_body_bytes: usize,
-    /// Threads running inference.
-    pub inference_threads: usize,
-    /// Requests that may wait for an inference thread before new ones are refused.
-    pub queue_capacity: usize,
+    /// Inference requests in flight, HTTP and gRPC together, before new ones are refused.
+    pub max_in_flight: usize,
+    /// The scheduler's settings for models whose `[batching]` table leaves them out.
+    pub batching: Batching,
 }
 
-/// The HTTP routes over a runtime.
-pub fn router(runtime: Arc<Runtime>, max_body_bytes: usize) -> Router {
-    Router::new()
+/// The HTTP routes over a runtime. Inference routes count against `in_flight`.
+pub fn router(runtime: Arc<Runtime>, max_body_bytes: usize, in_flight: InFlight) -> Router {
+    let inference = Router::new()
         .route("/api/v1/ml/classify", post(ml_api::classify))
         .route("/api/v1/ml/inference", post(ml_api::inference))
+        .route("/v2/models/{name}/infer", post(v2_rest::infer))
+        .route(
+            "/v2/models/{name}/versions/{version}/infer",
+            post(v2_rest::infer),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(in_flight, shed::http));
+    Router::new()
+        .merge(inference)
         .route("/api/v1/ml/models", get(ml_api::list_models))
         .route("/api/v1/ml/models/{name}", get(ml_api::get_model))
         .route("/healthz", get(ml_api::healthz))
@@ -78,7 +88,6 @@ fn v2_model_routes(prefix: &str) -> Router<Arc<Runtime>> {
         .route(&format!("{prefix}/ready"), get(v2_rest::model_ready))
         .route(&format!("{prefix}/config"), get(v2_rest::model_config))
         .route(&format!("{prefix}/stats"), get(v2_rest::model_statistics))
-        .route(&format!("{prefix}/infer"), post(v2_rest::infer))
 }
 
 /// Listens, loads the models in the background (readiness turns true when they are loaded), and
@@ -104,16 +113,16 @@ pub async fn serve(
         None => None,
     };
 
-    let runtime = Arc::new(Runtime::new(Executor::new(
-        options.inference_threads,
-        options.queue_capacity,
-    )));
+    let runtime = Arc::new(Runtime::new());
+    let in_flight = InFlight::new(options.max_in_flight);
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::NotServing).await;
     let loading = runtime.clone();
     let models = options.models.clone();
     let ort_library = options.ort_library.clone();
-    let loaded = tokio::task::spawn_blocking(move || load(&loading, &models, ort_library));
+    let batching = options.batching.clone();
+    let loaded =
+        tokio::task::spawn_blocking(move || load(&loading, &models, ort_library, &batching));
     tokio::spawn(async move {
         if let Ok(true) = loaded.await {
             set_health(&health, ServingStatus::Serving).await;
@@ -130,8 +139,8 @@ pub async fn serve(
         let _ = stopped.wait_for(|s| *s).await;
     };
 
-    let http = axum::serve(listener, router(runtime.clone(), options.max_body_bytes))
-        .with_graceful_shutdown(until_stopped(stopped.clone()));
+    let app = router(runtime.clone(), options.max_body_bytes, in_flight.clone());
+    let http = axum::serve(listener, app).with_graceful_shutdown(until_stopped(stopped.clone()));
     let grpc = async {
         let Some(listener) = grpc_listener else {
             return Ok(());
@@ -143,6 +152,10 @@ pub async fn serve(
         let inference = GrpcInferenceServiceServer::new(InferenceService::new(runtime.clone()))
             .max_decoding_message_size(options.max_body_bytes)
             .max_encoding_message_size(usize::MAX);
+        let inference = tonic::service::interceptor::InterceptedService::new(
+            inference,
+            shed::grpc(in_flight.clone()),
+        );
         tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)
@@ -176,9 +189,14 @@ async fn set_health(health: &tonic_health::server::HealthReporter, status: Servi
 }
 
 /// Loads the model directory into `runtime`, reporting each model. Returns whether it loaded.
-fn load(runtime: &Runtime, models: &Path, ort_library: Option<PathBuf>) -> bool {
+fn load(
+    runtime: &Runtime,
+    models: &Path,
+    ort_library: Option<PathBuf>,
+    batching: &Batching,
+) -> bool {
     let engines = Arc::new(Engines::new(ort_library.as_deref()));
-    match Repository::load(models, engines) {
+    match Repository::load(models, engines, batching) {
         Ok(repository) => {
             for model in repository.models() {
                 match (model.state(), model.default_version()) {

@@ -13,6 +13,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, body, parse_json};
@@ -29,13 +30,16 @@ fn default_top_k() -> usize {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ClassifyRequest {
+pub struct ClassifyRequest<'a> {
     /// One image as 784 values, [28][28] or [1][28][28]; or a batch of such images.
-    image_data: NestedArray,
+    #[serde(borrow)]
+    image_data: &'a RawValue,
     #[serde(default = "default_model")]
     model_name: String,
     #[serde(default = "default_top_k")]
     top_k: usize,
+    /// How long the client waits, in milliseconds; past it the request fails with 504.
+    timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -56,17 +60,20 @@ pub async fn classify(
     bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
     let started = Instant::now();
-    let request: ClassifyRequest = parse_json(&body(bytes)?)?;
+    let bytes = body(bytes)?;
+    let request: ClassifyRequest = parse_json(&bytes)?;
+    let image_data = read_array(request.image_data, "image_data")?;
     if request.top_k == 0 {
         return Err(Error::invalid("top_k must be at least 1").into());
     }
+    let deadline = deadline(started, request.timeout_ms)?;
     let model = runtime.repository()?.get(&request.model_name, None)?;
-    let (batch, single) = image_batch(&model, &request.image_data.shape)?;
+    let (batch, single) = image_batch(&model, &image_data.shape)?;
     let input = Tensor {
-        shape: vec![batch, request.image_data.data.len() / batch],
-        data: request.image_data.data,
+        shape: vec![batch, image_data.data.len() / batch],
+        data: image_data.data,
     };
-    let response = runtime.run(model, vec![input.into()]).await?;
+    let response = runtime.run(model, vec![input.into()], deadline).await?;
     let mut results = predictions(&response.model, &response.outputs, request.top_k)?;
     let mut body = json!({
         "model_name": response.model.name,
@@ -168,15 +175,37 @@ fn predictions(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct InferenceRequest {
+pub struct InferenceRequest<'a> {
     #[serde(default = "default_model")]
     model_name: String,
-    input_data: NestedArray,
+    #[serde(borrow)]
+    input_data: &'a RawValue,
     /// The shape of `input_data`, batch first; the model's own when absent.
     input_shape: Option<Vec<i64>>,
     #[serde(default)]
     apply_softmax: bool,
     top_k: Option<usize>,
+    /// How long the client waits, in milliseconds; past it the request fails with 504.
+    timeout_ms: Option<u64>,
+}
+
+/// Reads an array field (kept raw while the request was parsed) into shape and data, with the
+/// fast reader: no JSON tree, no per-element bookkeeping.
+fn read_array(raw: &RawValue, field: &str) -> ApiResult<NestedArray> {
+    NestedArray::from_json(raw.get())
+        .map_err(|e| Error::invalid(format!("invalid field `{field}`: {e}")).into())
+}
+
+/// When a request with `timeout_ms` that arrived at `started` stops being worth answering.
+fn deadline(started: Instant, timeout_ms: Option<u64>) -> ApiResult<Option<Instant>> {
+    match timeout_ms {
+        None => Ok(None),
+        Some(0) => Err(Error::invalid(
+            "timeout_ms must be at least 1 (leave it out to wait as long as it takes)",
+        )
+        .into()),
+        Some(ms) => Ok(started.checked_add(std::time::Duration::from_millis(ms))),
+    }
 }
 
 /// `POST /api/v1/ml/inference`
@@ -185,12 +214,15 @@ pub async fn inference(
     bytes: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
     let started = Instant::now();
-    let request: InferenceRequest = parse_json(&body(bytes)?)?;
+    let bytes = body(bytes)?;
+    let request: InferenceRequest = parse_json(&bytes)?;
+    let input_data = read_array(request.input_data, "input_data")?;
     if request.top_k == Some(0) {
         return Err(Error::invalid("top_k must be at least 1").into());
     }
+    let deadline = deadline(started, request.timeout_ms)?;
     let model = runtime.repository()?.get(&request.model_name, None)?;
-    let values = request.input_data.data.len();
+    let values = input_data.data.len();
     let shape = match request.input_shape {
         Some(shape) => {
             if let Some((i, d)) = shape.iter().enumerate().find(|(_, d)| **d < 1) {
@@ -226,9 +258,9 @@ pub async fn inference(
     };
     let input = Tensor {
         shape,
-        data: request.input_data.data,
+        data: input_data.data,
     };
-    let response = runtime.run(model, vec![input.into()]).await?;
+    let response = runtime.run(model, vec![input.into()], deadline).await?;
     let model = &response.model;
     let outputs: Vec<Value> = response
         .outputs

@@ -4,6 +4,7 @@
 //! request; what they share with gRPC is in [`crate::oip`].
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use aicp_core::{Error, ErrorKind, Result, TensorData};
 use aicp_runtime::{InferInput, Runtime};
@@ -192,6 +193,7 @@ pub async fn infer(
     headers: HeaderMap,
     bytes: std::result::Result<Bytes, BytesRejection>,
 ) -> V2Result<Response> {
+    let arrived = Instant::now();
     let bytes = body(bytes)?;
     let (header, mut binary) = split_body(&headers, &bytes)?;
     let request: InferRequestJson = parse_json(header)?;
@@ -221,7 +223,9 @@ pub async fn infer(
         })
         .collect::<Result<Vec<_>>>()?;
 
-    let response = runtime.run(model, inputs).await?;
+    let timeout = count(&request.parameters, "timeout")?.map(|us| us as u64);
+    let deadline = oip::deadline(arrived, timeout);
+    let response = runtime.run(model, inputs, deadline).await?;
     let outputs = oip::select_outputs(
         &response.model,
         response.outputs,

@@ -4,6 +4,7 @@
 //! classification extension included). Each transport only changes the encoding.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use aicp_core::{DataType, Error, ErrorKind, Result, TensorSpec};
 use aicp_runtime::{
@@ -30,6 +31,14 @@ pub const PLATFORM: &str = "onnx_onnxv1";
 
 /// Parses the protocol's version string: empty or absent means the server's choice (the highest
 /// ready version).
+/// The deadline of a request that arrived at `arrived` with the protocol's `timeout` parameter,
+/// in microseconds as Triton reads it; 0 or none means no timeout.
+pub fn deadline(arrived: Instant, timeout_us: Option<u64>) -> Option<Instant> {
+    timeout_us
+        .filter(|&us| us > 0)
+        .and_then(|us| arrived.checked_add(Duration::from_micros(us)))
+}
+
 pub fn parse_version(version: Option<&str>) -> Result<Option<u64>> {
     match version {
         None | Some("") => Ok(None),

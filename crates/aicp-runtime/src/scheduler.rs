@@ -1,0 +1,660 @@
+//! The scheduler of one model version: a bounded queue, a dynamic batcher, and the engine
+//! instances that run the batches, each on its own OS thread (never on the async runtime's).
+//!
+//! A request waits in the queue until an instance is free. The free instance gathers a batch:
+//! the oldest request, then whatever else is waiting and, with a queue delay, whatever arrives
+//! until the oldest request has waited that long; it stops at `max_batch_size` samples or at a
+//! preferred size. Requests whose caller has gone or whose deadline has passed are dropped here,
+//! before the engine. The batch runs as one engine call and each request gets its own rows of
+//! the outputs back. One instance gathers at a time, so a batch is never split between two.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aicp_core::{Batching, Error, ErrorKind, Result, Tensor};
+use aicp_engine::Runnable;
+use tokio::sync::oneshot;
+
+use crate::stats::Stats;
+
+/// How a model's requests are queued and batched: its `[batching]` table with the defaults
+/// filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// The most samples in one engine run; 0 when the model does not batch (each request then
+    /// runs alone, exactly as it came).
+    pub max_batch_size: usize,
+    /// Whether concurrent requests are merged into one engine run.
+    pub dynamic: bool,
+    pub max_queue_delay: Duration,
+    pub preferred_batch_sizes: Vec<usize>,
+    pub instances: usize,
+    pub max_queue_size: usize,
+}
+
+impl Policy {
+    /// The policy for a model: each key from its `[batching]` table, else from the server's
+    /// `defaults`, else the built-in default. `max_batch_size` is the model's, already resolved
+    /// (0 when it has no batch dimension).
+    pub fn new(model: Option<&Batching>, defaults: &Batching, max_batch_size: usize) -> Self {
+        let model = model.cloned().unwrap_or_default();
+        let preferred_batch_sizes = if model.preferred_batch_sizes.is_empty() {
+            defaults.preferred_batch_sizes.clone()
+        } else {
+            model.preferred_batch_sizes
+        };
+        Self {
+            max_batch_size,
+            dynamic: model.dynamic.or(defaults.dynamic).unwrap_or(true),
+            max_queue_delay: Duration::from_micros(
+                model
+                    .max_queue_delay_us
+                    .or(defaults.max_queue_delay_us)
+                    .unwrap_or(0),
+            ),
+            preferred_batch_sizes,
+            instances: model
+                .instances
+                .or(defaults.instances)
+                .unwrap_or_else(default_instances),
+            max_queue_size: model
+                .max_queue_size
+                .or(defaults.max_queue_size)
+                .unwrap_or(Batching::DEFAULT_MAX_QUEUE_SIZE),
+        }
+    }
+
+    /// Whether requests are merged: dynamic batching on, for a model with a batch dimension.
+    pub fn merges(&self) -> bool {
+        self.dynamic && self.max_batch_size > 0
+    }
+
+    /// Checks the values a model.toml may get wrong.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.instances == 0 {
+            return Err("model.toml [batching] instances must be at least 1".into());
+        }
+        if self.max_queue_size == 0 {
+            return Err("model.toml [batching] max_queue_size must be at least 1".into());
+        }
+        if let Some(size) = self
+            .preferred_batch_sizes
+            .iter()
+            .find(|&&s| s == 0 || (self.max_batch_size > 0 && s > self.max_batch_size))
+        {
+            return Err(format!(
+                "model.toml [batching] preferred_batch_sizes: {size} is not between 1 and max_batch_size ({})",
+                self.max_batch_size
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One engine instance per core, each running one intra-op thread: together they use every
+/// core and never more.
+pub fn default_instances() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// What a request got from its engine run.
+#[derive(Debug)]
+pub struct Completed {
+    /// Its own rows of every output, in the model's output order.
+    pub outputs: Vec<Tensor>,
+    /// From submission to the start of the engine run.
+    pub queue: Duration,
+    /// The engine run it was part of.
+    pub compute: Duration,
+}
+
+/// A request waiting for an instance.
+struct Job {
+    /// Model-shaped, batch first.
+    inputs: Vec<Tensor>,
+    samples: usize,
+    submitted: Instant,
+    deadline: Option<Instant>,
+    reply: oneshot::Sender<Result<Completed>>,
+}
+
+/// The queue and instances of one model version. Dropping it closes the queue; the instances
+/// finish what they hold and stop.
+pub struct Scheduler {
+    queue: SyncSender<Job>,
+    model: String,
+    max_queue_size: usize,
+}
+
+impl Scheduler {
+    /// Starts one thread per runnable (each an instance of the model) behind one queue.
+    pub fn start(
+        model: &str,
+        policy: Policy,
+        runnables: Vec<Box<dyn Runnable>>,
+        stats: Arc<Stats>,
+    ) -> Self {
+        let (queue, receiver) = std::sync::mpsc::sync_channel(policy.max_queue_size);
+        let intake = Arc::new(Mutex::new(Intake {
+            queue: receiver,
+            held: None,
+        }));
+        let policy = Arc::new(policy);
+        for (i, runnable) in runnables.into_iter().enumerate() {
+            let (intake, policy, stats) = (intake.clone(), policy.clone(), stats.clone());
+            std::thread::Builder::new()
+                .name(format!("aicp-{model}-{i}"))
+                .spawn(move || run_instance(&intake, runnable.as_ref(), &policy, &stats))
+                .unwrap_or_else(|e| panic!("cannot start an inference thread: {e}"));
+        }
+        Self {
+            queue,
+            model: model.to_string(),
+            max_queue_size: policy.max_queue_size,
+        }
+    }
+
+    /// Queues one request (model-shaped inputs holding `samples` samples) and waits for its
+    /// outputs without blocking the caller's thread. Fails at once when the queue is full, and
+    /// at `deadline` if the request has not finished by then.
+    pub async fn submit(
+        &self,
+        inputs: Vec<Tensor>,
+        samples: usize,
+        deadline: Option<Instant>,
+    ) -> Result<Completed> {
+        let submitted = Instant::now();
+        if deadline.is_some_and(|d| d <= submitted) {
+            return Err(deadline_passed(Duration::ZERO));
+        }
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            inputs,
+            samples,
+            submitted,
+            deadline,
+            reply,
+        };
+        self.queue.try_send(job).map_err(|e| match e {
+            TrySendError::Full(_) => Error::new(
+                ErrorKind::Overloaded,
+                format!(
+                    "the server is overloaded: model {:?} has {} requests waiting (its max_queue_size); retry later",
+                    self.model, self.max_queue_size
+                ),
+            ),
+            TrySendError::Disconnected(_) => Error::new(
+                ErrorKind::Unavailable,
+                format!("model {:?} is being unloaded", self.model),
+            ),
+        })?;
+        let answer = match deadline {
+            None => answer.await,
+            // Giving up drops `answer`: an instance that has not started the request skips it.
+            Some(deadline) => tokio::time::timeout_at(deadline.into(), answer)
+                .await
+                .map_err(|_| deadline_passed(submitted.elapsed()))?,
+        };
+        answer.unwrap_or_else(|_| Err(Error::internal("the model's inference thread stopped")))
+    }
+}
+
+fn deadline_passed(waited: Duration) -> Error {
+    Error::new(
+        ErrorKind::DeadlineExceeded,
+        format!(
+            "the request's timeout expired after {} us, before its inference finished",
+            waited.as_micros()
+        ),
+    )
+}
+
+/// The receiving end of the queue, taken by one instance at a time, and the request that did
+/// not fit in the last batch (it leads the next one).
+struct Intake {
+    queue: Receiver<Job>,
+    held: Option<Job>,
+}
+
+impl Intake {
+    /// The next batch to run, or `None` once the queue is closed and empty.
+    fn gather(&mut self, policy: &Policy) -> Option<Vec<Job>> {
+        let first = loop {
+            let job = match self.held.take() {
+                Some(job) => job,
+                None => self.queue.recv().ok()?,
+            };
+            if let Some(job) = still_wanted(job) {
+                break job;
+            }
+        };
+        let mut samples = first.samples;
+        let until = first.submitted + policy.max_queue_delay;
+        let mut batch = vec![first];
+        if !policy.merges() {
+            return Some(batch);
+        }
+        while samples < policy.max_batch_size && !policy.preferred_batch_sizes.contains(&samples) {
+            let job = match self.queue.try_recv() {
+                Ok(job) => job,
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => {
+                    let Some(left) = until.checked_duration_since(Instant::now()) else {
+                        break;
+                    };
+                    match self.queue.recv_timeout(left) {
+                        Ok(job) => job,
+                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+            };
+            let Some(job) = still_wanted(job) else {
+                continue;
+            };
+            if samples + job.samples > policy.max_batch_size || !stackable(&batch[0], &job) {
+                self.held = Some(job);
+                break;
+            }
+            samples += job.samples;
+            batch.push(job);
+        }
+        Some(batch)
+    }
+}
+
+/// The job, unless its caller has gone (dropped silently) or its deadline has passed (answered
+/// with the error). Either way it never reaches the engine.
+fn still_wanted(job: Job) -> Option<Job> {
+    if job.reply.is_closed() {
+        return None;
+    }
+    if job.deadline.is_some_and(|d| d <= Instant::now()) {
+        let _ = job
+            .reply
+            .send(Err(deadline_passed(job.submitted.elapsed())));
+        return None;
+    }
+    Some(job)
+}
+
+/// Whether two requests can share an engine run: every input has the same shape after the
+/// batch dimension (always true for models whose sample shape is fixed).
+fn stackable(a: &Job, b: &Job) -> bool {
+    a.inputs
+        .iter()
+        .zip(&b.inputs)
+        .all(|(x, y)| x.shape.get(1..) == y.shape.get(1..))
+}
+
+fn run_instance(intake: &Mutex<Intake>, runnable: &dyn Runnable, policy: &Policy, stats: &Stats) {
+    loop {
+        let batch = {
+            // Gathering never panics while holding the lock; a poisoned lock is still usable.
+            let mut intake = intake.lock().unwrap_or_else(|p| p.into_inner());
+            match intake.gather(policy) {
+                Some(batch) => batch,
+                None => return,
+            }
+        };
+        execute(runnable, stats, batch);
+    }
+}
+
+/// Where a request's answer goes, and how many rows of the batch are its.
+struct Reply {
+    samples: usize,
+    submitted: Instant,
+    sender: oneshot::Sender<Result<Completed>>,
+}
+
+/// Runs one batch and answers each of its requests. A panic in the engine becomes an internal
+/// error for the requests of this batch only.
+fn execute(runnable: &dyn Runnable, stats: &Stats, batch: Vec<Job>) {
+    let samples: usize = batch.iter().map(|job| job.samples).sum();
+    let (inputs, replies) = assemble(batch, samples);
+    let started = Instant::now();
+    let outcome = catch_unwind(AssertUnwindSafe(|| runnable.run(inputs))).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        Err(Error::internal(format!("the engine panicked: {what}")))
+    });
+    let compute = started.elapsed();
+    let answers = outcome.and_then(|outputs| {
+        stats.record_execution(samples, compute);
+        split(outputs, &replies, samples)
+    });
+    match answers {
+        Ok(answers) => {
+            for (reply, outputs) in replies.into_iter().zip(answers) {
+                let _ = reply.sender.send(Ok(Completed {
+                    outputs,
+                    queue: started - reply.submitted,
+                    compute,
+                }));
+            }
+        }
+        Err(error) => {
+            for reply in replies {
+                let _ = reply.sender.send(Err(error.clone()));
+            }
+        }
+    }
+}
+
+/// One engine input per model input: a lone request's tensors as they are (no copy), or the
+/// requests' tensors stacked along the batch dimension.
+fn assemble(mut batch: Vec<Job>, samples: usize) -> (Vec<Tensor>, Vec<Reply>) {
+    let inputs = if batch.len() == 1 {
+        std::mem::take(&mut batch[0].inputs)
+    } else {
+        (0..batch[0].inputs.len())
+            .map(|i| {
+                let mut shape = batch[0].inputs[i].shape.clone();
+                shape[0] = samples;
+                let mut data =
+                    Vec::with_capacity(batch.iter().map(|job| job.inputs[i].data.len()).sum());
+                for job in &batch {
+                    data.extend_from_slice(&job.inputs[i].data);
+                }
+                Tensor { shape, data }
+            })
+            .collect()
+    };
+    let replies = batch
+        .into_iter()
+        .map(|job| Reply {
+            samples: job.samples,
+            submitted: job.submitted,
+            sender: job.reply,
+        })
+        .collect();
+    (inputs, replies)
+}
+
+/// Each request's rows of every output.
+fn split(outputs: Vec<Tensor>, replies: &[Reply], samples: usize) -> Result<Vec<Vec<Tensor>>> {
+    if replies.len() == 1 {
+        return Ok(vec![outputs]);
+    }
+    let mut answers: Vec<Vec<Tensor>> = replies.iter().map(|_| Vec::new()).collect();
+    for output in outputs {
+        if output.shape.first() != Some(&samples) {
+            return Err(Error::internal(format!(
+                "the model gave an output shaped {:?} for a batch of {samples}: its outputs do not \
+                 follow the batch, so its requests cannot be batched (set dynamic = false in \
+                 model.toml [batching])",
+                output.shape
+            )));
+        }
+        let per_sample = output.data.len() / samples.max(1);
+        let mut start = 0;
+        for (answer, reply) in answers.iter_mut().zip(replies) {
+            let end = start + reply.samples * per_sample;
+            let mut shape = output.shape.clone();
+            shape[0] = reply.samples;
+            answer.push(Tensor {
+                shape,
+                data: output.data[start..end].to_vec(),
+            });
+            start = end;
+        }
+    }
+    Ok(answers)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::{Receiver as Gate, Sender as Opener, channel};
+
+    use super::*;
+
+    /// An engine that doubles its input, records the batch size of every run, and, when
+    /// gated, says it started and waits for the test to open the gate before each run.
+    struct Doubler {
+        runs: Arc<Mutex<Vec<usize>>>,
+        gate: Option<Turnstile>,
+    }
+
+    /// Says when a run starts, then lets it go on one message.
+    struct Turnstile {
+        started: Mutex<Opener<()>>,
+        gate: Mutex<Gate<()>>,
+    }
+
+    impl Runnable for Doubler {
+        fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+            if let Some(turnstile) = &self.gate {
+                turnstile.started.lock().unwrap().send(()).ok();
+                turnstile.gate.lock().unwrap().recv().ok();
+            }
+            let input = &inputs[0];
+            if input.data.first() == Some(&-1.0) {
+                panic!("asked to fail");
+            }
+            self.runs.lock().unwrap().push(input.shape[0]);
+            Ok(vec![Tensor {
+                shape: input.shape.clone(),
+                data: input.data.iter().map(|v| v * 2.0).collect(),
+            }])
+        }
+    }
+
+    fn policy(dynamic: bool, max_queue_size: usize) -> Policy {
+        Policy {
+            max_batch_size: 8,
+            dynamic,
+            max_queue_delay: Duration::ZERO,
+            preferred_batch_sizes: Vec::new(),
+            instances: 1,
+            max_queue_size,
+        }
+    }
+
+    struct Gated {
+        scheduler: Arc<Scheduler>,
+        /// One message lets one run go.
+        open: Opener<()>,
+        /// One message per run that started.
+        started: Gate<()>,
+        runs: Arc<Mutex<Vec<usize>>>,
+        stats: Arc<Stats>,
+    }
+
+    /// One gated instance, so requests pile up behind its first run.
+    fn gated(policy: Policy) -> Gated {
+        let runs = Arc::new(Mutex::new(Vec::new()));
+        let (open, gate) = channel();
+        let (starts, started) = channel();
+        let engine = Doubler {
+            runs: runs.clone(),
+            gate: Some(Turnstile {
+                started: Mutex::new(starts),
+                gate: Mutex::new(gate),
+            }),
+        };
+        let stats = Arc::new(Stats::default());
+        let scheduler = Scheduler::start("test", policy, vec![Box::new(engine)], stats.clone());
+        Gated {
+            scheduler: Arc::new(scheduler),
+            open,
+            started,
+            runs,
+            stats,
+        }
+    }
+
+    impl Gated {
+        /// Waits (bounded) until the instance has started a run.
+        fn wait_for_a_run(&self) {
+            self.started
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the instance never started a run");
+        }
+    }
+
+    fn sample(value: f32, samples: usize) -> Vec<Tensor> {
+        vec![Tensor {
+            shape: vec![samples, 2],
+            data: vec![value; samples * 2],
+        }]
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batches_waiting_requests_and_gives_each_its_own_rows() {
+        let test = gated(policy(true, 64));
+        let submit = |value: f32, samples: usize| {
+            let scheduler = test.scheduler.clone();
+            tokio::spawn(async move {
+                scheduler
+                    .submit(sample(value, samples), samples, None)
+                    .await
+            })
+        };
+        // The first request takes the instance; the next ones wait and are batched, 8 at most.
+        let first = submit(0.0, 1);
+        test.wait_for_a_run();
+        let waiting: Vec<_> = (1..=10).map(|i| submit(i as f32, 1 + i % 2)).collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for _ in 0..12 {
+            test.open.send(()).unwrap();
+        }
+        assert_eq!(first.await.unwrap().unwrap().outputs[0].data, vec![0.0; 2]);
+        for (i, request) in waiting.into_iter().enumerate() {
+            let value = (i + 1) as f32;
+            let samples = 1 + (i + 1) % 2;
+            let done = request.await.unwrap().unwrap();
+            assert_eq!(done.outputs[0].shape, vec![samples, 2]);
+            assert_eq!(done.outputs[0].data, vec![value * 2.0; samples * 2]);
+        }
+        let runs = test.runs.lock().unwrap().clone();
+        // 15 samples waited: at most 8 per run, so two runs after the first.
+        assert_eq!(runs.iter().sum::<usize>(), 1 + 15, "{runs:?}");
+        assert!(runs.iter().all(|&size| size <= 8), "{runs:?}");
+        assert_eq!(runs.len(), 3, "{runs:?}");
+        assert_eq!(test.stats.snapshot().execution_count, 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_dynamic_batching_each_request_runs_alone() {
+        let test = gated(policy(false, 64));
+        let requests: Vec<_> = (0..5)
+            .map(|i| {
+                let scheduler = test.scheduler.clone();
+                tokio::spawn(async move { scheduler.submit(sample(i as f32, 1), 1, None).await })
+            })
+            .collect();
+        for _ in 0..5 {
+            test.open.send(()).unwrap();
+        }
+        for request in requests {
+            request.await.unwrap().unwrap();
+        }
+        assert_eq!(test.runs.lock().unwrap().clone(), vec![1; 5]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_is_overloaded_and_expired_or_abandoned_requests_never_run() {
+        let test = gated(policy(true, 2));
+        let scheduler = &test.scheduler;
+        let busy = {
+            let scheduler = scheduler.clone();
+            tokio::spawn(async move { scheduler.submit(sample(1.0, 1), 1, None).await })
+        };
+        // The instance holds the first request; the queue is empty.
+        test.wait_for_a_run();
+        // Two places in the queue: one request with a deadline, one whose caller gives up.
+        let expiring = scheduler.submit(
+            sample(2.0, 1),
+            1,
+            Some(Instant::now() + Duration::from_millis(30)),
+        );
+        let abandoned = tokio::time::timeout(
+            Duration::from_millis(30),
+            scheduler.submit(sample(3.0, 1), 1, None),
+        );
+        let keeper = {
+            let scheduler = scheduler.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                // The queue is full now.
+                scheduler.submit(sample(4.0, 1), 1, None).await
+            })
+        };
+        let (expired, gave_up) = tokio::join!(expiring, abandoned);
+        let err = expired.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::DeadlineExceeded, "{err}");
+        assert!(
+            gave_up.is_err(),
+            "the abandoned request should still be waiting"
+        );
+        let err = keeper.await.unwrap().unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Overloaded, "{err}");
+        assert!(err.message.contains("max_queue_size"), "{err}");
+        // Release the instance: the two waiting requests are skipped, never run.
+        test.open.send(()).unwrap();
+        busy.await.unwrap().unwrap();
+        let fresh = {
+            let scheduler = scheduler.clone();
+            tokio::spawn(async move { scheduler.submit(sample(5.0, 1), 1, None).await })
+        };
+        test.open.send(()).unwrap();
+        assert_eq!(fresh.await.unwrap().unwrap().outputs[0].data, vec![10.0; 2]);
+        assert_eq!(test.runs.lock().unwrap().clone(), vec![1, 1]);
+        assert_eq!(test.stats.snapshot().execution_count, 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_engine_panic_fails_its_batch_only() {
+        let runs = Arc::new(Mutex::new(Vec::new()));
+        let engine = Doubler {
+            runs: runs.clone(),
+            gate: None,
+        };
+        let scheduler = Scheduler::start(
+            "test",
+            policy(true, 8),
+            vec![Box::new(engine)],
+            Arc::new(Stats::default()),
+        );
+        let err = scheduler
+            .submit(sample(-1.0, 1), 1, None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Internal);
+        assert!(err.message.contains("asked to fail"), "{err}");
+        let done = scheduler.submit(sample(1.0, 1), 1, None).await.unwrap();
+        assert_eq!(done.outputs[0].data, vec![2.0; 2]);
+    }
+
+    #[test]
+    fn policy_takes_each_key_from_the_model_then_the_server_then_the_default() {
+        let model = Batching {
+            max_queue_delay_us: Some(50),
+            ..Batching::default()
+        };
+        let server = Batching {
+            dynamic: Some(false),
+            max_queue_delay_us: Some(10),
+            instances: Some(3),
+            ..Batching::default()
+        };
+        let policy = Policy::new(Some(&model), &server, 64);
+        assert_eq!(policy.max_queue_delay, Duration::from_micros(50));
+        assert!(!policy.dynamic && !policy.merges());
+        assert_eq!(policy.instances, 3);
+        assert_eq!(policy.max_queue_size, Batching::DEFAULT_MAX_QUEUE_SIZE);
+        let bad = Batching {
+            preferred_batch_sizes: vec![128],
+            ..Batching::default()
+        };
+        let err = Policy::new(Some(&bad), &Batching::default(), 64)
+            .validate()
+            .unwrap_err();
+        assert!(err.contains("preferred_batch_sizes: 128"), "{err}");
+    }
+}
