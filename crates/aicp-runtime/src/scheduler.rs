@@ -93,10 +93,11 @@ impl Policy {
     }
 }
 
-/// One engine instance per core, each running one intra-op thread: together they use every
-/// core and never more.
+/// One engine instance per two cores (at least one), each running one intra-op thread: the
+/// engines never take more than half the machine, and the front ends (HTTP parsing, JSON,
+/// gRPC) keep the other half. Fewer instances also means larger batches under load.
 pub fn default_instances() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
 /// What a request got from its engine run.

@@ -140,6 +140,10 @@ pub async fn serve(
     };
 
     let app = router(runtime.clone(), options.max_body_bytes, in_flight.clone());
+    // Answers go out at once: small request/response exchanges must not wait on Nagle.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let http = axum::serve(listener, app).with_graceful_shutdown(until_stopped(stopped.clone()));
     let grpc = async {
         let Some(listener) = grpc_listener else {
@@ -161,7 +165,7 @@ pub async fn serve(
             .add_service(reflection)
             .add_service(inference)
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 until_stopped(stopped.clone()),
             )
             .await
