@@ -2,6 +2,11 @@
 
 use clap::{Parser, Subcommand};
 
+// Requests allocate and free many short-lived buffers on several threads; mimalloc's
+// thread-local free lists make that several times cheaper than glibc's malloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod bench;
 mod serve;
 #[cfg(feature = "train")]

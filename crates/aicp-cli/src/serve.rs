@@ -68,8 +68,14 @@ pub struct BatchingArgs {
     #[arg(long, env = "AICP_MAX_QUEUE_DELAY_US", default_value_t = 0)]
     max_queue_delay_us: u64,
 
+    /// How long an idle engine instance polls its queue (yielding its core to any thread that
+    /// wants it) before it sleeps, in microseconds; a request arriving meanwhile skips a thread
+    /// wake-up. 0 sleeps at once.
+    #[arg(long, env = "AICP_IDLE_POLL_US", default_value_t = Batching::DEFAULT_IDLE_POLL_US)]
+    idle_poll_us: u64,
+
     /// Engine instances per model, each on its own thread with one intra-op thread. Default: one
-    /// per core.
+    /// per two cores.
     #[arg(long, env = "AICP_INSTANCES", value_parser = clap::value_parser!(u32).range(1..))]
     instances: Option<u32>,
 
@@ -85,6 +91,7 @@ impl BatchingArgs {
             dynamic: Some(self.dynamic_batching),
             max_queue_delay_us: Some(self.max_queue_delay_us),
             preferred_batch_sizes: Vec::new(),
+            idle_poll_us: Some(self.idle_poll_us),
             instances: self.instances.map(|n| n as usize),
             max_queue_size: Some(self.max_queue_size as usize),
         }

@@ -17,7 +17,8 @@
 //! dynamic = true            # merge concurrent requests into one engine run
 //! max_queue_delay_us = 0    # how long a request may wait for others to join its batch
 //! preferred_batch_sizes = [] # run as soon as a batch reaches one of these sizes
-//! instances = 2             # engine copies on their own threads (default: one per core)
+//! idle_poll_us = 500        # how long an idle instance polls its queue before it sleeps
+//! instances = 2             # engine copies on their own threads (default: one per two cores)
 //! max_queue_size = 1024     # requests waiting; more are refused as overloaded
 //!
 //! [training]          # free-form: how the model was trained
@@ -104,7 +105,12 @@ pub struct Batching {
     /// Batch sizes that run at once, without waiting out the queue delay.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub preferred_batch_sizes: Vec<usize>,
-    /// Copies of the model, each run by its own thread; one per core when absent.
+    /// How long an idle instance keeps polling its queue (yielding its core to any other thread
+    /// that wants it) before it sleeps, in microseconds: a request arriving meanwhile starts
+    /// without a thread wake-up. 500 when absent; 0 sleeps at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_poll_us: Option<u64>,
+    /// Copies of the model, each run by its own thread; one per two cores when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instances: Option<usize>,
     /// Requests that may wait for an instance; more are refused as overloaded. 1024 when absent.
@@ -115,6 +121,7 @@ pub struct Batching {
 impl Batching {
     pub const DEFAULT_MAX_BATCH_SIZE: usize = 1024;
     pub const DEFAULT_MAX_QUEUE_SIZE: usize = 1024;
+    pub const DEFAULT_IDLE_POLL_US: u64 = 500;
 }
 
 /// A `model.toml` that could not be read.
@@ -174,6 +181,7 @@ mod tests {
                 dynamic: Some(true),
                 max_queue_delay_us: Some(100),
                 preferred_batch_sizes: vec![16, 64],
+                idle_poll_us: Some(0),
                 instances: Some(2),
                 max_queue_size: Some(256),
             }),

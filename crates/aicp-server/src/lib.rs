@@ -156,10 +156,11 @@ pub async fn serve(
         let inference = GrpcInferenceServiceServer::new(InferenceService::new(runtime.clone()))
             .max_decoding_message_size(options.max_body_bytes)
             .max_encoding_message_size(usize::MAX);
-        let inference = tonic::service::interceptor::InterceptedService::new(
-            inference,
-            shed::grpc(in_flight.clone()),
-        );
+        let in_flight = in_flight.clone();
+        let inference =
+            tonic::service::interceptor::InterceptedService::new(inference, move |request| {
+                shed::grpc(&in_flight, grpc::stamp_deadline(request))
+            });
         tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)

@@ -71,12 +71,14 @@ pub async fn http(State(in_flight): State<InFlight>, request: Request, next: Nex
     }
 }
 
-/// A tonic interceptor for the inference service: runs before the message is decoded and leaves
-/// the request's [`Permit`] in its extensions, where the handler keeps it until it answers.
-pub fn grpc(in_flight: InFlight) -> impl tonic::service::Interceptor + Clone {
-    move |mut request: tonic::Request<()>| {
-        let permit = in_flight.enter().map_err(crate::grpc::status)?;
-        request.extensions_mut().insert(permit);
-        Ok(request)
-    }
+/// For the gRPC inference service's interceptor, which runs before the message is decoded:
+/// leaves the request's [`Permit`] in its extensions, where the handler keeps it until it
+/// answers, or refuses the call as RESOURCE_EXHAUSTED.
+pub fn grpc<T>(
+    in_flight: &InFlight,
+    mut request: tonic::Request<T>,
+) -> Result<tonic::Request<T>, tonic::Status> {
+    let permit = in_flight.enter().map_err(crate::grpc::status)?;
+    request.extensions_mut().insert(permit);
+    Ok(request)
 }

@@ -6,6 +6,8 @@
 //!
 //! Every level is bounded: a duration, an optional request count, and a timeout per request.
 
+mod http;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,8 +18,12 @@ use aicp_server::grpc::proto::{
     ModelInferRequest, ModelMetadataRequest, ModelStatisticsRequest, model_infer_request,
 };
 use anyhow::{Context, bail};
+use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
+use http::HttpPool;
+use hyper::Method;
+use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -358,10 +364,10 @@ struct Client {
 
 enum Transport {
     Http {
-        client: reqwest::Client,
-        infer_url: String,
-        /// (body, value of Inference-Header-Content-Length).
-        bodies: Vec<(bytes::Bytes, Option<usize>)>,
+        pool: HttpPool,
+        infer_path: String,
+        /// Each body with its headers.
+        bodies: Vec<(Bytes, Vec<(HeaderName, HeaderValue)>)>,
     },
     Grpc {
         channel: Channel,
@@ -426,12 +432,13 @@ impl Client {
                 Transport::Grpc { channel, requests }
             }
             protocol => {
-                let client = reqwest::Client::builder()
-                    .timeout(timeout)
-                    .tcp_nodelay(true)
-                    .pool_max_idle_per_host(4096)
-                    .build()?;
-                let (infer_url, bodies) = match protocol {
+                let pool = HttpPool::new(&url)?;
+                let json = |body: Value| {
+                    let headers =
+                        vec![(CONTENT_TYPE, HeaderValue::from_static("application/json"))];
+                    (Bytes::from(body.to_string()), headers)
+                };
+                let (infer_path, bodies) = match protocol {
                     Protocol::Classify => {
                         let bodies = (0..INPUTS)
                             .map(|_| {
@@ -441,22 +448,16 @@ impl Client {
                                 } else {
                                     json!(values.chunks(784).collect::<Vec<_>>())
                                 };
-                                let body = json!({"model_name": args.model, "image_data": image_data, "top_k": 1});
-                                (bytes::Bytes::from(body.to_string()), None)
+                                json(json!({"model_name": args.model, "image_data": image_data, "top_k": 1}))
                             })
                             .collect();
-                        (format!("{url}/api/v1/ml/classify"), bodies)
+                        ("/api/v1/ml/classify".to_string(), bodies)
                     }
                     _ => {
-                        let metadata = client
-                            .get(format!("{url}/v2/models/{}", args.model))
-                            .send()
+                        let metadata = pool
+                            .get(&format!("/v2/models/{}", args.model))
                             .await
-                            .with_context(|| format!("cannot reach {url}"))?
-                            .error_for_status()
-                            .with_context(|| format!("model {} metadata", args.model))?
-                            .bytes()
-                            .await?;
+                            .map_err(|e| anyhow::anyhow!("model {} metadata: {e}", args.model))?;
                         let metadata: Value = serde_json::from_slice(&metadata)?;
                         let input = &metadata["inputs"][0];
                         let name = input["name"]
@@ -468,15 +469,19 @@ impl Client {
                         let bodies = (0..INPUTS)
                             .map(|_| {
                                 let values = random_values(&mut rng, count);
-                                v2_body(name, &shape, &values, protocol == Protocol::V2Binary)
+                                if protocol == Protocol::V2Binary {
+                                    v2_binary_body(name, &shape, &values)
+                                } else {
+                                    json(json!({"inputs": [{"name": name, "shape": shape, "datatype": "FP32", "data": values}]}))
+                                }
                             })
                             .collect();
-                        (format!("{url}/v2/models/{}/infer", args.model), bodies)
+                        (format!("/v2/models/{}/infer", args.model), bodies)
                     }
                 };
                 Transport::Http {
-                    client,
-                    infer_url,
+                    pool,
+                    infer_path,
                     bodies,
                 }
             }
@@ -495,29 +500,29 @@ impl Client {
         Ok(client)
     }
 
-    /// Sends request `i` (cycling through the prepared inputs) and reads the whole answer.
+    /// Sends request `i` (cycling through the prepared inputs) and reads the whole answer, in
+    /// at most the request timeout.
     async fn send(&self, i: usize) -> Result<(), String> {
+        tokio::time::timeout(self.timeout, self.send_once(i))
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {} ms", self.timeout.as_millis())))
+    }
+
+    async fn send_once(&self, i: usize) -> Result<(), String> {
         match &self.transport {
             Transport::Http {
-                client,
-                infer_url,
+                pool,
+                infer_path,
                 bodies,
             } => {
-                let (body, header_length) = &bodies[i % bodies.len()];
-                let mut request = client.post(infer_url).body(body.clone());
-                request = match header_length {
-                    Some(length) => request
-                        .header("Inference-Header-Content-Length", *length)
-                        .header("Content-Type", "application/octet-stream"),
-                    None => request.header("Content-Type", "application/json"),
-                };
-                let response = request.send().await.map_err(|e| e.to_string())?;
-                let status = response.status();
-                let body = response.bytes().await.map_err(|e| e.to_string())?;
+                let (body, headers) = &bodies[i % bodies.len()];
+                let (status, answer) = pool
+                    .send(Method::POST, infer_path, headers, body.clone())
+                    .await?;
                 if status.is_success() {
                     Ok(())
                 } else {
-                    Err(format!("{status}: {}", String::from_utf8_lossy(&body)))
+                    Err(format!("{status}: {}", String::from_utf8_lossy(&answer)))
                 }
             }
             Transport::Grpc { channel, requests } => {
@@ -535,17 +540,17 @@ impl Client {
     /// The model's (samples inferred, engine runs) so far, summed over its versions; `None`
     /// when the server does not say.
     async fn server_counts(&self) -> Option<(u64, u64)> {
+        tokio::time::timeout(self.timeout, self.read_counts())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    async fn read_counts(&self) -> Option<(u64, u64)> {
         let stats: Vec<(u64, u64)> = match &self.transport {
-            Transport::Http { client, .. } => {
-                let body = client
-                    .get(format!("{}/v2/models/{}/stats", self.url, self.model))
-                    .timeout(self.timeout)
-                    .send()
-                    .await
-                    .ok()?
-                    .error_for_status()
-                    .ok()?
-                    .bytes()
+            Transport::Http { pool, .. } => {
+                let body = pool
+                    .get(&format!("/v2/models/{}/stats", self.model))
                     .await
                     .ok()?;
                 let body: Value = serde_json::from_slice(&body).ok()?;
@@ -608,27 +613,31 @@ fn f32_le_bytes(values: &[f64]) -> Vec<u8> {
         .collect()
 }
 
-/// A V2 infer body: the tensor in JSON, or binary in and out.
-fn v2_body(
+/// A V2 infer body with binary tensors in and out, and its headers.
+fn v2_binary_body(
     name: &str,
     shape: &[i64],
     values: &[f64],
-    binary: bool,
-) -> (bytes::Bytes, Option<usize>) {
-    if !binary {
-        let body =
-            json!({"inputs": [{"name": name, "shape": shape, "datatype": "FP32", "data": values}]});
-        return (bytes::Bytes::from(body.to_string()), None);
-    }
+) -> (Bytes, Vec<(HeaderName, HeaderValue)>) {
     let header = json!({
         "inputs": [{"name": name, "shape": shape, "datatype": "FP32",
                     "parameters": {"binary_data_size": values.len() * 4}}],
         "parameters": {"binary_data_output": true},
     })
     .to_string();
-    let mut body = header.clone().into_bytes();
+    let headers = vec![
+        (
+            HeaderName::from_static("inference-header-content-length"),
+            HeaderValue::from(header.len()),
+        ),
+        (
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        ),
+    ];
+    let mut body = header.into_bytes();
     body.extend(f32_le_bytes(values));
-    (bytes::Bytes::from(body), Some(header.len()))
+    (Bytes::from(body), headers)
 }
 
 fn print_header() {
