@@ -1,0 +1,111 @@
+"""Reads the figures bench/run.sh wrote to OUT and prints them as ratios against their baselines
+and the targets of the throughput issue, as Markdown.
+
+Usage: report.py OUT
+"""
+
+import json
+import os
+import sys
+
+out = sys.argv[1]
+
+
+def read(name):
+    with open(os.path.join(out, name + ".json")) as f:
+        return json.load(f)
+
+
+def level(name, concurrency):
+    return next(r for r in read(name) if r.get("concurrency") == concurrency)
+
+
+rows = []
+
+
+def row(what, value, baseline, ratio, target=None, higher_is_better=True):
+    if target is None:
+        verdict = ""
+    elif (ratio >= target) if higher_is_better else (ratio <= target):
+        verdict = "met"
+    else:
+        verdict = "MISSED"
+    goal = "" if target is None else ("≥ " if higher_is_better else "≤ ") + f"{target:g}x"
+    rows.append(f"| {what} | {value} | {baseline} | {ratio:.2f}x | {goal} | {verdict} |")
+
+
+engines = {f["batch"]: f for f in read("engines")}
+python = {f["batch"]: f for f in read("python_onnxruntime")}
+for batch in (1, 1024):
+    ours, theirs = engines[batch], python[batch]["samples_per_s"]
+    row(
+        f"engine, MLP batch {batch}, samples/s: aicp onnxruntime vs Python onnxruntime",
+        f"{ours['onnxruntime_samples_per_s']:,.0f}",
+        f"{theirs:,.0f}",
+        ours["onnxruntime_samples_per_s"] / theirs,
+        0.9 if batch == 1024 else None,
+    )
+    row(
+        f"engine, MLP batch {batch}, samples/s: aicp tract vs Python onnxruntime",
+        f"{ours['tract_samples_per_s']:,.0f}",
+        f"{theirs:,.0f}",
+        ours["tract_samples_per_s"] / theirs,
+    )
+
+scheduler = read("scheduler")
+row(
+    f"batcher in process, 64 submitters, requests/s: on (avg batch {scheduler['average_batch']:.1f}) vs off",
+    f"{scheduler['batching_on_requests_per_s']:,.0f}",
+    f"{scheduler['batching_off_requests_per_s']:,.0f}",
+    scheduler["batching_on_requests_per_s"] / scheduler["batching_off_requests_per_s"],
+    3.0,
+)
+
+baseline_1, baseline_64 = level("baseline", 1), level("baseline", 64)
+for name, label in [("aicp_batching_on", "batching on"), ("aicp_batching_off", "batching off")]:
+    ours_1, ours_64 = level(name, 1), level(name, 64)
+    row(
+        f"classify c=1, p50 latency (us): aicp ({label}) vs FastAPI baseline",
+        ours_1["latency_us"]["p50"],
+        baseline_1["latency_us"]["p50"],
+        ours_1["latency_us"]["p50"] / baseline_1["latency_us"]["p50"],
+        0.1 if name == "aicp_batching_on" else None,
+        higher_is_better=False,
+    )
+    row(
+        f"classify c=64, requests/s: aicp ({label}, avg batch {ours_64['server_avg_batch'] or 0:.1f}) vs FastAPI baseline",
+        f"{ours_64['throughput']:,.0f}",
+        f"{baseline_64['throughput']:,.0f}",
+        ours_64["throughput"] / baseline_64["throughput"],
+        15.0 if name == "aicp_batching_on" else None,
+    )
+on_64, off_64 = level("aicp_batching_on", 64), level("aicp_batching_off", 64)
+row(
+    "classify c=64 over HTTP, requests/s: batching on vs off",
+    f"{on_64['throughput']:,.0f}",
+    f"{off_64['throughput']:,.0f}",
+    on_64["throughput"] / off_64["throughput"],
+)
+binary, text = level("aicp_v2_binary", 64), level("aicp_v2_json", 64)
+row(
+    "V2 REST c=64, requests/s: binary tensors vs JSON",
+    f"{binary['throughput']:,.0f}",
+    f"{text['throughput']:,.0f}",
+    binary["throughput"] / text["throughput"],
+    2.0,
+)
+for concurrency in (1, 64):
+    grpc = level("aicp_grpc", concurrency)
+    classify = level("aicp_batching_on", concurrency)
+    row(
+        f"gRPC c={concurrency}, requests/s (p50 {grpc['latency_us']['p50']} us) vs classify over HTTP",
+        f"{grpc['throughput']:,.0f}",
+        f"{classify['throughput']:,.0f}",
+        grpc["throughput"] / classify["throughput"],
+    )
+
+print(f"# aicp benchmark ({os.path.basename(out)}, {os.cpu_count()} cores; client and servers on this machine)\n")
+print("| figure | aicp | baseline | ratio | target | |")
+print("|---|---|---|---|---|---|")
+print("\n".join(rows))
+print("\nEvery level's full figures (p50/p90/p99/max, errors, server batch size) are in the JSON files beside this one.")

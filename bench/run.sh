@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# aicp's benchmark, on one machine, in one run, every figure next to its baseline:
+#
+#   1. in-process engine throughput on the bundled MNIST MLP (batch 1 and 1024, one thread):
+#      aicp's engines against the onnxruntime Python package;
+#   2. the dynamic batcher in process: 64 concurrent submitters, batching off against on;
+#   3. the server, measured by `aicp bench` from this machine:
+#      - the BASELINE, FastAPI + onnxruntime (bench/baseline_server.py), one uvicorn worker per
+#        core, at concurrency 1 and 64;
+#      - `aicp serve` with dynamic batching off, then on, /api/v1/ml/classify at 1 and 64;
+#      - `aicp serve` (batching on): V2 JSON and V2 binary tensors at 64, gRPC at 1 and 64;
+#   4. a report of the ratios (bench/report.py), also written to OUT/summary.md.
+#
+# Usage: bench/run.sh [OUT]   (default OUT: target/bench/<date>)
+# Environment: BENCH_SECONDS (per level, default 5), BENCH_QUICK=1 (short criterion runs and
+# 1 s levels: checks that everything runs, figures too noisy to quote).
+# Servers run one at a time on ports 18400-18403 of 127.0.0.1; nothing else should load the
+# machine meanwhile (the figures are ratios within this run, but a busy machine adds noise).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+out=${1:-target/bench/$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+seconds=${BENCH_SECONDS:-5}
+criterion=(--warm-up-time 2 --measurement-time 5)
+if [ "${BENCH_QUICK:-0}" = 1 ]; then
+    seconds=1
+    criterion=(--warm-up-time 0.2 --measurement-time 0.5)
+fi
+cores=$(nproc)
+model=models/mnist/1/model.onnx
+
+echo "== Python environment (.venv)"
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+
+echo "== building"
+cargo build --release --locked -p aicp-cli
+aicp=${CARGO_TARGET_DIR:-target}/release/aicp
+
+echo "== 1. in-process engines (aicp) and the onnxruntime Python package"
+AICP_BENCH_JSON="$out/engines.json" cargo bench --locked -p aicp-engine --bench engines -- "${criterion[@]}" \
+    | grep -E "^batch|time:|thrpt:" || true
+.venv/bin/python bench/onnxruntime_engine.py "$model" "$out/python_onnxruntime.json"
+
+echo "== 2. the dynamic batcher in process"
+AICP_BENCH_JSON="$out/scheduler.json" cargo bench --locked -p aicp-runtime --bench scheduler -- "${criterion[@]}" \
+    | grep -E "submitters|time:|thrpt:" || true
+
+pids=()
+stop_all() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    pids=()
+}
+trap stop_all EXIT
+
+# wait_ready URL: polls until the URL answers 200, for at most 60 s.
+wait_ready() {
+    for _ in $(seq 600); do
+        if .venv/bin/python -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)" "$1" 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "no answer from $1" >&2
+    return 1
+}
+
+# load NAME PROTOCOL URL CONCURRENCY: one `aicp bench` sweep, its JSON in OUT/NAME.json.
+load() {
+    "$aicp" bench --url "$3" --protocol "$2" --concurrency "$4" --duration "$seconds" \
+        --warmup 1 --json "$out/$1.json"
+}
+
+echo "== 3a. BASELINE: FastAPI + onnxruntime, $cores uvicorn workers"
+AICP_BASELINE_MODEL=$model .venv/bin/uvicorn bench.baseline_server:app --workers "$cores" \
+    --host 127.0.0.1 --port 18400 --log-level warning &
+pids+=($!)
+# The classify route answers a GET with 405: the server is up.
+wait_ready http://127.0.0.1:18400/openapi.json
+load baseline classify http://127.0.0.1:18400 1,64
+stop_all
+
+echo "== 3b. aicp serve, dynamic batching off"
+"$aicp" serve --port 18401 --grpc-port 18402 --dynamic-batching false >/dev/null &
+pids+=($!)
+wait_ready http://127.0.0.1:18401/readyz
+load aicp_batching_off classify http://127.0.0.1:18401 1,64
+stop_all
+
+echo "== 3c. aicp serve, dynamic batching on (the default)"
+"$aicp" serve --port 18401 --grpc-port 18402 >/dev/null &
+pids+=($!)
+wait_ready http://127.0.0.1:18401/readyz
+load aicp_batching_on classify http://127.0.0.1:18401 1,64
+load aicp_v2_json v2-json http://127.0.0.1:18401 64
+load aicp_v2_binary v2-binary http://127.0.0.1:18401 64
+load aicp_grpc grpc http://127.0.0.1:18402 1,64
+stop_all
+
+echo "== 4. report"
+.venv/bin/python bench/report.py "$out" | tee "$out/summary.md"
