@@ -14,6 +14,10 @@ use aicp_core::{Batching, Tensor};
 use aicp_runtime::{Engines, Repository, Runtime, ServedModel};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
+// The allocator of the aicp binary, so the figures are the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SUBMITTERS: usize = 64;
 const REQUESTS_PER_SUBMITTER: usize = 64;
 
