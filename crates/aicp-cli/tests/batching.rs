@@ -42,8 +42,30 @@ fn slow_request(samples: usize) -> (String, Vec<u8>) {
     (header.len().to_string(), body)
 }
 
+/// The slow model's queue right now: (requests waiting, requests in an engine run).
+fn queue(server: &Server) -> (u64, u64) {
+    let (status, body) = server.get("/api/v1/ml/models/slow");
+    assert_eq!(status, 200, "{body}");
+    let queue = &body["versions"][0]["queue"];
+    (
+        queue["waiting"].as_u64().unwrap(),
+        queue["running"].as_u64().unwrap(),
+    )
+}
+
+/// Polls (bounded) until the slow model's queue is in `state`.
+fn wait_for_queue(server: &Server, state: (u64, u64)) {
+    for _ in 0..1000 {
+        if queue(server) == state {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("the queue never reached {state:?}: {:?}", queue(server));
+}
+
 /// Starts a request that holds the slow model's only instance for about half a second (a batch
-/// of 1024), and returns once it has been sent; join the handle for its status.
+/// of 1024); join the handle for its status.
 fn occupy(server: &Server) -> std::thread::JoinHandle<u16> {
     let (length, body) = slow_request(1024);
     let url = format!("{}/v2/models/slow/infer", server.base);
@@ -58,8 +80,6 @@ fn occupy(server: &Server) -> std::thread::JoinHandle<u16> {
             .status()
             .as_u16()
     });
-    // Time for the request to arrive and reach the engine; it then runs for about 500 ms.
-    std::thread::sleep(Duration::from_millis(100));
     handle
 }
 
@@ -175,6 +195,37 @@ fn concurrent_requests_are_batched_and_each_gets_its_own_answer() {
             });
         }
     });
+    // The model configuration says how it is scheduled, over REST and gRPC alike.
+    let (status, config) = server.get("/v2/models/mnist/config");
+    assert_eq!(status, 200, "{config}");
+    assert_eq!(
+        config["dynamic_batching"]["max_queue_delay_microseconds"],
+        3000
+    );
+    assert_eq!(config["instance_group"][0]["count"], 1);
+    let endpoint = format!("http://{}", server.grpc);
+    let grpc_config = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut client = GrpcInferenceServiceClient::connect(endpoint).await.unwrap();
+        let request = aicp_server::grpc::proto::ModelConfigRequest {
+            name: "mnist".into(),
+            version: String::new(),
+        };
+        client
+            .model_config(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .config
+            .unwrap()
+    });
+    assert_eq!(
+        grpc_config
+            .dynamic_batching
+            .unwrap()
+            .max_queue_delay_microseconds,
+        3000
+    );
+
     let (samples, runs) = stats(&server, "mnist");
     assert_eq!(samples - samples_before, 96);
     assert!(
@@ -198,9 +249,13 @@ fn a_full_model_queue_is_refused_fast_on_every_protocol() {
             "false",
         ],
     );
+    let (_, config) = server.get("/v2/models/slow/config");
+    assert!(config.get("dynamic_batching").is_none(), "{config}");
     let busy = occupy(&server);
+    wait_for_queue(&server, (0, 1));
     // The one place in the queue is taken by a second long request.
     let queued = occupy(&server);
+    wait_for_queue(&server, (1, 1));
 
     let (status, body) = server.post("/api/v1/ml/inference", &ml_row(json!({})));
     assert_eq!(status, 429, "{body}");
@@ -231,6 +286,7 @@ fn the_in_flight_cap_sheds_load_before_reading_bodies_and_spares_health() {
     let models = slow_models();
     let server = Server::start(models.path(), &["--instances", "1", "--max-in-flight", "1"]);
     let busy = occupy(&server);
+    wait_for_queue(&server, (0, 1));
 
     let (status, body) = server.post("/api/v1/ml/inference", &ml_row(json!({})));
     assert_eq!(status, 429, "{body}");
@@ -264,6 +320,7 @@ fn timeouts_and_gone_clients_are_dropped_before_the_engine() {
     let server = Server::start(models.path(), &["--instances", "1"]);
     let (samples_before, _) = stats(&server, "slow");
     let busy = occupy(&server);
+    wait_for_queue(&server, (0, 1));
 
     // Each waits behind the busy request and times out long before it finishes.
     let (status, body) = server.post("/api/v1/ml/inference", &ml_row(json!({"timeout_ms": 50})));
@@ -292,7 +349,9 @@ fn timeouts_and_gone_clients_are_dropped_before_the_engine() {
         body.len()
     )
     .unwrap();
-    std::thread::sleep(Duration::from_millis(50));
+    // It waits behind the three timed-out requests, which stay in the queue until an instance
+    // takes them and throws them away.
+    wait_for_queue(&server, (4, 1));
     drop(socket);
 
     // A bad timeout is an error, not a wait.

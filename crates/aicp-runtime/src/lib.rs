@@ -10,6 +10,6 @@ pub mod stats;
 
 pub use aicp_core::Batching;
 pub use repository::{Engines, ModelEntry, ModelState, Repository, ServedModel, VersionState};
-pub use scheduler::{Policy, Scheduler};
+pub use scheduler::{Policy, QueueState, Scheduler};
 pub use service::{InferInput, InferRequest, InferResponse, Runtime, softmax, top_k};
 pub use stats::{CountAndDuration, Stats, StatsSnapshot};

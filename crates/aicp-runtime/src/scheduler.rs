@@ -14,6 +14,7 @@
 //! virtual machine costs tens of microseconds.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -140,6 +141,24 @@ pub struct Scheduler {
     queue: SyncSender<Job>,
     model: String,
     max_queue_size: usize,
+    load: Arc<Load>,
+}
+
+/// Requests waiting in the queue and requests in an engine run, right now.
+#[derive(Debug, Default)]
+struct Load {
+    waiting: AtomicUsize,
+    running: AtomicUsize,
+}
+
+/// How busy a scheduler is at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct QueueState {
+    /// Requests waiting for an instance.
+    pub waiting: usize,
+    /// Requests in an engine run.
+    pub running: usize,
+    pub max_queue_size: usize,
 }
 
 impl Scheduler {
@@ -151,22 +170,35 @@ impl Scheduler {
         stats: Arc<Stats>,
     ) -> Self {
         let (queue, receiver) = std::sync::mpsc::sync_channel(policy.max_queue_size);
+        let load = Arc::new(Load::default());
         let intake = Arc::new(Mutex::new(Intake {
             queue: receiver,
             held: None,
+            load: load.clone(),
         }));
         let policy = Arc::new(policy);
         for (i, runnable) in runnables.into_iter().enumerate() {
             let (intake, policy, stats) = (intake.clone(), policy.clone(), stats.clone());
+            let load = load.clone();
             std::thread::Builder::new()
                 .name(format!("aicp-{model}-{i}"))
-                .spawn(move || run_instance(&intake, runnable.as_ref(), &policy, &stats))
+                .spawn(move || run_instance(&intake, runnable.as_ref(), &policy, &stats, &load))
                 .unwrap_or_else(|e| panic!("cannot start an inference thread: {e}"));
         }
         Self {
             queue,
             model: model.to_string(),
             max_queue_size: policy.max_queue_size,
+            load,
+        }
+    }
+
+    /// Requests waiting and running now.
+    pub fn state(&self) -> QueueState {
+        QueueState {
+            waiting: self.load.waiting.load(Ordering::Relaxed),
+            running: self.load.running.load(Ordering::Relaxed),
+            max_queue_size: self.max_queue_size,
         }
     }
 
@@ -191,7 +223,11 @@ impl Scheduler {
             deadline,
             reply,
         };
-        self.queue.try_send(job).map_err(|e| match e {
+        // Counted before it is sent, so that an instance taking it at once never counts below 0.
+        self.load.waiting.fetch_add(1, Ordering::Relaxed);
+        self.queue.try_send(job).map_err(|e| {
+            self.load.waiting.fetch_sub(1, Ordering::Relaxed);
+            match e {
             TrySendError::Full(_) => Error::new(
                 ErrorKind::Overloaded,
                 format!(
@@ -203,6 +239,7 @@ impl Scheduler {
                 ErrorKind::Unavailable,
                 format!("model {:?} is being unloaded", self.model),
             ),
+            }
         })?;
         let answer = match deadline {
             None => answer.await,
@@ -226,10 +263,11 @@ fn deadline_passed(waited: Duration) -> Error {
 }
 
 /// The receiving end of the queue, taken by one instance at a time, and the request that did
-/// not fit in the last batch (it leads the next one).
+/// not fit in the last batch (it leads the next one, and still counts as waiting).
 struct Intake {
     queue: Receiver<Job>,
     held: Option<Job>,
+    load: Arc<Load>,
 }
 
 impl Intake {
@@ -240,6 +278,7 @@ impl Intake {
                 Some(job) => job,
                 None => self.wait(policy.idle_poll)?,
             };
+            self.load.waiting.fetch_sub(1, Ordering::Relaxed);
             if let Some(job) = still_wanted(job) {
                 break job;
             }
@@ -264,13 +303,14 @@ impl Intake {
                     }
                 }
             };
-            let Some(job) = still_wanted(job) else {
-                continue;
-            };
             if samples + job.samples > policy.max_batch_size || !stackable(&batch[0], &job) {
                 self.held = Some(job);
                 break;
             }
+            self.load.waiting.fetch_sub(1, Ordering::Relaxed);
+            let Some(job) = still_wanted(job) else {
+                continue;
+            };
             samples += job.samples;
             batch.push(job);
         }
@@ -318,7 +358,13 @@ fn stackable(a: &Job, b: &Job) -> bool {
         .all(|(x, y)| x.shape.get(1..) == y.shape.get(1..))
 }
 
-fn run_instance(intake: &Mutex<Intake>, runnable: &dyn Runnable, policy: &Policy, stats: &Stats) {
+fn run_instance(
+    intake: &Mutex<Intake>,
+    runnable: &dyn Runnable,
+    policy: &Policy,
+    stats: &Stats,
+    load: &Load,
+) {
     loop {
         let batch = {
             // Gathering never panics while holding the lock; a poisoned lock is still usable.
@@ -328,7 +374,10 @@ fn run_instance(intake: &Mutex<Intake>, runnable: &dyn Runnable, policy: &Policy
                 None => return,
             }
         };
+        let requests = batch.len();
+        load.running.fetch_add(requests, Ordering::Relaxed);
         execute(runnable, stats, batch);
+        load.running.fetch_sub(requests, Ordering::Relaxed);
     }
 }
 

@@ -448,7 +448,14 @@ impl GrpcInferenceService for InferenceService {
                     kind: model_instance_group::Kind::Cpu as i32,
                 })
                 .collect(),
-            dynamic_batching: None,
+            dynamic_batching: c.dynamic_batching.map(|d| ModelDynamicBatching {
+                preferred_batch_size: d
+                    .preferred_batch_size
+                    .into_iter()
+                    .map(|size| i32::try_from(size).unwrap_or(i32::MAX))
+                    .collect(),
+                max_queue_delay_microseconds: d.max_queue_delay_microseconds,
+            }),
         };
         Ok(Response::new(ModelConfigResponse {
             config: Some(config),

@@ -315,6 +315,7 @@ pub fn describe(entry: &ModelEntry) -> Value {
         .map(|v| match &v.state {
             VersionState::Ready(model) => json!({
                 "version": v.version, "state": ModelState::Ready, "engine": model.engine,
+                "queue": model.scheduler.state(),
             }),
             VersionState::Failed(reason) => json!({
                 "version": v.version, "state": ModelState::Failed, "reason": reason,

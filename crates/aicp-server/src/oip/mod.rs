@@ -177,6 +177,13 @@ pub struct InstanceGroup {
     pub count: u32,
 }
 
+/// The dynamic batcher's settings, as Triton names them.
+#[derive(Debug, Serialize)]
+pub struct DynamicBatching {
+    pub preferred_batch_size: Vec<usize>,
+    pub max_queue_delay_microseconds: u64,
+}
+
 /// Triton's model configuration (the part aicp reports), `GET /v2/models/{name}/config`.
 #[derive(Debug, Serialize)]
 pub struct ModelConfig {
@@ -188,6 +195,9 @@ pub struct ModelConfig {
     pub input: Vec<ConfigTensor>,
     pub output: Vec<ConfigTensor>,
     pub instance_group: Vec<InstanceGroup>,
+    /// Present when concurrent requests are batched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dynamic_batching: Option<DynamicBatching>,
 }
 
 pub fn model_config(model: &ServedModel) -> ModelConfig {
@@ -207,8 +217,13 @@ pub fn model_config(model: &ServedModel) -> ModelConfig {
         instance_group: vec![InstanceGroup {
             name: model.name.clone(),
             kind: "KIND_CPU",
-            count: 1,
+            count: u32::try_from(model.policy.instances).unwrap_or(u32::MAX),
         }],
+        dynamic_batching: model.policy.merges().then(|| DynamicBatching {
+            preferred_batch_size: model.policy.preferred_batch_sizes.clone(),
+            max_queue_delay_microseconds: u64::try_from(model.policy.max_queue_delay.as_micros())
+                .unwrap_or(u64::MAX),
+        }),
     }
 }
 
