@@ -70,7 +70,7 @@ fn occupy(server: &Server) -> std::thread::JoinHandle<u16> {
     let (length, body) = slow_request(1024);
     let url = format!("{}/v2/models/slow/infer", server.base);
     let client = server.client.clone();
-    let handle = std::thread::spawn(move || {
+    std::thread::spawn(move || {
         client
             .post(url)
             .header("Inference-Header-Content-Length", length)
@@ -79,8 +79,7 @@ fn occupy(server: &Server) -> std::thread::JoinHandle<u16> {
             .unwrap()
             .status()
             .as_u16()
-    });
-    handle
+    })
 }
 
 fn stats(server: &Server, model: &str) -> (u64, u64) {
