@@ -35,17 +35,20 @@ echo "== Python environment (.venv)"
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install --quiet --disable-pip-version-check -r bench/requirements.txt
 
+# Every cargo command here selects the whole workspace, as scripts/test.sh does: cargo unifies
+# features over the packages a command selects, and selecting fewer would rebuild burn and half
+# the tree with other features.
 echo "== building"
-cargo build --release --locked -p aicp-cli
+cargo test --release --locked --workspace --no-run
 aicp=${CARGO_TARGET_DIR:-target}/release/aicp
 
 echo "== 1. in-process engines (aicp) and the onnxruntime Python package"
-AICP_BENCH_JSON="$out/engines.json" cargo bench --locked -p aicp-engine --bench engines -- "${criterion[@]}" \
+AICP_BENCH_JSON="$out/engines.json" cargo bench --locked --workspace --bench engines -- "${criterion[@]}" \
     | grep -E "^batch|time:|thrpt:" || true
 .venv/bin/python bench/onnxruntime_engine.py "$model" "$out/python_onnxruntime.json"
 
 echo "== 2. the dynamic batcher in process"
-AICP_BENCH_JSON="$out/scheduler.json" cargo bench --locked -p aicp-runtime --bench scheduler -- "${criterion[@]}" \
+AICP_BENCH_JSON="$out/scheduler.json" cargo bench --locked --workspace --bench scheduler -- "${criterion[@]}" \
     | grep -E "submitters|time:|thrpt:" || true
 
 pids=()
