@@ -3,7 +3,7 @@
 //! the ratio tract/onnxruntime is printed; with `AICP_BENCH_JSON=FILE` those figures are also
 //! written to FILE (bench/run.sh compares them with the onnxruntime Python package).
 //!
-//!   scripts/test.sh creates .venv with onnxruntime; then: cargo bench -p aicp-engine
+//!   scripts/test.sh creates .venv with onnxruntime; then: cargo bench --workspace --bench engines
 
 use std::hint::black_box;
 use std::path::Path;
@@ -109,5 +109,11 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+// No plots: they need system fonts, which the plotters features this workspace builds with
+// (an embedded font, for the training report) do not load; the figures are in the text output.
+criterion_group! {
+    name = benches;
+    config = Criterion::default().without_plots();
+    targets = bench
+}
 criterion_main!(benches);

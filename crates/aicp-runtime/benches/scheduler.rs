@@ -4,7 +4,7 @@
 //! are timed again in this same process and the ratio is printed; with `AICP_BENCH_JSON=FILE`
 //! the figures are also written to FILE (bench/run.sh reports them).
 //!
-//!   cargo bench -p aicp-runtime --bench scheduler
+//!   cargo bench --workspace --bench scheduler
 
 use std::path::Path;
 use std::sync::Arc;
@@ -129,5 +129,11 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+// No plots: they need system fonts, which the plotters features this workspace builds with
+// (an embedded font, for the training report) do not load; the figures are in the text output.
+criterion_group! {
+    name = benches;
+    config = Criterion::default().without_plots();
+    targets = bench
+}
 criterion_main!(benches);
