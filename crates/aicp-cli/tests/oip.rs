@@ -114,10 +114,12 @@ fn perf_analyzer_loads_the_server_over_rest_and_grpc() {
                 "2",
                 "--measurement-interval",
                 "1000",
+                // The test checks that it runs and reads the counters, not the figures: other
+                // tests load the machine meanwhile, so stability is asked loosely.
                 "--max-trials",
-                "3",
+                "10",
                 "--stability-percentage",
-                "100",
+                "500",
             ]),
             Duration::from_secs(60),
         );
