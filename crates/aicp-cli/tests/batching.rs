@@ -335,8 +335,15 @@ fn timeouts_and_gone_clients_are_dropped_before_the_engine() {
         body["error"].as_str().unwrap().contains("timeout"),
         "{body}"
     );
+    // The server answers DEADLINE_EXCEEDED a little before the deadline; on a loaded machine
+    // tonic's client may still cancel first on its own timer (CANCELLED, "Timeout expired").
+    // Either way the request must never reach the engine: the sample count below checks that.
     let status = grpc_infer(&server, Some(Duration::from_millis(50)));
-    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    let client_gave_up = status.code() == Code::Cancelled && status.message() == "Timeout expired";
+    assert!(
+        status.code() == Code::DeadlineExceeded || client_gave_up,
+        "{status:?}"
+    );
 
     // A client that sends a request and hangs up.
     let address = server.base.trim_start_matches("http://").to_string();
