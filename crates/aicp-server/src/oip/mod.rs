@@ -29,8 +29,6 @@ pub const EXTENSIONS: [&str; 5] = [
 /// The platform every model is served as.
 pub const PLATFORM: &str = "onnx_onnxv1";
 
-/// Parses the protocol's version string: empty or absent means the server's choice (the highest
-/// ready version).
 /// The deadline of a request that arrived at `arrived` with the protocol's `timeout` parameter,
 /// in microseconds as Triton reads it; 0 or none means no timeout.
 pub fn deadline(arrived: Instant, timeout_us: Option<u64>) -> Option<Instant> {
@@ -39,6 +37,8 @@ pub fn deadline(arrived: Instant, timeout_us: Option<u64>) -> Option<Instant> {
         .and_then(|us| arrived.checked_add(Duration::from_micros(us)))
 }
 
+/// Parses the protocol's version string: empty or absent means the server's choice (the highest
+/// ready version).
 pub fn parse_version(version: Option<&str>) -> Result<Option<u64>> {
     match version {
         None | Some("") => Ok(None),
