@@ -81,9 +81,6 @@ pub struct ServedModel {
     /// Whether the first output holds logits (softmax to get probabilities) or probabilities.
     pub output: OutputKind,
     pub metadata: Arc<ModelMetadata>,
-    /// The most samples one request may carry; 0 when the model has no variable batch
-    /// dimension (its inputs are then fed exactly as declared).
-    pub max_batch_size: usize,
     /// How its requests are queued, batched and run.
     pub policy: Policy,
     pub stats: Arc<Stats>,
@@ -92,6 +89,12 @@ pub struct ServedModel {
 }
 
 impl ServedModel {
+    /// The most samples one request may carry; 0 when the model has no variable batch
+    /// dimension (its inputs are then fed exactly as declared).
+    pub fn max_batch_size(&self) -> usize {
+        self.policy.max_batch_size
+    }
+
     /// Probabilities from one row of the first output: softmax of logits, or the row itself
     /// when the model already outputs probabilities (so softmax is never applied twice).
     pub fn probabilities(&self, row: &[f32]) -> Vec<f32> {
@@ -422,7 +425,6 @@ fn load_version(
         signature: info.signature,
         output,
         metadata: metadata.clone(),
-        max_batch_size,
         policy,
         stats,
         scheduler,

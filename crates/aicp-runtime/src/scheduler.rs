@@ -316,9 +316,7 @@ impl Intake {
         }
         Some(batch)
     }
-}
 
-impl Intake {
     /// The next request: polled for up to `idle_poll` (yielding the core between polls), then
     /// waited for asleep. `None` once the queue is closed.
     fn wait(&self, idle_poll: Duration) -> Option<Job> {

@@ -177,7 +177,7 @@ fn prepare_inputs(model: &ServedModel, inputs: Vec<InferInput>) -> Result<(usize
     for (spec, input) in specs.iter().zip(slots.into_iter().flatten()) {
         let tensor = prepare_input(model, spec, input)?;
         let this_batch = tensor.shape.first().copied().unwrap_or(1);
-        if model.max_batch_size > 0 {
+        if model.max_batch_size() > 0 {
             if *batch.get_or_insert(this_batch) != this_batch {
                 return Err(Error::invalid(format!(
                     "inputs disagree on the batch size: {} and {this_batch} (input {:?})",
@@ -185,10 +185,11 @@ fn prepare_inputs(model: &ServedModel, inputs: Vec<InferInput>) -> Result<(usize
                     spec.name
                 )));
             }
-            if this_batch > model.max_batch_size {
+            if this_batch > model.max_batch_size() {
                 return Err(Error::invalid(format!(
                     "a batch of {this_batch} is more than model {:?} takes in one request (max_batch_size {}, set in model.toml [batching])",
-                    model.name, model.max_batch_size
+                    model.name,
+                    model.max_batch_size()
                 )));
             }
         }

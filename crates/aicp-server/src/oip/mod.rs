@@ -201,7 +201,7 @@ pub struct ModelConfig {
 }
 
 pub fn model_config(model: &ServedModel) -> ModelConfig {
-    let batched = model.max_batch_size > 0;
+    let batched = model.max_batch_size() > 0;
     let tensor = |spec: &TensorSpec| ConfigTensor {
         name: spec.name.clone(),
         data_type: spec.datatype,
@@ -211,7 +211,7 @@ pub fn model_config(model: &ServedModel) -> ModelConfig {
         name: model.name.clone(),
         platform: PLATFORM,
         backend: model.engine.to_string(),
-        max_batch_size: model.max_batch_size,
+        max_batch_size: model.max_batch_size(),
         input: model.signature.inputs.iter().map(tensor).collect(),
         output: model.signature.outputs.iter().map(tensor).collect(),
         instance_group: vec![InstanceGroup {

@@ -117,7 +117,7 @@ pub fn select_outputs(
 /// batches), the top `n` values high to low as `"value:index"`, with `":label"` appended when
 /// model.toml names the class. The value is the output's own (a logit for a logits model).
 fn classify(model: &ServedModel, tensor: &Tensor, n: usize) -> (Vec<usize>, OutputData) {
-    let batched = model.max_batch_size > 0 && !tensor.shape.is_empty();
+    let batched = model.max_batch_size() > 0 && !tensor.shape.is_empty();
     let rows = if batched { tensor.shape[0].max(1) } else { 1 };
     let per_row = tensor.data.len() / rows;
     let n = n.min(per_row);
