@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use aicp_core::{NestedArray, Tensor};
 use aicp_runtime::{
-    Batching, Engines, InferRequest, ModelState, Repository, Runtime, VersionState,
+    Batching, ControlMode, Engines, InferRequest, ModelState, Repository, Runtime, VersionState,
 };
 use aicp_server::ServeOptions;
+use aicp_server::auth::Access;
 use clap::Args;
 
 /// Where the models are and which engines may run them.
@@ -39,6 +40,22 @@ pub struct ServeArgs {
     #[arg(long, env = "AICP_GRPC_PORT", default_value_t = 8001)]
     grpc_port: u16,
 
+    /// On SIGTERM or Ctrl-C, readiness turns false at once, and the server goes on serving for
+    /// this many seconds (so that load balancers take it out first) before it closes its
+    /// listeners.
+    #[arg(long, env = "AICP_SHUTDOWN_DELAY_SECS", default_value_t = 0)]
+    shutdown_delay_secs: u64,
+
+    /// Once the listeners close, requests in flight get this many seconds to finish before the
+    /// server exits anyway.
+    #[arg(long, env = "AICP_DRAIN_TIMEOUT_SECS", default_value_t = 20)]
+    drain_timeout_secs: u64,
+
+    /// Serve `/metrics` on this port (same address) instead of the main one; 0 picks a free
+    /// one (printed at start-up).
+    #[arg(long, env = "AICP_METRICS_PORT")]
+    metrics_port: Option<u16>,
+
     #[command(flatten)]
     repository: RepositoryArgs,
 
@@ -54,6 +71,48 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     batching: BatchingArgs,
+
+    /// How the served models follow the model directory: `poll` watches it (new models and
+    /// versions load, removed ones unload, changed files reload, without a restart);
+    /// `explicit` loads what is there at start-up, then only on a load request; `none` never
+    /// changes what start-up loaded.
+    #[arg(long, env = "AICP_MODEL_CONTROL", value_enum, default_value_t = ModelControlArg::Poll)]
+    model_control: ModelControlArg,
+
+    /// How often `poll` looks at the model directory, in milliseconds. A new or changed file is
+    /// loaded once it looks the same at two looks in a row (a copy in progress is not a model).
+    #[arg(long, env = "AICP_POLL_INTERVAL_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(10..))]
+    poll_interval_ms: u64,
+
+    /// Turns on model management over the API (`POST /v2/repository/models/{name}/load` and
+    /// `/unload`, and the same over gRPC), for requests that send `Authorization: Bearer
+    /// <token>`. Off without it. Prefer the environment variable: flags show in `ps`.
+    #[arg(long, env = "AICP_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+
+    /// Requires this key on inference, model listing and metadata routes (`Authorization:
+    /// Bearer <key>` or `X-API-Key: <key>`); health, readiness, metrics and docs stay open.
+    /// Prefer the environment variable: flags show in `ps`.
+    #[arg(long, env = "AICP_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+}
+
+/// `--model-control`'s values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModelControlArg {
+    Poll,
+    Explicit,
+    None,
+}
+
+impl From<ModelControlArg> for ControlMode {
+    fn from(arg: ModelControlArg) -> Self {
+        match arg {
+            ModelControlArg::Poll => Self::Poll,
+            ModelControlArg::Explicit => Self::Explicit,
+            ModelControlArg::None => Self::None,
+        }
+    }
 }
 
 /// The scheduler's defaults for models whose model.toml `[batching]` table leaves them out.
@@ -107,6 +166,14 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: args.max_body_bytes,
         max_in_flight: args.max_in_flight as usize,
         batching: args.batching.defaults(),
+        model_control: args.model_control.into(),
+        poll_interval: std::time::Duration::from_millis(args.poll_interval_ms),
+        access: Access::new(args.api_key, args.admin_token),
+        metrics_addr: args
+            .metrics_port
+            .map(|port| SocketAddr::new(args.host, port)),
+        shutdown_delay: std::time::Duration::from_secs(args.shutdown_delay_secs),
+        drain_timeout: std::time::Duration::from_secs(args.drain_timeout_secs),
     };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -134,7 +201,7 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = terminate => {},
     }
-    eprintln!("shutting down: finishing requests in flight");
+    eprintln!("shutting down: not ready any more; finishing requests in flight");
 }
 
 fn load(args: &RepositoryArgs, batching: &Batching) -> anyhow::Result<Repository> {

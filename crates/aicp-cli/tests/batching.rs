@@ -473,3 +473,95 @@ fn aicp_bench_reports_throughput_latency_and_the_servers_batch_size() {
         "{stderr}"
     );
 }
+
+/// Sends SIGTERM to the server and waits (at most 60 s) for it to exit.
+fn terminate(server: &mut Server) -> std::process::ExitStatus {
+    let pid = server.child.id().to_string();
+    let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(sent.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn shutdown_turns_readiness_false_first_then_finishes_requests_in_flight() {
+    let models = slow_models();
+    let mut server = Server::start(models.path(), &["--shutdown-delay-secs", "1"]);
+    let first = occupy(&server);
+    wait_for_queue(&server, (0, 1));
+    let second = occupy(&server);
+    wait_for_queue(&server, (1, 1));
+
+    let pid = server.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // Not ready at once, while it still answers (the shutdown delay).
+    let mut not_ready = None;
+    for _ in 0..200 {
+        let (status, body) = server.get("/readyz");
+        if status == 503 {
+            not_ready = Some(body);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let body = not_ready.expect("readiness should turn false as shutdown starts");
+    assert!(
+        body["reason"].as_str().unwrap().contains("shutting down"),
+        "{body}"
+    );
+    let (status, _) = server.get("/v2/health/ready");
+    assert_eq!(status, 503);
+
+    // Both requests finish, then the server exits cleanly.
+    assert_eq!(first.join().unwrap(), 200);
+    assert_eq!(second.join().unwrap(), 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let exit = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "{exit:?}");
+}
+
+#[test]
+fn the_drain_timeout_bounds_how_long_shutdown_waits() {
+    let models = slow_models();
+    let mut server = Server::start(models.path(), &["--drain-timeout-secs", "0"]);
+    let running = occupy(&server);
+    wait_for_queue(&server, (0, 1));
+    let queued: Vec<_> = (0..4).map(|_| occupy(&server)).collect();
+    wait_for_queue(&server, (4, 1));
+    // Two seconds of work are in flight; the server does not wait for them.
+    let exit = terminate(&mut server);
+    assert!(exit.success(), "{exit:?}");
+    let answered = std::iter::once(running)
+        .chain(queued)
+        .map(|request| request.join())
+        .filter(|status| matches!(status, Ok(200)))
+        .count();
+    assert!(
+        answered < 5,
+        "every request finished: the drain timeout was not applied"
+    );
+}

@@ -14,7 +14,10 @@ pub enum ErrorKind {
     NotFound,
     BodyTooLarge,
     UnsupportedMediaType,
+    /// No credentials, or the wrong ones.
     Unauthorized,
+    /// Not allowed on this server, whoever asks (a route its configuration turns off).
+    Forbidden,
     /// A queue or in-flight cap is full.
     Overloaded,
     /// The model is not ready, or the server is shutting down.
@@ -34,6 +37,7 @@ impl ErrorKind {
             Self::BodyTooLarge => "body_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
             Self::Overloaded => "overloaded",
             Self::Unavailable => "unavailable",
             Self::DeadlineExceeded => "deadline_exceeded",

@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use aicp_core::{
     Backend, Batching, Error, ErrorKind, ModelMetadata, ModelSignature, OutputKind, Result, Tensor,
@@ -115,29 +116,56 @@ impl ServedModel {
 }
 
 /// A version's state.
+#[derive(Clone)]
 pub enum VersionState {
     Ready(Arc<ServedModel>),
     Failed(String),
 }
 
+#[derive(Clone)]
 pub struct ModelVersion {
     pub version: u64,
     pub file: PathBuf,
+    /// The files this state was loaded from, as they were then.
+    stamp: VersionStamp,
     pub state: VersionState,
+    /// Why the version's files, changed since, could not be loaded again; the load in `state`
+    /// still serves.
+    pub reload_error: Option<String>,
 }
 
 /// One model: its metadata and versions.
+#[derive(Clone)]
 pub struct ModelEntry {
     pub name: String,
     /// The file or directory the model came from, relative to the repository.
     pub source: PathBuf,
     pub metadata: Arc<ModelMetadata>,
     pub versions: BTreeMap<u64, ModelVersion>,
-    /// Why the model as a whole could not be loaded (bad metadata, no versions).
+    /// Why the model as a whole could not be loaded (bad metadata, no versions, unloaded).
     pub error: Option<String>,
+    /// The files it was loaded from, as they were then.
+    stamp: SourceStamp,
 }
 
 impl ModelEntry {
+    /// A model taken out of service by an operator: listed, never served.
+    fn unloaded(name: &str, source: PathBuf) -> Self {
+        Self {
+            name: name.to_string(),
+            source,
+            metadata: Arc::new(ModelMetadata::default()),
+            versions: BTreeMap::new(),
+            error: Some(UNLOADED.into()),
+            stamp: SourceStamp::default(),
+        }
+    }
+
+    /// Whether an operator unloaded it.
+    pub fn is_unloaded(&self) -> bool {
+        self.error.as_deref() == Some(UNLOADED)
+    }
+
     /// The highest ready version.
     pub fn default_version(&self) -> Option<&Arc<ServedModel>> {
         self.versions.values().rev().find_map(|v| match &v.state {
@@ -169,6 +197,9 @@ impl ModelEntry {
     }
 }
 
+const UNLOADED: &str =
+    "unloaded by an operator (load it again with POST /v2/repository/models/{name}/load)";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelState {
@@ -176,12 +207,17 @@ pub enum ModelState {
     Failed,
 }
 
-/// Every model found in a directory.
+/// Every model found in a directory. A repository never changes: a change to the directory
+/// makes a new one ([`Repository::with_model`]), which keeps every unchanged version's loaded
+/// model, so requests in flight finish on what they started with.
+#[derive(Clone)]
 pub struct Repository {
     pub dir: PathBuf,
     models: BTreeMap<String, ModelEntry>,
     /// Kept alive as long as the models loaded through them.
-    _engines: Arc<Engines>,
+    engines: Arc<Engines>,
+    /// The server's defaults for what a model's `[batching]` table leaves out.
+    batching: Batching,
 }
 
 impl Repository {
@@ -189,58 +225,60 @@ impl Repository {
     /// with its reason; only an unreadable directory is an error. `batching` holds the server's
     /// defaults for what a model's `[batching]` table leaves out.
     pub fn load(dir: &Path, engines: Arc<Engines>, batching: &Batching) -> Result<Self> {
-        let entries = std::fs::read_dir(dir).map_err(|e| {
-            Error::invalid(format!(
-                "cannot read model directory {}: {e}",
-                dir.display()
-            ))
-        })?;
-        let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-        // Directories first, so `mnist/` keeps the name "mnist" over a bare `mnist_model.onnx`.
-        paths.sort_by_key(|p| (!p.is_dir(), p.clone()));
-        let mut models = BTreeMap::new();
-        for path in paths {
-            let Some(file_name) = path.file_name().and_then(|n| n.to_str()) else {
-                continue;
-            };
-            if file_name.starts_with('.') {
-                continue;
-            }
-            let found = if path.is_dir() {
-                Some((file_name.to_string(), model_dir(&path)))
-            } else if let Some(stem) = file_name.strip_suffix(".onnx") {
-                let name = match stem.strip_suffix("_model") {
-                    Some(short) if !short.is_empty() && !models.contains_key(short) => short,
-                    _ => stem,
-                };
-                Some((name.to_string(), bare_file(&path, stem)))
-            } else {
-                None
-            };
-            let Some((name, (metadata, versions))) = found else {
-                continue;
-            };
-            if let Err(e) = validate_model_name(&name) {
-                tracing::warn!("skipping {}: {e}", path.display());
-                continue;
-            }
-            if let Some(existing) = models.get(&name) {
-                let existing: &ModelEntry = existing;
-                tracing::warn!(
-                    "skipping {}: model {name:?} is already defined by {}",
-                    path.display(),
-                    existing.source.display()
-                );
-                continue;
-            }
-            let entry = load_model(&name, &path, dir, metadata, versions, &engines, batching);
-            models.insert(name, entry);
-        }
-        Ok(Self {
+        let sources = discover(dir)?;
+        let mut repository = Self {
             dir: dir.to_path_buf(),
-            models,
-            _engines: engines,
-        })
+            models: BTreeMap::new(),
+            engines,
+            batching: batching.clone(),
+        };
+        for (name, source) in &sources {
+            let entry = repository.load_model(name, source, None);
+            repository.models.insert(name.clone(), entry);
+        }
+        Ok(repository)
+    }
+
+    /// The models the directory holds now, by name, with their files; nothing is loaded.
+    pub fn discover(&self) -> Result<BTreeMap<String, Source>> {
+        discover(&self.dir)
+    }
+
+    /// A copy of this repository with model `name` loaded from `source` (reusing the versions
+    /// whose files did not change, and keeping the previous load of any version that fails to
+    /// load again), or removed when `source` is `None`.
+    pub fn with_model(&self, name: &str, source: Option<&Source>) -> Self {
+        let mut next = self.clone();
+        match source {
+            Some(source) => {
+                let entry = self.load_model(name, source, self.models.get(name));
+                next.models.insert(name.to_string(), entry);
+            }
+            None => {
+                next.models.remove(name);
+            }
+        }
+        next
+    }
+
+    /// A copy of this repository with model `name` taken out of service, listed as unloaded.
+    pub fn with_unloaded(&self, name: &str) -> Self {
+        let mut next = self.clone();
+        let source = self
+            .models
+            .get(name)
+            .map(|m| m.source.clone())
+            .unwrap_or_default();
+        next.models
+            .insert(name.to_string(), ModelEntry::unloaded(name, source));
+        next
+    }
+
+    /// Whether model `name` was loaded from exactly the files `source` now has.
+    pub fn is_current(&self, name: &str, source: &Source) -> bool {
+        self.models
+            .get(name)
+            .is_some_and(|entry| entry.stamp == source.stamp())
     }
 
     pub fn models(&self) -> impl Iterator<Item = &ModelEntry> {
@@ -287,16 +325,257 @@ impl Repository {
             },
         }
     }
+
+    /// Loads model `name` from `source`. With the `previous` entry of the same model, a version
+    /// whose files did not change is reused as it is, and a version that loaded before but
+    /// fails now keeps its previous load (the failure is kept as its `reload_error`).
+    fn load_model(&self, name: &str, source: &Source, previous: Option<&ModelEntry>) -> ModelEntry {
+        let stamp = source.stamp();
+        let relative = source
+            .path
+            .strip_prefix(&self.dir)
+            .unwrap_or(&source.path)
+            .to_path_buf();
+        let metadata = match &source.metadata {
+            None => Ok(ModelMetadata::default()),
+            Some(file) => ModelMetadata::read(file).map_err(|e| e.to_string()),
+        };
+        let (metadata, mut error) = match metadata {
+            Ok(m) => (Arc::new(m), None),
+            Err(e) => {
+                if let Some(previous) = previous.filter(|p| p.default_version().is_some()) {
+                    tracing::error!("model {name}: {e}; its previous load still serves");
+                    let mut kept = previous.clone();
+                    kept.stamp = stamp;
+                    for version in kept.versions.values_mut() {
+                        version.reload_error = Some(e.clone());
+                    }
+                    return kept;
+                }
+                (Arc::new(ModelMetadata::default()), Some(e))
+            }
+        };
+        if source.versions.is_empty() && error.is_none() {
+            error = Some(
+                "no version directory with a model.onnx (expected <name>/1/model.onnx)".into(),
+            );
+        }
+        let mut versions = BTreeMap::new();
+        for (&version, file) in &source.versions {
+            let version_stamp = stamp.version(version);
+            let before = previous
+                .filter(|p| !p.is_unloaded())
+                .and_then(|p| p.versions.get(&version));
+            if let Some(before) = before.filter(|b| b.stamp == version_stamp) {
+                versions.insert(version, before.clone());
+                continue;
+            }
+            let (state, reload_error) = match &error {
+                Some(e) => (VersionState::Failed(e.clone()), None),
+                None => match load_version(
+                    name,
+                    version,
+                    file,
+                    &metadata,
+                    &self.engines,
+                    &self.batching,
+                ) {
+                    Ok(model) => {
+                        tracing::info!("model {name} version {version} ready on {}", model.engine);
+                        count_load(name, "success");
+                        (VersionState::Ready(Arc::new(model)), None)
+                    }
+                    Err(reason) => match before.map(|b| &b.state) {
+                        Some(VersionState::Ready(served)) => {
+                            tracing::error!(
+                                "model {name} version {version} changed and failed to load: \
+                                 {reason}; its previous load still serves"
+                            );
+                            count_load(name, "failure");
+                            let note = format!(
+                                "its files changed and failed to load ({reason}); the previous \
+                                 load still serves"
+                            );
+                            (VersionState::Ready(served.clone()), Some(note))
+                        }
+                        _ => {
+                            tracing::error!("model {name} version {version} failed: {reason}");
+                            count_load(name, "failure");
+                            (VersionState::Failed(reason), None)
+                        }
+                    },
+                },
+            };
+            versions.insert(
+                version,
+                ModelVersion {
+                    version,
+                    file: file.clone(),
+                    stamp: version_stamp,
+                    state,
+                    reload_error,
+                },
+            );
+        }
+        ModelEntry {
+            name: name.to_string(),
+            source: relative,
+            metadata,
+            versions,
+            error,
+            stamp,
+        }
+    }
 }
 
-type Found = (
-    std::result::Result<Option<PathBuf>, String>,
-    BTreeMap<u64, PathBuf>,
-);
+/// Counts a version load in the metrics (`result`: success or failure).
+fn count_load(model: &str, result: &'static str) {
+    metrics::counter!("aicp_model_loads_total", "model" => model.to_string(), "result" => result)
+        .increment(1);
+}
+
+/// Where one model's files are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// Its directory, or its bare `.onnx` file.
+    pub path: PathBuf,
+    pub metadata: Option<PathBuf>,
+    /// Each version's `.onnx` file.
+    pub versions: BTreeMap<u64, PathBuf>,
+}
+
+/// What a file looked like: a rewrite changes its size or its modification time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+impl Stamp {
+    fn of(path: &Path) -> Option<Self> {
+        let metadata = std::fs::metadata(path).ok()?;
+        Some(Self {
+            len: metadata.len(),
+            modified: metadata.modified().ok(),
+        })
+    }
+}
+
+/// What a model's files looked like: its metadata file and each version's model file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceStamp {
+    metadata: Option<Stamp>,
+    versions: BTreeMap<u64, Option<Stamp>>,
+}
+
+/// What one version depends on: the model's metadata file and its own model file.
+type VersionStamp = (Option<Stamp>, Option<Stamp>);
+
+impl SourceStamp {
+    fn version(&self, version: u64) -> VersionStamp {
+        (
+            self.metadata,
+            self.versions.get(&version).copied().flatten(),
+        )
+    }
+}
+
+impl Source {
+    /// The size and modification time of each of its files now.
+    pub fn stamp(&self) -> SourceStamp {
+        SourceStamp {
+            metadata: self.metadata.as_deref().and_then(Stamp::of),
+            versions: self
+                .versions
+                .iter()
+                .map(|(&version, file)| (version, Stamp::of(file)))
+                .collect(),
+        }
+    }
+}
+
+/// The models in `dir`, by name. Only what lies inside `dir` counts: a symbolic link that leads
+/// out of it is skipped with a warning, so loading never reads outside the model directory.
+fn discover(dir: &Path) -> Result<BTreeMap<String, Source>> {
+    let read_error = |e: std::io::Error| {
+        Error::invalid(format!(
+            "cannot read model directory {}: {e}",
+            dir.display()
+        ))
+    };
+    let root = dir.canonicalize().map_err(read_error)?;
+    let entries = std::fs::read_dir(dir).map_err(read_error)?;
+    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    // Directories first, so `mnist/` keeps the name "mnist" over a bare `mnist_model.onnx`.
+    paths.sort_by_key(|p| (!p.is_dir(), p.clone()));
+    let mut sources: BTreeMap<String, Source> = BTreeMap::new();
+    for path in paths {
+        let Some(file_name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if file_name.starts_with('.') {
+            continue;
+        }
+        if !inside(&root, &path) {
+            tracing::warn!(
+                "skipping {}: it leads outside the model directory",
+                path.display()
+            );
+            continue;
+        }
+        let found = if path.is_dir() {
+            Some((file_name.to_string(), model_dir(&root, &path)))
+        } else if let Some(stem) = file_name.strip_suffix(".onnx") {
+            let name = match stem.strip_suffix("_model") {
+                Some(short) if !short.is_empty() && !sources.contains_key(short) => short,
+                _ => stem,
+            };
+            Some((name.to_string(), bare_file(&root, &path, stem)))
+        } else {
+            None
+        };
+        let Some((name, source)) = found else {
+            continue;
+        };
+        if let Err(e) = validate_model_name(&name) {
+            tracing::warn!("skipping {}: {e}", path.display());
+            continue;
+        }
+        if let Some(existing) = sources.get(&name) {
+            tracing::warn!(
+                "skipping {}: model {name:?} is already defined by {}",
+                path.display(),
+                existing.path.display()
+            );
+            continue;
+        }
+        sources.insert(name, source);
+    }
+    Ok(sources)
+}
+
+/// Whether `path`, with every symbolic link followed, lies inside `root` (canonical).
+fn inside(root: &Path, path: &Path) -> bool {
+    path.canonicalize().is_ok_and(|p| p.starts_with(root))
+}
+
+/// The file at `path` if it is a regular file inside `root`.
+fn file_inside(root: &Path, path: PathBuf) -> Option<PathBuf> {
+    if !path.is_file() {
+        return None;
+    }
+    if !inside(root, &path) {
+        tracing::warn!(
+            "skipping {}: it leads outside the model directory",
+            path.display()
+        );
+        return None;
+    }
+    Some(path)
+}
 
 /// A model directory: optional `model.toml`, version directories with a `model.onnx`.
-fn model_dir(dir: &Path) -> Found {
-    let metadata = dir.join("model.toml");
+fn model_dir(root: &Path, dir: &Path) -> Source {
     let mut versions = BTreeMap::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
@@ -307,76 +586,24 @@ fn model_dir(dir: &Path) -> Found {
             else {
                 continue;
             };
-            let file = entry.path().join("model.onnx");
-            if file.is_file() {
+            if let Some(file) = file_inside(root, entry.path().join("model.onnx")) {
                 versions.insert(version, file);
             }
         }
     }
-    (Ok(metadata.is_file().then_some(metadata)), versions)
+    Source {
+        path: dir.to_path_buf(),
+        metadata: file_inside(root, dir.join("model.toml")),
+        versions,
+    }
 }
 
 /// A bare `.onnx` file: version 1, metadata in `<stem>.toml` beside it.
-fn bare_file(file: &Path, stem: &str) -> Found {
-    let metadata = file.with_file_name(format!("{stem}.toml"));
-    (
-        Ok(metadata.is_file().then_some(metadata)),
-        BTreeMap::from([(1, file.to_path_buf())]),
-    )
-}
-
-fn load_model(
-    name: &str,
-    source: &Path,
-    root: &Path,
-    metadata_file: std::result::Result<Option<PathBuf>, String>,
-    files: BTreeMap<u64, PathBuf>,
-    engines: &Engines,
-    batching: &Batching,
-) -> ModelEntry {
-    let relative = source.strip_prefix(root).unwrap_or(source).to_path_buf();
-    let metadata = metadata_file.and_then(|file| match file {
-        None => Ok(ModelMetadata::default()),
-        Some(file) => ModelMetadata::read(&file).map_err(|e| e.to_string()),
-    });
-    let (metadata, mut error) = match metadata {
-        Ok(m) => (Arc::new(m), None),
-        Err(e) => (Arc::new(ModelMetadata::default()), Some(e)),
-    };
-    if files.is_empty() && error.is_none() {
-        error =
-            Some("no version directory with a model.onnx (expected <name>/1/model.onnx)".into());
-    }
-    let mut versions = BTreeMap::new();
-    for (version, file) in files {
-        let state = match &error {
-            Some(e) => VersionState::Failed(e.clone()),
-            None => match load_version(name, version, &file, &metadata, engines, batching) {
-                Ok(model) => {
-                    tracing::info!("model {name} version {version} ready on {}", model.engine);
-                    VersionState::Ready(Arc::new(model))
-                }
-                Err(reason) => {
-                    tracing::error!("model {name} version {version} failed: {reason}");
-                    VersionState::Failed(reason)
-                }
-            },
-        };
-        versions.insert(
-            version,
-            ModelVersion {
-                version,
-                file,
-                state,
-            },
-        );
-    }
-    ModelEntry {
-        name: name.to_string(),
-        source: relative,
-        metadata,
-        versions,
-        error,
+fn bare_file(root: &Path, file: &Path, stem: &str) -> Source {
+    Source {
+        path: file.to_path_buf(),
+        metadata: file_inside(root, file.with_file_name(format!("{stem}.toml"))),
+        versions: BTreeMap::from([(1, file.to_path_buf())]),
     }
 }
 
@@ -416,7 +643,7 @@ fn load_version(
         warm_up(runnable.as_ref(), &info.signature)?;
         runnables.push(runnable);
     }
-    let stats = Arc::new(Stats::default());
+    let stats = Arc::new(Stats::new(name, version));
     let scheduler = Scheduler::start(name, policy.clone(), runnables, stats.clone());
     Ok(ServedModel {
         name: name.to_string(),

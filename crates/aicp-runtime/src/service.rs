@@ -2,6 +2,7 @@
 //! its signature and metadata (once, here), hand it to the model's scheduler, and hand back the
 //! outputs.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -54,6 +55,9 @@ pub struct InferResponse {
 pub struct Runtime {
     /// `None` while the repository is (re)loading.
     repository: RwLock<Option<Arc<Repository>>>,
+    /// Set when the server starts shutting down: it is no longer ready, so that load
+    /// balancers stop sending it requests while the ones in flight finish.
+    draining: AtomicBool,
 }
 
 impl Runtime {
@@ -64,6 +68,22 @@ impl Runtime {
     /// Puts a loaded repository in service.
     pub fn set_repository(&self, repository: Repository) {
         *self.repository.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(repository));
+    }
+
+    /// Marks the server as shutting down: readiness turns false from now on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// The repository if the server is ready for requests: loaded, and not shutting down.
+    pub fn ready(&self) -> Result<Arc<Repository>> {
+        if self.draining.load(Ordering::Relaxed) {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                "the server is shutting down",
+            ));
+        }
+        self.repository()
     }
 
     /// The repository, once loaded.
@@ -82,8 +102,19 @@ impl Runtime {
 
     /// Finds the model, then validates and runs one request.
     pub async fn infer(&self, request: InferRequest) -> Result<InferResponse> {
-        let model = self.repository()?.get(&request.model, request.version)?;
+        let model = self.model(&request.model, request.version)?;
         self.run(model, request.inputs, request.deadline).await
+    }
+
+    /// The model version an inference request asks for. A request that finds none counts as
+    /// a failed request in the metrics (without the model's name unless it exists: labels never
+    /// take a client's arbitrary text).
+    pub fn model(&self, name: &str, version: Option<u64>) -> Result<Arc<ServedModel>> {
+        let repository = self.repository()?;
+        repository.get(name, version).inspect_err(|e| {
+            let known = repository.model(name).is_ok();
+            crate::stats::record_failure_metric(if known { name } else { "" }, "", e.kind);
+        })
     }
 
     /// Validates `inputs` against `model` (already looked up) and runs them through its
@@ -118,7 +149,7 @@ impl Runtime {
                 })
             }
             Err(e) => {
-                model.stats.record_failure(arrived.elapsed());
+                model.stats.record_failure(arrived.elapsed(), e.kind);
                 Err(e)
             }
         }

@@ -28,6 +28,7 @@ pub fn status(kind: ErrorKind) -> StatusCode {
         ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
         ErrorKind::Overloaded => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
@@ -72,6 +73,16 @@ impl IntoResponse for V2Error {
             self.0.kind,
             (v2_status(self.0.kind), Json(body)).into_response(),
         )
+    }
+}
+
+/// An error answered in the shape of the API `path` belongs to: the Open Inference Protocol's
+/// under `/v2`, the ML API's anywhere else.
+pub fn for_path(path: &str, error: Error) -> Response {
+    if path == "/v2" || path.starts_with("/v2/") {
+        V2Error(error).into_response()
+    } else {
+        ApiError(error).into_response()
     }
 }
 

@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aicp_core::{DataType, Error, ErrorKind, Result, TensorData};
-use aicp_runtime::{InferInput, Runtime};
+use aicp_runtime::{InferInput, ModelControl, Runtime};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Code, Request, Response, Status, Streaming};
 
+use crate::auth::{Access, Class, Credentials};
 use crate::oip::{self, Output, OutputData, OutputRequest};
 
 /// The generated protocol types, server and client.
@@ -41,6 +42,7 @@ pub fn status(error: Error) -> Status {
         ErrorKind::NotFound => Code::NotFound,
         ErrorKind::BodyTooLarge | ErrorKind::Overloaded => Code::ResourceExhausted,
         ErrorKind::Unauthorized => Code::Unauthenticated,
+        ErrorKind::Forbidden => Code::PermissionDenied,
         ErrorKind::Unavailable => Code::Unavailable,
         ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
         ErrorKind::Internal => Code::Internal,
@@ -51,14 +53,29 @@ pub fn status(error: Error) -> Status {
     Status::new(code, error.message)
 }
 
-/// The service over a runtime.
+/// The service over a runtime. Liveness and readiness are open; every other call needs the API
+/// key when the server has one, and loading and unloading need the admin token (see
+/// [`crate::auth`]).
 pub struct InferenceService {
     runtime: Arc<Runtime>,
+    control: Arc<ModelControl>,
+    access: Access,
 }
 
 impl InferenceService {
-    pub fn new(runtime: Arc<Runtime>) -> Self {
-        Self { runtime }
+    pub fn new(runtime: Arc<Runtime>, control: Arc<ModelControl>, access: Access) -> Self {
+        Self {
+            runtime,
+            control,
+            access,
+        }
+    }
+
+    /// Whether the call's credentials allow a call of `class`.
+    fn authorize<T>(&self, request: &Request<T>, class: Class) -> std::result::Result<(), Status> {
+        self.access
+            .check(class, Credentials::from_metadata(request.metadata()))
+            .map_err(status)
     }
 
     /// One inference: the protocol's request in, its response out. `deadline` is the call's
@@ -75,7 +92,7 @@ impl InferenceService {
             (a, b) => a.or(b),
         };
         let raw = !request.raw_input_contents.is_empty();
-        let model = oip::find(
+        let model = oip::find_to_infer(
             &self.runtime,
             &request.model_name,
             Some(&request.model_version),
@@ -307,7 +324,7 @@ impl GrpcInferenceService for InferenceService {
     }
 
     async fn server_ready(&self, _: Request<ServerReadyRequest>) -> RpcResult<ServerReadyResponse> {
-        let ready = self.runtime.repository().is_ok();
+        let ready = self.runtime.ready().is_ok();
         Ok(Response::new(ServerReadyResponse { ready }))
     }
 
@@ -322,8 +339,9 @@ impl GrpcInferenceService for InferenceService {
 
     async fn server_metadata(
         &self,
-        _: Request<ServerMetadataRequest>,
+        request: Request<ServerMetadataRequest>,
     ) -> RpcResult<ServerMetadataResponse> {
+        self.authorize(&request, Class::Inference)?;
         Ok(Response::new(ServerMetadataResponse {
             name: oip::SERVER_NAME.into(),
             version: oip::SERVER_VERSION.into(),
@@ -335,6 +353,7 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<ModelMetadataRequest>,
     ) -> RpcResult<ModelMetadataResponse> {
+        self.authorize(&request, Class::Inference)?;
         use model_metadata_response::TensorMetadata;
         let r = request.into_inner();
         let m = oip::model_metadata(&self.runtime, &r.name, Some(&r.version)).map_err(status)?;
@@ -360,6 +379,7 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<ModelInferRequest>,
     ) -> RpcResult<ModelInferResponse> {
+        self.authorize(&request, Class::Inference)?;
         let deadline = call_deadline(&request);
         let _in_flight = request.extensions().get::<crate::shed::Permit>().cloned();
         self.infer(request.into_inner(), deadline)
@@ -377,10 +397,15 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<Streaming<ModelInferRequest>>,
     ) -> RpcResult<Self::ModelStreamInferStream> {
+        self.authorize(&request, Class::Inference)?;
         let deadline = call_deadline(&request);
         let in_flight = request.extensions().get::<crate::shed::Permit>().cloned();
         let mut requests = request.into_inner();
-        let service = InferenceService::new(self.runtime.clone());
+        let service = InferenceService::new(
+            self.runtime.clone(),
+            self.control.clone(),
+            self.access.clone(),
+        );
         let responses = async_stream_of(move |sender| async move {
             // The stream counts as one request in flight for as long as it is open.
             let _in_flight = in_flight;
@@ -410,6 +435,7 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<ModelConfigRequest>,
     ) -> RpcResult<ModelConfigResponse> {
+        self.authorize(&request, Class::Inference)?;
         let r = request.into_inner();
         let model = oip::find(&self.runtime, &r.name, Some(&r.version)).map_err(status)?;
         let c = oip::model_config(&model);
@@ -466,6 +492,7 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<ModelStatisticsRequest>,
     ) -> RpcResult<ModelStatisticsResponse> {
+        self.authorize(&request, Class::Inference)?;
         let r = request.into_inner();
         let name = (!r.name.is_empty()).then_some(r.name.as_str());
         let stats = oip::model_statistics(&self.runtime, name, Some(&r.version)).map_err(status)?;
@@ -515,6 +542,7 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<RepositoryIndexRequest>,
     ) -> RpcResult<RepositoryIndexResponse> {
+        self.authorize(&request, Class::Inference)?;
         let r = request.into_inner();
         let repository = self.runtime.repository().map_err(status)?;
         let models = oip::repository_index(&repository, r.ready)
@@ -531,20 +559,28 @@ impl GrpcInferenceService for InferenceService {
 
     async fn repository_model_load(
         &self,
-        _: Request<RepositoryModelLoadRequest>,
+        request: Request<RepositoryModelLoadRequest>,
     ) -> RpcResult<RepositoryModelLoadResponse> {
-        Err(Status::unimplemented(
-            "explicit model control is not available yet: aicp loads the model directory at start-up",
-        ))
+        self.authorize(&request, Class::Admin)?;
+        let control = self.control.clone();
+        let name = request.into_inner().model_name;
+        crate::v2_rest::blocking(move || control.load(&name))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(RepositoryModelLoadResponse {}))
     }
 
     async fn repository_model_unload(
         &self,
-        _: Request<RepositoryModelUnloadRequest>,
+        request: Request<RepositoryModelUnloadRequest>,
     ) -> RpcResult<RepositoryModelUnloadResponse> {
-        Err(Status::unimplemented(
-            "explicit model control is not available yet: aicp loads the model directory at start-up",
-        ))
+        self.authorize(&request, Class::Admin)?;
+        let control = self.control.clone();
+        let name = request.into_inner().model_name;
+        crate::v2_rest::blocking(move || control.unload(&name))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(RepositoryModelUnloadResponse {}))
     }
 }
 

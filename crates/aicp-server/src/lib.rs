@@ -3,8 +3,10 @@
 //! translates its wire format to the runtime's request and back; validation and execution live in
 //! `aicp-runtime`.
 
+pub mod auth;
 pub mod error;
 pub mod grpc;
+pub mod metrics;
 pub mod ml_api;
 pub mod oip;
 pub mod shed;
@@ -15,7 +17,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use aicp_runtime::{Batching, Engines, ModelState, Repository, Runtime};
+use aicp_runtime::{Batching, ControlMode, Engines, ModelControl, ModelState, Repository, Runtime};
+use auth::Access;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -39,10 +42,42 @@ pub struct ServeOptions {
     pub max_in_flight: usize,
     /// The scheduler's settings for models whose `[batching]` table leaves them out.
     pub batching: Batching,
+    /// How the served models follow the model directory.
+    pub model_control: ControlMode,
+    /// How often the directory is polled, in `poll` mode.
+    pub poll_interval: std::time::Duration,
+    /// Secrets: the API key for inference routes, the admin token for model management.
+    pub access: Access,
+    /// Where `/metrics` is served on its own; `None`: on the main HTTP port.
+    pub metrics_addr: Option<SocketAddr>,
+    /// How long the server goes on serving, not ready, once shutdown starts.
+    pub shutdown_delay: std::time::Duration,
+    /// How long requests in flight may take to finish once the listeners close.
+    pub drain_timeout: std::time::Duration,
 }
 
-/// The HTTP routes over a runtime. Inference routes count against `in_flight`.
-pub fn router(runtime: Arc<Runtime>, max_body_bytes: usize, in_flight: InFlight) -> Router {
+/// What the HTTP routes work with.
+#[derive(Clone)]
+pub struct Services {
+    pub runtime: Arc<Runtime>,
+    pub control: Arc<ModelControl>,
+    pub access: Access,
+    /// Inference requests in flight, HTTP and gRPC together.
+    pub in_flight: InFlight,
+    pub max_body_bytes: usize,
+}
+
+/// The HTTP routes, each in its class (see [`auth`]): inference routes need the API key when
+/// there is one and count against the in-flight cap; admin routes need the admin token; health
+/// and readiness are open.
+pub fn router(services: Services) -> Router {
+    let Services {
+        runtime,
+        control,
+        access,
+        in_flight,
+        max_body_bytes,
+    } = services;
     let inference = Router::new()
         .route("/api/v1/ml/classify", post(ml_api::classify))
         .route("/api/v1/ml/inference", post(ml_api::inference))
@@ -52,46 +87,66 @@ pub fn router(runtime: Arc<Runtime>, max_body_bytes: usize, in_flight: InFlight)
             post(v2_rest::infer),
         )
         .route_layer(axum::middleware::from_fn_with_state(in_flight, shed::http));
-    Router::new()
+    let protected = Router::new()
         .merge(inference)
         .route("/api/v1/ml/models", get(ml_api::list_models))
         .route("/api/v1/ml/models/{name}", get(ml_api::get_model))
-        .route("/healthz", get(ml_api::healthz))
-        .route("/readyz", get(ml_api::readyz))
         .route("/v2", get(v2_rest::server_metadata))
-        .route("/v2/health/live", get(v2_rest::live))
-        .route("/v2/health/ready", get(v2_rest::ready))
         .route("/v2/repository/index", post(v2_rest::repository_index))
         .route("/v2/models/stats", get(v2_rest::all_statistics))
         .merge(v2_model_routes("/v2/models/{name}"))
         .merge(v2_model_routes("/v2/models/{name}/versions/{version}"))
+        .route_layer(axum::middleware::from_fn_with_state(
+            access.clone(),
+            auth::inference,
+        ));
+    let open = Router::new()
+        .route("/healthz", get(ml_api::healthz))
+        .route("/readyz", get(ml_api::readyz))
+        .route("/v2/health/live", get(v2_rest::live))
+        .route("/v2/health/ready", get(v2_rest::ready))
+        .route("/v2/models/{name}/ready", get(v2_rest::model_ready))
+        .route(
+            "/v2/models/{name}/versions/{version}/ready",
+            get(v2_rest::model_ready),
+        );
+    let admin = Router::new()
+        .route(
+            "/v2/repository/models/{name}/load",
+            post(v2_rest::load_model),
+        )
+        .route(
+            "/v2/repository/models/{name}/unload",
+            post(v2_rest::unload_model),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(access, auth::admin))
+        .with_state(control);
+    Router::new()
+        .merge(protected)
+        .merge(open)
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(runtime)
+        .merge(admin)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
 }
 
 /// Any other path, answered in the shape of the API its path belongs to.
 async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
-    use axum::response::IntoResponse;
     let error = aicp_core::Error::not_found(format!("no route for {}", uri.path()));
-    if uri.path() == "/v2" || uri.path().starts_with("/v2/") {
-        error::V2Error(error).into_response()
-    } else {
-        error::ApiError(error).into_response()
-    }
+    error::for_path(uri.path(), error)
 }
 
 /// The per-model Open Inference Protocol routes under `prefix`.
 fn v2_model_routes(prefix: &str) -> Router<Arc<Runtime>> {
     Router::new()
         .route(prefix, get(v2_rest::model_metadata))
-        .route(&format!("{prefix}/ready"), get(v2_rest::model_ready))
         .route(&format!("{prefix}/config"), get(v2_rest::model_config))
         .route(&format!("{prefix}/stats"), get(v2_rest::model_statistics))
 }
 
 /// Listens, loads the models in the background (readiness turns true when they are loaded), and
-/// serves until `shutdown` completes; requests in flight then finish.
+/// serves until `shutdown` completes. Readiness then turns false, the listeners close, and
+/// requests in flight get up to the drain timeout to finish.
 pub async fn serve(
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -113,7 +168,19 @@ pub async fn serve(
         None => None,
     };
 
+    let metrics_listener = match options.metrics_addr {
+        Some(addr) => {
+            let listener = bind(addr).await?;
+            println!("aicp metrics on http://{}/metrics", listener.local_addr()?);
+            Some(listener)
+        }
+        None => None,
+    };
+
     let runtime = Arc::new(Runtime::new());
+    let recorder = metrics::recorder();
+    tokio::spawn(metrics::upkeep(recorder.clone()));
+    let metrics_routes = metrics::router(runtime.clone(), recorder);
     let in_flight = InFlight::new(options.max_in_flight);
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::NotServing).await;
@@ -123,23 +190,76 @@ pub async fn serve(
     let batching = options.batching.clone();
     let loaded =
         tokio::task::spawn_blocking(move || load(&loading, &models, ort_library, &batching));
+    let control = Arc::new(ModelControl::new(runtime.clone(), options.model_control));
+    let watcher = control.clone();
+    let poll_interval = options.poll_interval;
+    let loaded_health = health.clone();
+    let loaded_runtime = runtime.clone();
     tokio::spawn(async move {
         if let Ok(true) = loaded.await {
-            set_health(&health, ServingStatus::Serving).await;
+            if loaded_runtime.ready().is_ok() {
+                set_health(&loaded_health, ServingStatus::Serving).await;
+            }
+            // Watching starts from what start-up loaded.
+            watcher.watch(poll_interval).await;
         }
     });
+    match options.model_control {
+        ControlMode::Poll => println!(
+            "model control: poll (watching {} every {} ms)",
+            options.models.display(),
+            poll_interval.as_millis()
+        ),
+        mode => println!("model control: {}", mode.name()),
+    }
 
-    // One shutdown signal, heard by both servers.
+    // One shutdown signal, heard by every server. Readiness turns false first, so that load
+    // balancers stop sending requests; then the listeners close and requests in flight finish.
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let draining = runtime.clone();
+    let shutdown_delay = options.shutdown_delay;
     tokio::spawn(async move {
         shutdown.await;
+        draining.start_draining();
+        set_health(&health, ServingStatus::NotServing).await;
+        // Still serving, but not ready: time for load balancers to take this server out.
+        tokio::time::sleep(shutdown_delay).await;
         let _ = stop.send(true);
     });
+    let drain_timeout = options.drain_timeout;
+    let mut drained = stopped.clone();
+    let drain_deadline = async move {
+        let _ = drained.wait_for(|s| *s).await;
+        tokio::time::sleep(drain_timeout).await;
+    };
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|s| *s).await;
     };
 
-    let app = router(runtime.clone(), options.max_body_bytes, in_flight.clone());
+    let mut app = router(Services {
+        runtime: runtime.clone(),
+        control: control.clone(),
+        access: options.access.clone(),
+        in_flight: in_flight.clone(),
+        max_body_bytes: options.max_body_bytes,
+    });
+    // `/metrics` on its own port when it has one, else beside the API.
+    let metrics_only = match metrics_listener {
+        Some(listener) => Some((listener, metrics_routes)),
+        None => {
+            app = app.merge(metrics_routes);
+            None
+        }
+    };
+    let metrics_server = async {
+        match metrics_only {
+            Some((listener, routes)) => axum::serve(listener, routes)
+                .with_graceful_shutdown(until_stopped(stopped.clone()))
+                .await
+                .map_err(anyhow::Error::from),
+            None => Ok(()),
+        }
+    };
     // Answers go out at once: small request/response exchanges must not wait on Nagle.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
@@ -153,9 +273,13 @@ pub async fn serve(
             .register_encoded_file_descriptor_set(grpc::proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
-        let inference = GrpcInferenceServiceServer::new(InferenceService::new(runtime.clone()))
-            .max_decoding_message_size(options.max_body_bytes)
-            .max_encoding_message_size(usize::MAX);
+        let inference = GrpcInferenceServiceServer::new(InferenceService::new(
+            runtime.clone(),
+            control.clone(),
+            options.access.clone(),
+        ))
+        .max_decoding_message_size(options.max_body_bytes)
+        .max_encoding_message_size(usize::MAX);
         let in_flight = in_flight.clone();
         let inference =
             tonic::service::interceptor::InterceptedService::new(inference, move |request| {
@@ -172,7 +296,24 @@ pub async fn serve(
             .await
             .map_err(anyhow::Error::from)
     };
-    tokio::try_join!(async { http.await.map_err(anyhow::Error::from) }, grpc)?;
+    let servers = async {
+        tokio::try_join!(
+            async { http.await.map_err(anyhow::Error::from) },
+            grpc,
+            metrics_server
+        )
+    };
+    tokio::select! {
+        finished = servers => {
+            finished?;
+        }
+        () = drain_deadline => {
+            eprintln!(
+                "shutting down: requests still in flight after the drain timeout ({} s) are abandoned",
+                drain_timeout.as_secs_f64()
+            );
+        }
+    }
     Ok(())
 }
 

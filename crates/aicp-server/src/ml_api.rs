@@ -67,8 +67,9 @@ pub async fn classify(
         return Err(Error::invalid("top_k must be at least 1").into());
     }
     let deadline = deadline(started, request.timeout_ms)?;
-    let model = runtime.repository()?.get(&request.model_name, None)?;
-    let (batch, single) = image_batch(&model, &image_data.shape)?;
+    let model = runtime.model(&request.model_name, None)?;
+    let (batch, single) = image_batch(&model, &image_data.shape)
+        .inspect_err(|e| model.stats.record_failure(started.elapsed(), e.0.kind))?;
     let input = Tensor {
         shape: vec![batch, image_data.data.len() / batch],
         data: image_data.data,
@@ -90,6 +91,49 @@ pub async fn classify(
     }
     body["inference_time_ms"] = json!(started.elapsed().as_secs_f64() * 1e3);
     Ok(Json(body))
+}
+
+/// The shape of `values` inputs for `model`: the request's `input_shape` if it holds exactly
+/// that many values, else rows of the model's values per sample.
+fn input_shape(
+    model: &ServedModel,
+    input_shape: Option<Vec<i64>>,
+    values: usize,
+) -> ApiResult<Vec<usize>> {
+    let shape = match input_shape {
+        Some(shape) => {
+            if let Some((i, d)) = shape.iter().enumerate().find(|(_, d)| **d < 1) {
+                return Err(Error::invalid(format!(
+                    "input_shape[{i}] is {d}: every dimension must be at least 1"
+                ))
+                .into());
+            }
+            let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+            let needed = aicp_core::tensor::element_count(&shape)?;
+            if needed != values {
+                return Err(Error::invalid(format!(
+                    "input_shape {shape:?} needs {needed} values, input_data has {values}"
+                ))
+                .into());
+            }
+            shape
+        }
+        None => {
+            let per_sample = model.signature.inputs[0]
+                .sample_elements()
+                .unwrap_or(values)
+                .max(1);
+            if values == 0 || !values.is_multiple_of(per_sample) {
+                return Err(Error::invalid(format!(
+                    "input_data has {values} values; model {:?} takes {per_sample} values per sample",
+                    model.name
+                ))
+                .into());
+            }
+            vec![values / per_sample, per_sample]
+        }
+    };
+    Ok(shape)
 }
 
 /// Reads the shape of `image_data`: one image (`[E]`, `[s, s]`, `[1, s, s]`) or a batch (`[n, E]`,
@@ -221,41 +265,9 @@ pub async fn inference(
         return Err(Error::invalid("top_k must be at least 1").into());
     }
     let deadline = deadline(started, request.timeout_ms)?;
-    let model = runtime.repository()?.get(&request.model_name, None)?;
-    let values = input_data.data.len();
-    let shape = match request.input_shape {
-        Some(shape) => {
-            if let Some((i, d)) = shape.iter().enumerate().find(|(_, d)| **d < 1) {
-                return Err(Error::invalid(format!(
-                    "input_shape[{i}] is {d}: every dimension must be at least 1"
-                ))
-                .into());
-            }
-            let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-            let needed = aicp_core::tensor::element_count(&shape)?;
-            if needed != values {
-                return Err(Error::invalid(format!(
-                    "input_shape {shape:?} needs {needed} values, input_data has {values}"
-                ))
-                .into());
-            }
-            shape
-        }
-        None => {
-            let per_sample = model.signature.inputs[0]
-                .sample_elements()
-                .unwrap_or(values)
-                .max(1);
-            if values == 0 || !values.is_multiple_of(per_sample) {
-                return Err(Error::invalid(format!(
-                    "input_data has {values} values; model {:?} takes {per_sample} values per sample",
-                    model.name
-                ))
-                .into());
-            }
-            vec![values / per_sample, per_sample]
-        }
-    };
+    let model = runtime.model(&request.model_name, None)?;
+    let shape = input_shape(&model, request.input_shape, input_data.data.len())
+        .inspect_err(|e| model.stats.record_failure(started.elapsed(), e.0.kind))?;
     let input = Tensor {
         shape,
         data: input_data.data,
@@ -315,7 +327,7 @@ pub fn describe(entry: &ModelEntry) -> Value {
         .map(|v| match &v.state {
             VersionState::Ready(model) => json!({
                 "version": v.version, "state": ModelState::Ready, "engine": model.engine,
-                "queue": model.scheduler.state(),
+                "queue": model.scheduler.state(), "reload_error": v.reload_error,
             }),
             VersionState::Failed(reason) => json!({
                 "version": v.version, "state": ModelState::Failed, "reason": reason,
@@ -353,7 +365,7 @@ pub async fn healthz() -> Json<Value> {
 
 /// `GET /readyz`: every model is loaded and warmed up (failed ones included).
 pub async fn readyz(State(runtime): State<Arc<Runtime>>) -> impl IntoResponse {
-    match runtime.repository() {
+    match runtime.ready() {
         Ok(repository) => {
             let ready = repository
                 .models()
@@ -365,9 +377,9 @@ pub async fn readyz(State(runtime): State<Arc<Runtime>>) -> impl IntoResponse {
                 Json(json!({"status": "ready", "models_ready": ready, "models_failed": failed})),
             )
         }
-        Err(_) => (
+        Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "loading"})),
+            Json(json!({"status": "not ready", "reason": e.message})),
         ),
     }
 }

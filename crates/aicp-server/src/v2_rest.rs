@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use aicp_core::{Error, ErrorKind, Result, TensorData};
-use aicp_runtime::{InferInput, Runtime};
+use aicp_runtime::{InferInput, ModelControl, Runtime};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -50,7 +50,7 @@ pub async fn live() -> StatusCode {
 
 /// `GET /v2/health/ready`: the model directory has been loaded.
 pub async fn ready(State(runtime): State<Arc<Runtime>>) -> V2Result<StatusCode> {
-    runtime.repository()?;
+    runtime.ready()?;
     Ok(StatusCode::OK)
 }
 
@@ -120,6 +120,37 @@ pub async fn repository_index(
     };
     let repository = runtime.repository()?;
     Ok(Json(oip::repository_index(&repository, request.ready)))
+}
+
+/// `POST /v2/repository/models/{name}/load`: loads or reloads the model from the model
+/// directory (the repository extension; any body, such as Triton's parameters, is ignored).
+pub async fn load_model(
+    State(control): State<Arc<ModelControl>>,
+    Path(name): Path<String>,
+) -> V2Result<Json<Value>> {
+    blocking(move || control.load(&name)).await?;
+    Ok(Json(json!({})))
+}
+
+/// `POST /v2/repository/models/{name}/unload`: takes the model out of service until it is
+/// loaded again; requests in flight finish.
+pub async fn unload_model(
+    State(control): State<Arc<ModelControl>>,
+    Path(name): Path<String>,
+) -> V2Result<Json<Value>> {
+    blocking(move || control.unload(&name)).await?;
+    Ok(Json(json!({})))
+}
+
+/// Runs a model-control step (which reads files and loads models) off the async threads.
+pub async fn blocking(
+    step: impl FnOnce() -> aicp_core::Result<()> + Send + 'static,
+) -> aicp_core::Result<()> {
+    tokio::task::spawn_blocking(step).await.unwrap_or_else(|e| {
+        Err(aicp_core::Error::internal(format!(
+            "model control failed: {e}"
+        )))
+    })
 }
 
 /// An infer request's JSON. Fields the protocol may add later are ignored, as it asks.
@@ -197,7 +228,7 @@ pub async fn infer(
     let bytes = body(bytes)?;
     let (header, mut binary) = split_body(&headers, &bytes)?;
     let request: InferRequestJson = parse_json(header)?;
-    let model = oip::find(&runtime, &path.name, path.version.as_deref())?;
+    let model = oip::find_to_infer(&runtime, &path.name, path.version.as_deref())?;
 
     let mut inputs = Vec::with_capacity(request.inputs.len());
     for input in &request.inputs {

@@ -56,6 +56,16 @@ pub fn find(runtime: &Runtime, name: &str, version: Option<&str>) -> Result<Arc<
     runtime.repository()?.get(name, version)
 }
 
+/// The model version an inference request names; a request that finds none counts in the
+/// metrics as a failed request.
+pub fn find_to_infer(
+    runtime: &Runtime,
+    name: &str,
+    version: Option<&str>,
+) -> Result<Arc<ServedModel>> {
+    runtime.model(name, parse_version(version)?)
+}
+
 /// Whether a model (version) can serve now. Unknown models and versions are errors.
 pub fn model_ready(runtime: &Runtime, name: &str, version: Option<&str>) -> Result<bool> {
     match find(runtime, name, version) {
@@ -352,7 +362,10 @@ pub fn repository_index(repository: &Repository, ready_only: bool) -> Vec<IndexE
         }
         for version in entry.versions.values() {
             let (state, reason) = match &version.state {
-                VersionState::Ready(_) => ("READY", String::new()),
+                // A version whose changed files failed to load still serves its previous load.
+                VersionState::Ready(_) => {
+                    ("READY", version.reload_error.clone().unwrap_or_default())
+                }
                 VersionState::Failed(reason) => ("UNAVAILABLE", reason.clone()),
             };
             index.push(IndexEntry {

@@ -1,0 +1,198 @@
+//! `/metrics` against a real `aicp serve`, read by Prometheus's own Python parser
+//! (`prometheus_client`): request outcomes by reason, samples and engine runs, histograms,
+//! queue gauges, models loaded, build info, and the separate metrics port.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{Server, digits, python, repo_root};
+use serde_json::{Value, json};
+
+/// One sample of the exposition: name, labels, value and its family's type.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: serde_json::Map<String, Value>,
+    value: f64,
+    kind: String,
+}
+
+/// Parses an exposition with `prometheus_client`'s parser, which rejects malformed text.
+fn parse(text: &str) -> Vec<Sample> {
+    let script = "import sys, json\n\
+        from prometheus_client.parser import text_string_to_metric_families\n\
+        print(json.dumps([[s.name, s.labels, s.value, f.type]\n\
+            for f in text_string_to_metric_families(sys.stdin.read()) for s in f.samples]))";
+    let mut child = Command::new(python())
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the test virtualenv's python (scripts/test.sh creates it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "prometheus_client could not parse /metrics: {}\n{text}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let samples: Vec<(String, serde_json::Map<String, Value>, f64, String)> =
+        serde_json::from_slice(&output.stdout).unwrap();
+    samples
+        .into_iter()
+        .map(|(name, labels, value, kind)| Sample {
+            name,
+            labels,
+            value,
+            kind,
+        })
+        .collect()
+}
+
+/// The value of the sample `name` whose labels include `labels`.
+fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).and_then(Value::as_str) == Some(*v))
+        })
+        .map(|s| s.value)
+}
+
+#[test]
+fn metrics_count_requests_samples_and_runs_per_model_on_their_own_port() {
+    let server = Server::start(&repo_root().join("models"), &["--metrics-port", "0"]);
+    let metrics_url = server
+        .lines
+        .recv_timeout(Duration::from_secs(10))
+        .ok()
+        .and_then(|line| line.strip_prefix("aicp metrics on ").map(str::to_string))
+        .expect("the server should say where its metrics are");
+
+    let images: Vec<Vec<f32>> = digits(3).into_iter().map(|(pixels, _)| pixels).collect();
+    for image in &images {
+        let (status, body) = server.post(
+            "/api/v1/ml/classify",
+            &json!({"model_name": "mnist", "image_data": image}),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    // One request of three samples.
+    let (status, body) = server.post(
+        "/api/v1/ml/classify",
+        &json!({"model_name": "mnist", "image_data": images}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = server.post(
+        "/api/v1/ml/classify",
+        &json!({"model_name": "mnist", "image_data": [0.5, 0.5, 0.5]}),
+    );
+    assert_eq!(status, 422);
+    let (status, _) = server.post(
+        "/api/v1/ml/classify",
+        &json!({"model_name": "no-such-model", "image_data": images[0]}),
+    );
+    assert_eq!(status, 404);
+
+    // Only on the metrics port.
+    let (status, _) = server.get("/metrics");
+    assert_eq!(status, 404);
+    let response = server.client.get(&metrics_url).send().unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4"),
+    );
+    let samples = parse(&response.text().unwrap());
+    let model = [("model", "mnist"), ("version", "1")];
+
+    assert_eq!(
+        value(&samples, "aicp_request_success_total", &model),
+        Some(4.0)
+    );
+    assert_eq!(
+        value(&samples, "aicp_inference_count_total", &model),
+        Some(6.0)
+    );
+    let executions = value(&samples, "aicp_execution_count_total", &model).unwrap();
+    assert!(
+        (1.0..=4.0).contains(&executions),
+        "{executions} engine runs"
+    );
+    let invalid = [("model", "mnist"), ("reason", "invalid")];
+    assert_eq!(
+        value(&samples, "aicp_request_failure_total", &invalid),
+        Some(1.0)
+    );
+    // An unknown model's name never becomes a label.
+    let not_found = [("model", ""), ("reason", "not_found")];
+    assert_eq!(
+        value(&samples, "aicp_request_failure_total", &not_found),
+        Some(1.0)
+    );
+    assert!(
+        !samples
+            .iter()
+            .any(|s| s.labels.values().any(|v| v == "no-such-model"))
+    );
+
+    // Histograms, with microsecond-scale buckets.
+    for name in [
+        "aicp_request_duration_seconds",
+        "aicp_queue_duration_seconds",
+        "aicp_compute_duration_seconds",
+        "aicp_batch_size",
+    ] {
+        assert!(
+            samples
+                .iter()
+                .any(|s| s.name == format!("{name}_bucket") && s.kind == "histogram"),
+            "{name} should be a histogram"
+        );
+    }
+    let requests = [("model", "mnist"), ("le", "0.00001")];
+    assert!(value(&samples, "aicp_request_duration_seconds_bucket", &requests).is_some());
+    assert_eq!(
+        value(&samples, "aicp_request_duration_seconds_count", &model),
+        Some(5.0),
+        "every request that reached the model, failed ones included"
+    );
+    assert_eq!(value(&samples, "aicp_batch_size_sum", &model), Some(6.0));
+
+    // States, read at the scrape.
+    assert_eq!(value(&samples, "aicp_queue_waiting", &model), Some(0.0));
+    assert_eq!(value(&samples, "aicp_queue_running", &model), Some(0.0));
+    assert!(value(&samples, "aicp_models_loaded", &[]).unwrap() >= 1.0);
+    let engine = samples
+        .iter()
+        .find(|s| s.name == "aicp_model_info" && s.labels["model"] == "mnist")
+        .expect("aicp_model_info for mnist");
+    assert!(engine.labels.contains_key("engine"), "{engine:?}");
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        value(&samples, "aicp_build_info", &[("version", version)]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "aicp_model_loads_total",
+            &[("model", "mnist"), ("result", "success")]
+        ),
+        Some(1.0)
+    );
+}

@@ -1,0 +1,201 @@
+//! Model control: keeping the served models in step with the model directory while the server
+//! runs, by watching it (`poll`) or on an operator's request (`load`, `unload`).
+//!
+//! Every change builds a new [`Repository`] from the current one and puts it in service in one
+//! step: requests already holding a model finish on it, new ones get the new one, and unchanged
+//! versions carry over as they are (queues, engines and statistics included). Changes are made
+//! one at a time, so a poll and an operator's request never undo each other.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aicp_core::{Error, ErrorKind, Result, validate_model_name};
+
+use crate::repository::{Repository, SourceStamp};
+use crate::service::Runtime;
+
+/// How the served models follow the model directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ControlMode {
+    /// Watch the directory: new models and versions are loaded, removed ones unloaded, changed
+    /// files reloaded. Operators may also load and unload (with the admin token).
+    #[default]
+    Poll,
+    /// Load what is there at start-up; afterwards only operators load and unload.
+    Explicit,
+    /// Load what is there at start-up and never change it.
+    None,
+}
+
+impl ControlMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Poll => "poll",
+            Self::Explicit => "explicit",
+            Self::None => "none",
+        }
+    }
+}
+
+/// Loads, reloads and unloads models in a running server's repository.
+pub struct ModelControl {
+    runtime: Arc<Runtime>,
+    mode: ControlMode,
+    state: Mutex<Watch>,
+}
+
+/// What the control remembers between passes.
+#[derive(Default)]
+struct Watch {
+    /// Models an operator unloaded: the watcher leaves them alone until they are loaded again.
+    unloaded: BTreeSet<String>,
+    /// Models whose files differ from what is loaded, as they were at the last pass: a model is
+    /// loaded once its files look the same at two passes in a row, so a file still being
+    /// copied is never taken for a model.
+    changing: BTreeMap<String, SourceStamp>,
+}
+
+/// What one pass over the directory did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Models loaded or reloaded (whether or not every version loaded).
+    pub loaded: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+impl ModelControl {
+    pub fn new(runtime: Arc<Runtime>, mode: ControlMode) -> Self {
+        Self {
+            runtime,
+            mode,
+            state: Mutex::new(Watch::default()),
+        }
+    }
+
+    pub fn mode(&self) -> ControlMode {
+        self.mode
+    }
+
+    /// One pass of the watcher: loads the models whose files appeared or changed and have
+    /// stopped changing, and removes the models whose files are gone. Blocks while it loads.
+    pub fn poll(&self) -> Result<Changes> {
+        let mut watch = self.lock();
+        let repository = self.runtime.repository()?;
+        let sources = repository.discover()?;
+        let mut next: Option<Repository> = None;
+        let mut changes = Changes::default();
+        for (name, source) in &sources {
+            if watch.unloaded.contains(name) {
+                continue;
+            }
+            if repository.is_current(name, source) {
+                watch.changing.remove(name);
+                continue;
+            }
+            let stamp = source.stamp();
+            if watch.changing.get(name) != Some(&stamp) {
+                watch.changing.insert(name.clone(), stamp);
+                continue;
+            }
+            watch.changing.remove(name);
+            tracing::info!("model {name}: new or changed files; loading");
+            let base = next.as_ref().unwrap_or(&repository);
+            next = Some(base.with_model(name, Some(source)));
+            changes.loaded.push(name.clone());
+        }
+        for entry in repository.models() {
+            if !sources.contains_key(&entry.name) {
+                tracing::info!("model {}: its files are gone; unloading", entry.name);
+                let base = next.as_ref().unwrap_or(&repository);
+                next = Some(base.with_model(&entry.name, None));
+                changes.removed.push(entry.name.clone());
+            }
+        }
+        watch.changing.retain(|name, _| sources.contains_key(name));
+        watch.unloaded.retain(|name| sources.contains_key(name));
+        if let Some(next) = next {
+            self.runtime.set_repository(next);
+        }
+        Ok(changes)
+    }
+
+    /// Loads (or reloads) model `name` from the model directory now, whatever the mode's
+    /// watcher would do. Fails when the directory has no such model or when no version of it
+    /// serves afterwards; a version that served before and fails to reload keeps serving.
+    pub fn load(&self, name: &str) -> Result<()> {
+        self.check_explicit()?;
+        validate_model_name(name)?;
+        let mut watch = self.lock();
+        let repository = self.runtime.repository()?;
+        let sources = repository.discover()?;
+        let Some(source) = sources.get(name) else {
+            return Err(Error::not_found(format!(
+                "the model directory has no model {name:?}"
+            )));
+        };
+        watch.unloaded.remove(name);
+        watch.changing.remove(name);
+        let next = repository.with_model(name, Some(source));
+        let outcome =
+            next.model(name)
+                .and_then(|entry| match (entry.default_version(), entry.reason()) {
+                    (Some(_), _) => Ok(()),
+                    (None, reason) => Err(Error::invalid(format!(
+                        "model {name:?} failed to load: {}",
+                        reason.unwrap_or_default()
+                    ))),
+                });
+        self.runtime.set_repository(next);
+        outcome
+    }
+
+    /// Takes model `name` out of service until it is loaded again. Requests in flight on it
+    /// finish.
+    pub fn unload(&self, name: &str) -> Result<()> {
+        self.check_explicit()?;
+        validate_model_name(name)?;
+        let mut watch = self.lock();
+        let repository = self.runtime.repository()?;
+        repository.model(name)?;
+        watch.unloaded.insert(name.to_string());
+        watch.changing.remove(name);
+        self.runtime.set_repository(repository.with_unloaded(name));
+        Ok(())
+    }
+
+    fn check_explicit(&self) -> Result<()> {
+        if self.mode == ControlMode::None {
+            return Err(Error::new(
+                ErrorKind::Forbidden,
+                "model control is \"none\": the server serves what it loaded at start-up \
+                 (start it with --model-control poll or explicit to load and unload models)",
+            ));
+        }
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Watch> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs the watcher every `interval` until the returned task is dropped (poll mode only;
+    /// in the other modes, returns at once). Each pass runs on a blocking thread.
+    pub async fn watch(self: Arc<Self>, interval: Duration) {
+        if self.mode != ControlMode::Poll {
+            return;
+        }
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            let control = self.clone();
+            match tokio::task::spawn_blocking(move || control.poll()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!("watching the model directory: {e}"),
+                Err(e) => tracing::error!("watching the model directory: {e}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! Who may call what. Every route belongs to one class:
+//!
+//! - open: health and readiness, `/metrics`, `/docs`, `/openapi.json`, the web page;
+//! - inference: inference, model listings and metadata, statistics, the repository index; they
+//!   need the API key when the server has one (`--api-key`);
+//! - admin: loading and unloading models. They are off unless the server has an admin token
+//!   (`--admin-token`), and then need it.
+//!
+//! A credential comes as `Authorization: Bearer <secret>` (HTTP and gRPC metadata alike) or, for
+//! the API key, `X-API-Key: <secret>`. Secrets are compared in constant time.
+
+use aicp_core::{Error, ErrorKind};
+use axum::extract::{Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use subtle::ConstantTimeEq;
+
+/// The server's secrets.
+#[derive(Clone, Default)]
+pub struct Access {
+    api_key: Option<String>,
+    admin_token: Option<String>,
+}
+
+impl std::fmt::Debug for Access {
+    /// Says which secrets are set, never what they are.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Access")
+            .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+/// What a route needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    Inference,
+    Admin,
+}
+
+impl Access {
+    /// Empty secrets count as unset.
+    pub fn new(api_key: Option<String>, admin_token: Option<String>) -> Self {
+        Self {
+            api_key: api_key.filter(|k| !k.is_empty()),
+            admin_token: admin_token.filter(|t| !t.is_empty()),
+        }
+    }
+
+    /// Whether a request with these credentials may use a route of `class`.
+    pub fn check(&self, class: Class, credentials: Credentials<'_>) -> Result<(), Error> {
+        match class {
+            Class::Inference => {
+                let Some(key) = &self.api_key else {
+                    return Ok(());
+                };
+                let given = credentials.bearer.or(credentials.api_key);
+                if given.is_some_and(|given| same(given, key)) {
+                    return Ok(());
+                }
+                Err(Error::new(
+                    ErrorKind::Unauthorized,
+                    match given {
+                        None => {
+                            "this server needs an API key: send it as \"Authorization: Bearer <key>\" or \"X-API-Key: <key>\""
+                        }
+                        Some(_) => "the API key is wrong",
+                    },
+                ))
+            }
+            Class::Admin => {
+                let Some(token) = &self.admin_token else {
+                    return Err(Error::new(
+                        ErrorKind::Forbidden,
+                        "model management is off: start the server with --admin-token \
+                         (or AICP_ADMIN_TOKEN) to load and unload models over the API",
+                    ));
+                };
+                match credentials.bearer {
+                    Some(given) if same(given, token) => Ok(()),
+                    Some(_) => Err(Error::new(
+                        ErrorKind::Unauthorized,
+                        "the admin token is wrong",
+                    )),
+                    None => Err(Error::new(
+                        ErrorKind::Unauthorized,
+                        "model management needs the admin token: send \"Authorization: Bearer <token>\"",
+                    )),
+                }
+            }
+        }
+    }
+}
+
+/// Constant-time equality: how long it takes says nothing about how much of a guess was right.
+fn same(given: &str, secret: &str) -> bool {
+    given.as_bytes().ct_eq(secret.as_bytes()).into()
+}
+
+/// The credentials a request carries.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Credentials<'a> {
+    /// From `Authorization: Bearer <secret>`.
+    pub bearer: Option<&'a str>,
+    /// From `X-API-Key`.
+    pub api_key: Option<&'a str>,
+}
+
+impl<'a> Credentials<'a> {
+    /// Reads them from `authorization` and `x-api-key` values (HTTP headers or gRPC metadata).
+    pub fn from_values(authorization: Option<&'a str>, api_key: Option<&'a str>) -> Self {
+        let bearer = authorization.and_then(|value| {
+            let (scheme, secret) = value.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| secret.trim())
+        });
+        Self {
+            bearer,
+            api_key: api_key.map(str::trim),
+        }
+    }
+
+    pub fn from_headers(headers: &'a HeaderMap) -> Self {
+        let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        Self::from_values(value("authorization"), value("x-api-key"))
+    }
+
+    pub fn from_metadata(metadata: &'a tonic::metadata::MetadataMap) -> Self {
+        let value = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
+        Self::from_values(value("authorization"), value("x-api-key"))
+    }
+}
+
+/// HTTP middleware for the inference routes.
+pub async fn inference(State(access): State<Access>, request: Request, next: Next) -> Response {
+    guard(&access, Class::Inference, request, next).await
+}
+
+/// HTTP middleware for the admin routes.
+pub async fn admin(State(access): State<Access>, request: Request, next: Next) -> Response {
+    guard(&access, Class::Admin, request, next).await
+}
+
+async fn guard(access: &Access, class: Class, request: Request, next: Next) -> Response {
+    match access.check(class, Credentials::from_headers(request.headers())) {
+        Ok(()) => next.run(request).await,
+        Err(error) => {
+            let unauthorized = error.kind == ErrorKind::Unauthorized;
+            let mut response = crate::error::for_path(request.uri().path(), error);
+            if unauthorized {
+                response.headers_mut().insert(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    axum::http::HeaderValue::from_static("Bearer"),
+                );
+            }
+            response.into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bearer(secret: &str) -> String {
+        format!("Bearer {secret}")
+    }
+
+    #[test]
+    fn without_secrets_inference_is_open_and_admin_is_off() {
+        let access = Access::new(None, Some(String::new()));
+        assert!(
+            access
+                .check(Class::Inference, Credentials::default())
+                .is_ok()
+        );
+        let error = access
+            .check(Class::Admin, Credentials::default())
+            .unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Forbidden);
+        assert!(error.message.contains("--admin-token"), "{error}");
+    }
+
+    #[test]
+    fn the_api_key_comes_as_bearer_or_header() {
+        let access = Access::new(Some("k3y".into()), None);
+        let header = bearer("k3y");
+        for credentials in [
+            Credentials::from_values(Some(&header), None),
+            Credentials::from_values(Some("bearer   k3y "), None),
+            Credentials::from_values(None, Some("k3y")),
+        ] {
+            assert!(
+                access.check(Class::Inference, credentials).is_ok(),
+                "{credentials:?}"
+            );
+        }
+        for (credentials, says) in [
+            (Credentials::default(), "needs an API key"),
+            (Credentials::from_values(Some("Bearer k3"), None), "wrong"),
+            (
+                Credentials::from_values(Some("Basic k3y"), None),
+                "needs an API key",
+            ),
+            (Credentials::from_values(None, Some("k3yy")), "wrong"),
+        ] {
+            let error = access.check(Class::Inference, credentials).unwrap_err();
+            assert_eq!(error.kind, ErrorKind::Unauthorized);
+            assert!(error.message.contains(says), "{error}");
+        }
+    }
+
+    #[test]
+    fn admin_needs_the_admin_token_not_the_api_key() {
+        let access = Access::new(Some("key".into()), Some("t0ken".into()));
+        let token = bearer("t0ken");
+        assert!(
+            access
+                .check(Class::Admin, Credentials::from_values(Some(&token), None))
+                .is_ok()
+        );
+        let key = bearer("key");
+        for credentials in [
+            Credentials::default(),
+            Credentials::from_values(Some(&key), None),
+            Credentials::from_values(None, Some("t0ken")),
+        ] {
+            let error = access.check(Class::Admin, credentials).unwrap_err();
+            assert_eq!(error.kind, ErrorKind::Unauthorized, "{credentials:?}");
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let access = Access::new(Some("key".into()), Some("t0ken".into()));
+        let shown = format!("{access:?}");
+        assert!(
+            !shown.contains("key\"") && !shown.contains("t0ken"),
+            "{shown}"
+        );
+    }
+}
