@@ -1,6 +1,7 @@
-//! `/metrics` against a real `aicp serve`, read by Prometheus's own Python parser
-//! (`prometheus_client`): request outcomes by reason, samples and engine runs, histograms,
-//! queue gauges, models loaded, build info, and the separate metrics port.
+//! Observability against a real `aicp serve`: `/metrics` read by Prometheus's own Python parser
+//! (`prometheus_client`) (request outcomes by reason, samples and engine runs, histograms, queue
+//! gauges, models loaded, build info, the separate metrics port), and request ids in responses
+//! and in JSON logs down to the engine.
 
 mod common;
 
@@ -195,4 +196,65 @@ fn metrics_count_requests_samples_and_runs_per_model_on_their_own_port() {
         ),
         Some(1.0)
     );
+}
+
+#[test]
+fn request_ids_are_echoed_and_carried_to_the_engine_in_json_logs() {
+    let logs = tempfile::NamedTempFile::new().unwrap();
+    let mut server = Server::start_with_stderr(
+        &repo_root().join("models"),
+        &[
+            "--log-format",
+            "json",
+            "--log",
+            "info,aicp_runtime::scheduler=debug",
+        ],
+        logs.reopen().unwrap(),
+    );
+    let (pixels, _) = digits(1).remove(0);
+    let body = json!({"model_name": "mnist", "image_data": pixels}).to_string();
+    let send = |id: Option<&str>| {
+        let mut request = server
+            .client
+            .post(format!("{}/api/v1/ml/classify", server.base))
+            .header("content-type", "application/json")
+            .body(body.clone());
+        if let Some(id) = id {
+            request = request.header("x-request-id", id);
+        }
+        let response = request.send().unwrap();
+        assert_eq!(response.status(), 200);
+        response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    // The client's id is kept; without one, each request gets its own.
+    assert_eq!(send(Some("trace-me-42")), "trace-me-42");
+    let (a, b) = (send(None), send(None));
+    assert!(!a.is_empty() && a != b, "{a} {b}");
+    let response = server
+        .client
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .unwrap();
+    assert!(response.headers().contains_key("x-request-id"));
+
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    let text = std::fs::read_to_string(logs.path()).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    // The engine's thread logged the run inside the request's span.
+    let engine = lines
+        .iter()
+        .find(|line| {
+            line["span"]["id"] == "trace-me-42" && line["target"] == "aicp_runtime::scheduler"
+        })
+        .unwrap_or_else(|| panic!("no engine log line carries the request id:\n{text}"));
+    assert_eq!(engine["fields"]["message"], "engine run", "{engine}");
+    assert_eq!(engine["span"]["path"], "/api/v1/ml/classify", "{engine}");
 }

@@ -462,10 +462,14 @@ fn explicit_control_needs_the_admin_token_and_inference_needs_the_api_key() {
             .await
             .unwrap_err();
         assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
-        client
+        let response = client
             .server_metadata(with("k3y", ServerMetadataRequest {}))
             .await
             .unwrap();
+        assert!(
+            response.metadata().contains_key("x-request-id"),
+            "{response:?}"
+        );
         let unload = || RepositoryModelUnloadRequest {
             model_name: "digits".into(),
             ..Default::default()

@@ -133,6 +133,9 @@ struct Job {
     submitted: Instant,
     deadline: Option<Instant>,
     reply: oneshot::Sender<Result<Completed>>,
+    /// The caller's tracing span (named by its request id), so that what the engine thread
+    /// logs about the request carries the id.
+    span: tracing::Span,
 }
 
 /// The queue and instances of one model version. Dropping it closes the queue; the instances
@@ -222,6 +225,7 @@ impl Scheduler {
             submitted,
             deadline,
             reply,
+            span: tracing::Span::current(),
         };
         // Counted before it is sent, so that an instance taking it at once never counts below 0.
         self.load.waiting.fetch_add(1, Ordering::Relaxed);
@@ -384,6 +388,7 @@ struct Reply {
     samples: usize,
     submitted: Instant,
     sender: oneshot::Sender<Result<Completed>>,
+    span: tracing::Span,
 }
 
 /// Runs one batch and answers each of its requests. A panic in the engine becomes an internal
@@ -408,15 +413,27 @@ fn execute(runnable: &dyn Runnable, stats: &Stats, batch: Vec<Job>) {
     match answers {
         Ok(answers) => {
             for (reply, outputs) in replies.into_iter().zip(answers) {
+                let queue = started - reply.submitted;
+                reply.span.in_scope(|| {
+                    tracing::debug!(
+                        batch = samples,
+                        queue_us = queue.as_micros() as u64,
+                        compute_us = compute.as_micros() as u64,
+                        "engine run"
+                    );
+                });
                 let _ = reply.sender.send(Ok(Completed {
                     outputs,
-                    queue: started - reply.submitted,
+                    queue,
                     compute,
                 }));
             }
         }
         Err(error) => {
             for reply in replies {
+                reply.span.in_scope(|| {
+                    tracing::warn!(batch = samples, "engine run failed: {}", error.message);
+                });
                 let _ = reply.sender.send(Err(error.clone()));
             }
         }
@@ -448,6 +465,7 @@ fn assemble(mut batch: Vec<Job>, samples: usize) -> (Vec<Tensor>, Vec<Reply>) {
             samples: job.samples,
             submitted: job.submitted,
             sender: job.reply,
+            span: job.span,
         })
         .collect();
     (inputs, replies)

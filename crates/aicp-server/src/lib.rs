@@ -9,6 +9,7 @@ pub mod grpc;
 pub mod metrics;
 pub mod ml_api;
 pub mod oip;
+pub mod request_id;
 pub mod shed;
 pub mod v2_rest;
 
@@ -20,11 +21,13 @@ use std::sync::Arc;
 use aicp_runtime::{Batching, ControlMode, Engines, ModelControl, ModelState, Repository, Runtime};
 use auth::Access;
 use axum::Router;
+use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use grpc::{GrpcInferenceServiceServer, InferenceService};
 use shed::InFlight;
 use tonic_health::ServingStatus;
+use tower_http::trace::TraceLayer;
 
 /// How to run the server.
 #[derive(Debug, Clone)]
@@ -128,6 +131,10 @@ pub fn router(services: Services) -> Router {
         .with_state(runtime)
         .merge(admin)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        // Outermost last: the id is set, then the span opens with it, then the response gets it.
+        .layer(request_id::propagate())
+        .layer(TraceLayer::new_for_http().make_span_with(request_id::trace::<Body>))
+        .layer(request_id::set())
 }
 
 /// Any other path, answered in the shape of the API its path belongs to.
@@ -286,6 +293,12 @@ pub async fn serve(
                 shed::grpc(&in_flight, grpc::stamp_deadline(request))
             });
         tonic::transport::Server::builder()
+            .layer(
+                tower::ServiceBuilder::new()
+                    .layer(request_id::set())
+                    .layer(TraceLayer::new_for_grpc().make_span_with(request_id::trace))
+                    .layer(request_id::propagate()),
+            )
             .add_service(health_service)
             .add_service(reflection)
             .add_service(inference)

@@ -29,13 +29,18 @@ pub struct Server {
 
 impl Server {
     pub fn start(models: &Path, extra: &[&str]) -> Server {
+        Self::start_with_stderr(models, extra, Stdio::null())
+    }
+
+    /// Starts a server whose log (stderr) goes to `stderr`.
+    pub fn start_with_stderr(models: &Path, extra: &[&str], stderr: impl Into<Stdio>) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_aicp"))
             .current_dir(repo_root())
             .args(["serve", "--port", "0", "--grpc-port", "0", "--models"])
             .arg(models)
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let stdout = BufReader::new(child.stdout.take().unwrap());

@@ -1,0 +1,68 @@
+//! One id per request, over HTTP and gRPC alike: the client's `x-request-id` when it sends one,
+//! else one made here. It is echoed in the response's `x-request-id` header and names the
+//! request's tracing span, so every log line about the request carries it, including the
+//! engine's, which runs on another thread (the scheduler carries the span to it).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::http::{HeaderName, Request};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+
+pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Ids made here: this process's random prefix and a counter, so ids are unique across
+/// restarts and replicas without the cost of a random number per request.
+#[derive(Clone)]
+pub struct NextId {
+    prefix: Arc<str>,
+    counter: Arc<AtomicU64>,
+}
+
+impl Default for NextId {
+    fn default() -> Self {
+        let prefix = format!("{:08x}", rand::random::<u32>());
+        Self {
+            prefix: prefix.into(),
+            counter: Arc::new(AtomicU64::new(1)),
+        }
+    }
+}
+
+impl MakeRequestId for NextId {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n}", self.prefix)
+            .parse()
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+/// Sets the id on a request that has none.
+pub fn set() -> SetRequestIdLayer<NextId> {
+    SetRequestIdLayer::new(HEADER, NextId::default())
+}
+
+/// Copies the id to the response.
+pub fn propagate() -> PropagateRequestIdLayer {
+    PropagateRequestIdLayer::new(HEADER)
+}
+
+/// The request's span, named by its id; responses are logged at debug level with their status
+/// and latency.
+pub fn trace<B>(request: &Request<B>) -> tracing::Span {
+    let id = request
+        .headers()
+        .get(HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!(
+        "request",
+        id,
+        method = %request.method(),
+        path = %request.uri().path(),
+    )
+}
