@@ -27,6 +27,16 @@ pub struct RepositoryArgs {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// A TOML file of settings, named as these flags are (`port = 8000`, `max_in_flight =
+    /// 512`). A flag or its environment variable wins over the file.
+    #[arg(long, env = "AICP_CONFIG")]
+    config: Option<PathBuf>,
+
+    /// Print the settings in effect, each with where it came from (flag, environment, file or
+    /// default), as a file --config reads, and exit.
+    #[arg(long)]
+    print_config: bool,
+
     /// The address to listen on; 0.0.0.0 exposes the server to the network.
     #[arg(long, env = "AICP_HOST", default_value = "127.0.0.1")]
     host: IpAddr,
