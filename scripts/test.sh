@@ -28,7 +28,7 @@ if [ ! -x .venv/bin/python ]; then
     echo "== creating .venv"
     python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import onnx, onnxruntime, numpy, tritonclient.http, tritonclient.grpc, nvidia.cuda_runtime, prometheus_client, kubernetes_validate, yaml" 2>/dev/null; then
+if ! .venv/bin/python -c "import onnx, onnxruntime, numpy, tritonclient.http, tritonclient.grpc, nvidia.cuda_runtime, prometheus_client, kubernetes_validate, yaml, openapi_spec_validator" 2>/dev/null; then
     echo "== installing test requirements into .venv"
     .venv/bin/pip install --quiet --disable-pip-version-check -r scripts/test-requirements.txt
 fi

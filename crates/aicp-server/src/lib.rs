@@ -9,6 +9,7 @@ pub mod grpc;
 pub mod metrics;
 pub mod ml_api;
 pub mod oip;
+pub mod openapi;
 pub mod request_id;
 pub mod shed;
 pub mod v2_rest;
@@ -68,87 +69,166 @@ pub struct Services {
     /// Inference requests in flight, HTTP and gRPC together.
     pub in_flight: InFlight,
     pub max_body_bytes: usize,
+    /// The `/metrics` route, when it is served on the main port.
+    pub metrics: Option<Router>,
 }
 
 /// The HTTP routes, each in its class (see [`auth`]): inference routes need the API key when
-/// there is one and count against the in-flight cap; admin routes need the admin token; health
-/// and readiness are open.
+/// there is one and count against the in-flight cap; admin routes need the admin token; health,
+/// readiness, metrics and the API documentation are open.
 pub fn router(services: Services) -> Router {
+    router_and_paths(services).0
+}
+
+/// Adds `path` to `router`, and to the list of every path (which the OpenAPI test compares with
+/// the document).
+fn route<S: Clone + Send + Sync + 'static>(
+    paths: &mut Vec<String>,
+    router: Router<S>,
+    path: &str,
+    handler: axum::routing::MethodRouter<S>,
+) -> Router<S> {
+    paths.push(path.to_string());
+    router.route(path, handler)
+}
+
+/// [`router`], and every path it serves.
+pub fn router_and_paths(services: Services) -> (Router, Vec<String>) {
     let Services {
         runtime,
         control,
         access,
         in_flight,
         max_body_bytes,
+        metrics,
     } = services;
-    let inference = Router::new()
-        .route("/api/v1/ml/classify", post(ml_api::classify))
-        .route("/api/v1/ml/inference", post(ml_api::inference))
-        .route("/v2/models/{name}/infer", post(v2_rest::infer))
-        .route(
-            "/v2/models/{name}/versions/{version}/infer",
-            post(v2_rest::infer),
-        )
-        .route_layer(axum::middleware::from_fn_with_state(in_flight, shed::http));
-    let protected = Router::new()
-        .merge(inference)
-        .route("/api/v1/ml/models", get(ml_api::list_models))
-        .route("/api/v1/ml/models/{name}", get(ml_api::get_model))
-        .route("/v2", get(v2_rest::server_metadata))
-        .route("/v2/repository/index", post(v2_rest::repository_index))
-        .route("/v2/models/stats", get(v2_rest::all_statistics))
-        .merge(v2_model_routes("/v2/models/{name}"))
-        .merge(v2_model_routes("/v2/models/{name}/versions/{version}"))
-        .route_layer(axum::middleware::from_fn_with_state(
-            access.clone(),
-            auth::inference,
-        ));
-    let open = Router::new()
-        .route("/healthz", get(ml_api::healthz))
-        .route("/readyz", get(ml_api::readyz))
-        .route("/v2/health/live", get(v2_rest::live))
-        .route("/v2/health/ready", get(v2_rest::ready))
-        .route("/v2/models/{name}/ready", get(v2_rest::model_ready))
-        .route(
-            "/v2/models/{name}/versions/{version}/ready",
-            get(v2_rest::model_ready),
+    let mut paths = Vec::new();
+    let p = &mut paths;
+
+    let mut inference = Router::new();
+    inference = route(p, inference, "/api/v1/ml/classify", post(ml_api::classify));
+    inference = route(
+        p,
+        inference,
+        "/api/v1/ml/inference",
+        post(ml_api::inference),
+    );
+    inference = route(
+        p,
+        inference,
+        "/v2/models/{name}/infer",
+        post(v2_rest::infer),
+    );
+    inference = route(
+        p,
+        inference,
+        "/v2/models/{name}/versions/{version}/infer",
+        post(v2_rest::infer),
+    );
+    let inference =
+        inference.route_layer(axum::middleware::from_fn_with_state(in_flight, shed::http));
+
+    let mut protected = Router::new().merge(inference);
+    protected = route(p, protected, "/api/v1/ml/models", get(ml_api::list_models));
+    protected = route(
+        p,
+        protected,
+        "/api/v1/ml/models/{name}",
+        get(ml_api::get_model),
+    );
+    protected = route(p, protected, "/v2", get(v2_rest::server_metadata));
+    protected = route(
+        p,
+        protected,
+        "/v2/repository/index",
+        post(v2_rest::repository_index),
+    );
+    protected = route(
+        p,
+        protected,
+        "/v2/models/stats",
+        get(v2_rest::all_statistics),
+    );
+    for prefix in ["/v2/models/{name}", "/v2/models/{name}/versions/{version}"] {
+        protected = route(p, protected, prefix, get(v2_rest::model_metadata));
+        protected = route(
+            p,
+            protected,
+            &format!("{prefix}/config"),
+            get(v2_rest::model_config),
         );
-    let admin = Router::new()
-        .route(
-            "/v2/repository/models/{name}/load",
-            post(v2_rest::load_model),
-        )
-        .route(
-            "/v2/repository/models/{name}/unload",
-            post(v2_rest::unload_model),
-        )
+        protected = route(
+            p,
+            protected,
+            &format!("{prefix}/stats"),
+            get(v2_rest::model_statistics),
+        );
+    }
+    let protected = protected.route_layer(axum::middleware::from_fn_with_state(
+        access.clone(),
+        auth::inference,
+    ));
+
+    let mut open = Router::new();
+    open = route(p, open, "/healthz", get(ml_api::healthz));
+    open = route(p, open, "/readyz", get(ml_api::readyz));
+    open = route(p, open, "/v2/health/live", get(v2_rest::live));
+    open = route(p, open, "/v2/health/ready", get(v2_rest::ready));
+    open = route(
+        p,
+        open,
+        "/v2/models/{name}/ready",
+        get(v2_rest::model_ready),
+    );
+    open = route(
+        p,
+        open,
+        "/v2/models/{name}/versions/{version}/ready",
+        get(v2_rest::model_ready),
+    );
+
+    let mut admin = Router::new();
+    admin = route(
+        p,
+        admin,
+        "/v2/repository/models/{name}/load",
+        post(v2_rest::load_model),
+    );
+    admin = route(
+        p,
+        admin,
+        "/v2/repository/models/{name}/unload",
+        post(v2_rest::unload_model),
+    );
+    let admin = admin
         .route_layer(axum::middleware::from_fn_with_state(access, auth::admin))
         .with_state(control);
-    Router::new()
+
+    let mut app = Router::new()
         .merge(protected)
         .merge(open)
         .fallback(not_found)
         .with_state(runtime)
         .merge(admin)
+        .merge(openapi::router());
+    paths.extend(["/openapi.json".to_string(), "/docs".to_string()]);
+    if let Some(metrics) = metrics {
+        app = app.merge(metrics);
+        paths.push("/metrics".to_string());
+    }
+    let app = app
         .layer(DefaultBodyLimit::max(max_body_bytes))
         // Outermost last: the id is set, then the span opens with it, then the response gets it.
         .layer(request_id::propagate())
         .layer(TraceLayer::new_for_http().make_span_with(request_id::trace::<Body>))
-        .layer(request_id::set())
+        .layer(request_id::set());
+    (app, paths)
 }
 
 /// Any other path, answered in the shape of the API its path belongs to.
 async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
     let error = aicp_core::Error::not_found(format!("no route for {}", uri.path()));
     error::for_path(uri.path(), error)
-}
-
-/// The per-model Open Inference Protocol routes under `prefix`.
-fn v2_model_routes(prefix: &str) -> Router<Arc<Runtime>> {
-    Router::new()
-        .route(prefix, get(v2_rest::model_metadata))
-        .route(&format!("{prefix}/config"), get(v2_rest::model_config))
-        .route(&format!("{prefix}/stats"), get(v2_rest::model_statistics))
 }
 
 /// Listens, loads the models in the background (readiness turns true when they are loaded), and
@@ -243,21 +323,19 @@ pub async fn serve(
         let _ = stopped.wait_for(|s| *s).await;
     };
 
-    let mut app = router(Services {
+    // `/metrics` on its own port when it has one, else beside the API.
+    let (metrics_only, metrics) = match metrics_listener {
+        Some(listener) => (Some((listener, metrics_routes)), None),
+        None => (None, Some(metrics_routes)),
+    };
+    let app = router(Services {
         runtime: runtime.clone(),
         control: control.clone(),
         access: options.access.clone(),
         in_flight: in_flight.clone(),
         max_body_bytes: options.max_body_bytes,
+        metrics,
     });
-    // `/metrics` on its own port when it has one, else beside the API.
-    let metrics_only = match metrics_listener {
-        Some(listener) => Some((listener, metrics_routes)),
-        None => {
-            app = app.merge(metrics_routes);
-            None
-        }
-    };
     let metrics_server = async {
         match metrics_only {
             Some((listener, routes)) => axum::serve(listener, routes)
