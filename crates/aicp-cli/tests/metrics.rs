@@ -101,6 +101,12 @@ fn metrics_count_requests_samples_and_runs_per_model_on_their_own_port() {
         &json!({"model_name": "mnist", "image_data": [0.5, 0.5, 0.5]}),
     );
     assert_eq!(status, 422);
+    // Refused by the V2 front end before the runtime sees it: still counted for the model.
+    let (status, _) = server.post(
+        "/v2/models/mnist/infer",
+        &json!({"inputs": [{"name": "input", "shape": [1, 1], "datatype": "BYTES", "data": ["a"]}]}),
+    );
+    assert_eq!(status, 400);
     let (status, _) = server.post(
         "/api/v1/ml/classify",
         &json!({"model_name": "no-such-model", "image_data": images[0]}),
@@ -137,7 +143,7 @@ fn metrics_count_requests_samples_and_runs_per_model_on_their_own_port() {
     let invalid = [("model", "mnist"), ("reason", "invalid")];
     assert_eq!(
         value(&samples, "aicp_request_failure_total", &invalid),
-        Some(1.0)
+        Some(2.0)
     );
     // An unknown model's name never becomes a label.
     let not_found = [("model", ""), ("reason", "not_found")];
@@ -169,7 +175,7 @@ fn metrics_count_requests_samples_and_runs_per_model_on_their_own_port() {
     assert!(value(&samples, "aicp_request_duration_seconds_bucket", &requests).is_some());
     assert_eq!(
         value(&samples, "aicp_request_duration_seconds_count", &model),
-        Some(5.0),
+        Some(6.0),
         "every request that reached the model, failed ones included"
     );
     assert_eq!(value(&samples, "aicp_batch_size_sum", &model), Some(6.0));

@@ -97,18 +97,23 @@ impl InferenceService {
             &request.model_name,
             Some(&request.model_version),
         )?;
-        let inputs = read_inputs(request.inputs, request.raw_input_contents)?;
-        let requested = request
-            .outputs
-            .iter()
-            .map(|o| {
-                Ok(OutputRequest {
-                    name: o.name.clone(),
-                    classification: classification(&o.parameters)?,
-                    binary: false,
+        // What goes wrong from here on counts against the model's statistics and metrics.
+        let prepared = read_inputs(request.inputs, request.raw_input_contents).and_then(|inputs| {
+            let requested = request
+                .outputs
+                .iter()
+                .map(|o| {
+                    Ok(OutputRequest {
+                        name: o.name.clone(),
+                        classification: classification(&o.parameters)?,
+                        binary: false,
+                    })
                 })
-            })
-            .collect::<Result<Vec<_>>>()?;
+                .collect::<Result<Vec<_>>>()?;
+            Ok((inputs, requested))
+        });
+        let (inputs, requested) =
+            prepared.inspect_err(|e| model.stats.record_failure(arrived.elapsed(), e.kind))?;
         let response = self.runtime.run(model, inputs, deadline).await?;
         let outputs = oip::select_outputs(&response.model, response.outputs, &requested, false)?;
         Ok(encode_response(

@@ -230,32 +230,37 @@ pub async fn infer(
     let request: InferRequestJson = parse_json(header)?;
     let model = oip::find_to_infer(&runtime, &path.name, path.version.as_deref())?;
 
-    let mut inputs = Vec::with_capacity(request.inputs.len());
-    for input in &request.inputs {
-        inputs.push(read_input(input, &mut binary)?);
-    }
-    if !binary.is_empty() {
-        return Err(Error::invalid(format!(
-            "{} bytes of binary data follow the last input's",
-            binary.len()
-        ))
-        .into());
-    }
-    let binary_default = flag(&request.parameters, "binary_data_output")?.unwrap_or(false);
-    let requested = request
-        .outputs
-        .iter()
-        .map(|o| {
-            Ok(OutputRequest {
-                name: o.name.clone(),
-                classification: count(&o.parameters, "classification")?,
-                binary: flag(&o.parameters, "binary_data")?.unwrap_or(binary_default),
+    // What goes wrong from here on counts against the model's statistics and metrics.
+    let prepared = (|| -> Result<_> {
+        let mut inputs = Vec::with_capacity(request.inputs.len());
+        for input in &request.inputs {
+            inputs.push(read_input(input, &mut binary)?);
+        }
+        if !binary.is_empty() {
+            return Err(Error::invalid(format!(
+                "{} bytes of binary data follow the last input's",
+                binary.len()
+            )));
+        }
+        let binary_default = flag(&request.parameters, "binary_data_output")?.unwrap_or(false);
+        let requested = request
+            .outputs
+            .iter()
+            .map(|o| {
+                Ok(OutputRequest {
+                    name: o.name.clone(),
+                    classification: count(&o.parameters, "classification")?,
+                    binary: flag(&o.parameters, "binary_data")?.unwrap_or(binary_default),
+                })
             })
-        })
-        .collect::<Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>()?;
 
-    let timeout = count(&request.parameters, "timeout")?.map(|us| us as u64);
-    let deadline = oip::deadline(arrived, timeout);
+        let timeout = count(&request.parameters, "timeout")?.map(|us| us as u64);
+        let deadline = oip::deadline(arrived, timeout);
+        Ok((inputs, requested, binary_default, deadline))
+    })();
+    let (inputs, requested, binary_default, deadline) =
+        prepared.inspect_err(|e| model.stats.record_failure(arrived.elapsed(), e.kind))?;
     let response = runtime.run(model, inputs, deadline).await?;
     let outputs = oip::select_outputs(
         &response.model,
