@@ -225,7 +225,7 @@ impl Repository {
     /// with its reason; only an unreadable directory is an error. `batching` holds the server's
     /// defaults for what a model's `[batching]` table leaves out.
     pub fn load(dir: &Path, engines: Arc<Engines>, batching: &Batching) -> Result<Self> {
-        let sources = discover(dir)?;
+        let sources = discover(dir, Report::Warn)?;
         let mut repository = Self {
             dir: dir.to_path_buf(),
             models: BTreeMap::new(),
@@ -240,8 +240,11 @@ impl Repository {
     }
 
     /// The models the directory holds now, by name, with their files; nothing is loaded.
+    /// What is skipped (links out of the directory, bad names) was reported when the
+    /// repository was first loaded and is logged here at debug level only, since a watcher
+    /// looks every few seconds.
     pub fn discover(&self) -> Result<BTreeMap<String, Source>> {
-        discover(&self.dir)
+        discover(&self.dir, Report::Debug)
     }
 
     /// A copy of this repository with model `name` loaded from `source` (reusing the versions
@@ -494,9 +497,25 @@ impl Source {
     }
 }
 
+/// How loudly [`discover`] reports what it skips.
+#[derive(Debug, Clone, Copy)]
+enum Report {
+    Warn,
+    Debug,
+}
+
+impl Report {
+    fn skipping(self, path: &Path, why: impl std::fmt::Display) {
+        match self {
+            Self::Warn => tracing::warn!("skipping {}: {why}", path.display()),
+            Self::Debug => tracing::debug!("skipping {}: {why}", path.display()),
+        }
+    }
+}
+
 /// The models in `dir`, by name. Only what lies inside `dir` counts: a symbolic link that leads
-/// out of it is skipped with a warning, so loading never reads outside the model directory.
-fn discover(dir: &Path) -> Result<BTreeMap<String, Source>> {
+/// out of it is skipped (and reported), so loading never reads outside the model directory.
+fn discover(dir: &Path, report: Report) -> Result<BTreeMap<String, Source>> {
     let read_error = |e: std::io::Error| {
         Error::invalid(format!(
             "cannot read model directory {}: {e}",
@@ -517,20 +536,17 @@ fn discover(dir: &Path) -> Result<BTreeMap<String, Source>> {
             continue;
         }
         if !inside(&root, &path) {
-            tracing::warn!(
-                "skipping {}: it leads outside the model directory",
-                path.display()
-            );
+            report.skipping(&path, OUTSIDE);
             continue;
         }
         let found = if path.is_dir() {
-            Some((file_name.to_string(), model_dir(&root, &path)))
+            Some((file_name.to_string(), model_dir(&root, &path, report)))
         } else if let Some(stem) = file_name.strip_suffix(".onnx") {
             let name = match stem.strip_suffix("_model") {
                 Some(short) if !short.is_empty() && !sources.contains_key(short) => short,
                 _ => stem,
             };
-            Some((name.to_string(), bare_file(&root, &path, stem)))
+            Some((name.to_string(), bare_file(&root, &path, stem, report)))
         } else {
             None
         };
@@ -538,15 +554,15 @@ fn discover(dir: &Path) -> Result<BTreeMap<String, Source>> {
             continue;
         };
         if let Err(e) = validate_model_name(&name) {
-            tracing::warn!("skipping {}: {e}", path.display());
+            report.skipping(&path, e);
             continue;
         }
         if let Some(existing) = sources.get(&name) {
-            tracing::warn!(
-                "skipping {}: model {name:?} is already defined by {}",
-                path.display(),
+            let why = format!(
+                "model {name:?} is already defined by {}",
                 existing.path.display()
             );
+            report.skipping(&path, why);
             continue;
         }
         sources.insert(name, source);
@@ -559,23 +575,22 @@ fn inside(root: &Path, path: &Path) -> bool {
     path.canonicalize().is_ok_and(|p| p.starts_with(root))
 }
 
+const OUTSIDE: &str = "it leads outside the model directory";
+
 /// The file at `path` if it is a regular file inside `root`.
-fn file_inside(root: &Path, path: PathBuf) -> Option<PathBuf> {
+fn file_inside(root: &Path, path: PathBuf, report: Report) -> Option<PathBuf> {
     if !path.is_file() {
         return None;
     }
     if !inside(root, &path) {
-        tracing::warn!(
-            "skipping {}: it leads outside the model directory",
-            path.display()
-        );
+        report.skipping(&path, OUTSIDE);
         return None;
     }
     Some(path)
 }
 
 /// A model directory: optional `model.toml`, version directories with a `model.onnx`.
-fn model_dir(root: &Path, dir: &Path) -> Source {
+fn model_dir(root: &Path, dir: &Path, report: Report) -> Source {
     let mut versions = BTreeMap::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
@@ -586,23 +601,23 @@ fn model_dir(root: &Path, dir: &Path) -> Source {
             else {
                 continue;
             };
-            if let Some(file) = file_inside(root, entry.path().join("model.onnx")) {
+            if let Some(file) = file_inside(root, entry.path().join("model.onnx"), report) {
                 versions.insert(version, file);
             }
         }
     }
     Source {
         path: dir.to_path_buf(),
-        metadata: file_inside(root, dir.join("model.toml")),
+        metadata: file_inside(root, dir.join("model.toml"), report),
         versions,
     }
 }
 
 /// A bare `.onnx` file: version 1, metadata in `<stem>.toml` beside it.
-fn bare_file(root: &Path, file: &Path, stem: &str) -> Source {
+fn bare_file(root: &Path, file: &Path, stem: &str, report: Report) -> Source {
     Source {
         path: file.to_path_buf(),
-        metadata: file_inside(root, file.with_file_name(format!("{stem}.toml"))),
+        metadata: file_inside(root, file.with_file_name(format!("{stem}.toml")), report),
         versions: BTreeMap::from([(1, file.to_path_buf())]),
     }
 }
