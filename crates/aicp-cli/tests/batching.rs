@@ -474,11 +474,20 @@ fn aicp_bench_reports_throughput_latency_and_the_servers_batch_size() {
     );
 }
 
-/// Sends SIGTERM to the server and waits (at most 60 s) for it to exit.
+/// Sends SIGTERM to the server and waits for it to exit.
 fn terminate(server: &mut Server) -> std::process::ExitStatus {
+    send_sigterm(server);
+    wait_for_exit(server)
+}
+
+fn send_sigterm(server: &Server) {
     let pid = server.child.id().to_string();
     let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(sent.success());
+}
+
+/// Waits (at most 60 s) for the server to exit.
+fn wait_for_exit(server: &mut Server) -> std::process::ExitStatus {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(status) = server.child.try_wait().unwrap() {
@@ -501,14 +510,7 @@ fn shutdown_turns_readiness_false_first_then_finishes_requests_in_flight() {
     let second = occupy(&server);
     wait_for_queue(&server, (1, 1));
 
-    let pid = server.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    send_sigterm(&server);
     // Not ready at once, while it still answers (the shutdown delay).
     let mut not_ready = None;
     for _ in 0..200 {
@@ -530,17 +532,7 @@ fn shutdown_turns_readiness_false_first_then_finishes_requests_in_flight() {
     // Both requests finish, then the server exits cleanly.
     assert_eq!(first.join().unwrap(), 200);
     assert_eq!(second.join().unwrap(), 200);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let exit = loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the server did not exit"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let exit = wait_for_exit(&mut server);
     assert!(exit.success(), "{exit:?}");
 }
 

@@ -376,10 +376,7 @@ fn run_instance(
                 None => return,
             }
         };
-        let requests = batch.len();
-        load.running.fetch_add(requests, Ordering::Relaxed);
-        execute(runnable, stats, batch);
-        load.running.fetch_sub(requests, Ordering::Relaxed);
+        execute(runnable, stats, load, batch);
     }
 }
 
@@ -392,8 +389,12 @@ struct Reply {
 }
 
 /// Runs one batch and answers each of its requests. A panic in the engine becomes an internal
-/// error for the requests of this batch only.
-fn execute(runnable: &dyn Runnable, stats: &Stats, batch: Vec<Job>) {
+/// error for the requests of this batch only. The batch counts as running until the engine is
+/// done, not until every answer is sent: a caller that has its answer never sees its own
+/// request still running.
+fn execute(runnable: &dyn Runnable, stats: &Stats, load: &Load, batch: Vec<Job>) {
+    let requests = batch.len();
+    load.running.fetch_add(requests, Ordering::Relaxed);
     let samples: usize = batch.iter().map(|job| job.samples).sum();
     let (inputs, replies) = assemble(batch, samples);
     let started = Instant::now();
@@ -406,6 +407,7 @@ fn execute(runnable: &dyn Runnable, stats: &Stats, batch: Vec<Job>) {
         Err(Error::internal(format!("the engine panicked: {what}")))
     });
     let compute = started.elapsed();
+    load.running.fetch_sub(requests, Ordering::Relaxed);
     let answers = outcome.and_then(|outputs| {
         stats.record_execution(samples, compute);
         split(outputs, &replies, samples)
