@@ -5,11 +5,9 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Server, digits, python, repo_root};
+use common::{Server, digits, repo_root, run_python};
 use serde_json::{Value, json};
 
 /// One sample of the exposition: name, labels, value and its family's type.
@@ -27,20 +25,7 @@ fn parse(text: &str) -> Vec<Sample> {
         from prometheus_client.parser import text_string_to_metric_families\n\
         print(json.dumps([[s.name, s.labels, s.value, f.type]\n\
             for f in text_string_to_metric_families(sys.stdin.read()) for s in f.samples]))";
-    let mut child = Command::new(python())
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the test virtualenv's python (scripts/test.sh creates it)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = run_python(script, text.as_bytes());
     assert!(
         output.status.success(),
         "prometheus_client could not parse /metrics: {}\n{text}",

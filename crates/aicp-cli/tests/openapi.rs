@@ -5,15 +5,13 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use aicp_runtime::{ControlMode, ModelControl, Runtime};
 use aicp_server::auth::Access;
 use aicp_server::shed::InFlight;
 use aicp_server::{Services, router_and_paths};
-use common::{Server, python, repo_root};
+use common::{Server, repo_root, run_python};
 use serde_json::Value;
 
 fn document(server: &Server) -> Value {
@@ -26,24 +24,12 @@ fn document(server: &Server) -> Value {
 fn the_document_is_valid_openapi_with_every_field_described() {
     let server = Server::start(&repo_root().join("models"), &[]);
     let spec = document(&server);
-    let mut child = Command::new(python())
-        .args([
-            "-c",
-            "import sys, json\n\
-             from openapi_spec_validator import validate\n\
-             validate(json.load(sys.stdin))",
-        ])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the test virtualenv's python (scripts/test.sh creates it)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(spec.to_string().as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = run_python(
+        "import sys, json\n\
+         from openapi_spec_validator import validate\n\
+         validate(json.load(sys.stdin))",
+        spec.to_string().as_bytes(),
+    );
     assert!(
         output.status.success(),
         "not valid OpenAPI: {}",

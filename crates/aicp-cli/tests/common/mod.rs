@@ -149,6 +149,19 @@ pub fn python() -> PathBuf {
         .unwrap_or_else(|| repo_root().join(".venv/bin/python"))
 }
 
+/// Runs `script` with the test virtualenv's Python, `input` on its stdin; its output.
+pub fn run_python(script: &str, input: &[u8]) -> std::process::Output {
+    let mut child = Command::new(python())
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the test virtualenv's python (scripts/test.sh creates it)");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 pub fn json_of(response: reqwest::blocking::Response) -> (u16, Value) {
     let status = response.status().as_u16();
     let bytes = response.bytes().unwrap();
