@@ -696,6 +696,14 @@ mod tests {
         // Release the instance: the two waiting requests are skipped, never run.
         test.open.send(()).unwrap();
         busy.await.unwrap().unwrap();
+        // The instance skips the two dead requests after answering the first: wait (bounded)
+        // until it has, or the queue may still be full when the next request comes.
+        for _ in 0..1000 {
+            if scheduler.state().waiting == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         let fresh = {
             let scheduler = scheduler.clone();
             tokio::spawn(async move { scheduler.submit(sample(5.0, 1), 1, None).await })
