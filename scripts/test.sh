@@ -12,11 +12,16 @@ cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# From Debian: Fashion-MNIST (the full-size dataset) for the dataset-loading tests, and libb64,
-# which perf_analyzer links against.
+# From Debian: Fashion-MNIST (the full-size dataset) for the dataset-loading tests; libb64,
+# which perf_analyzer links against; Chromium and Node.js for the browser test of the page.
 missing=()
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || missing+=(dataset-fashion-mnist)
-dpkg-query -W -f='${Status}' libb64-0d 2>/dev/null | grep -q 'ok installed' || missing+=(libb64-0d)
+for package in libb64-0d chromium; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'ok installed' || missing+=("$package")
+done
+# Node.js by command, not by package: a machine may have it from elsewhere (NodeSource).
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "== installing Debian packages: ${missing[*]}"
     as_root apt-get update -qq
@@ -60,6 +65,16 @@ PY
     .venv/bin/perf_analyzer --version
 fi
 export AICP_PERF_ANALYZER="$PWD/.venv/bin/perf_analyzer"
+
+# playwright-core drives Chromium for the page's browser test. Playwright's own browser
+# download cannot work here; the test uses Debian's /usr/bin/chromium.
+playwright=.venv/node/node_modules/playwright-core
+if [ ! -f "$playwright/package.json" ]; then
+    echo "== installing playwright-core into .venv/node"
+    npm install --silent --no-audit --no-fund --prefix .venv/node playwright-core@1.65.1
+fi
+export AICP_PLAYWRIGHT_CORE="$PWD/$playwright"
+export AICP_CHROMIUM=/usr/bin/chromium
 
 echo "== cargo test"
 cargo test --release --workspace --locked --no-fail-fast "$@"

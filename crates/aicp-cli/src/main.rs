@@ -9,6 +9,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
 mod config;
+mod gpu;
 mod serve;
 #[cfg(feature = "train")]
 mod train;
@@ -46,6 +47,11 @@ enum Command {
     Predict(serve::PredictArgs),
     /// Load-test a running server: throughput, latency percentiles and server batch sizes.
     Bench(bench::BenchArgs),
+    /// Check and measure the GPU engine on this machine's NVIDIA GPU.
+    Gpu {
+        #[command(subcommand)]
+        command: gpu::GpuCommand,
+    },
     /// Train an MNIST-style classifier and export it to ONNX.
     #[cfg(feature = "train")]
     Train(train::TrainArgs),
@@ -71,6 +77,7 @@ fn main() -> std::process::ExitCode {
         Command::Models(args) => serve::models(args),
         Command::Predict(args) => serve::predict(args),
         Command::Bench(args) => bench::run(args),
+        Command::Gpu { command } => gpu::run(command),
         #[cfg(feature = "train")]
         Command::Train(args) => train::run(args),
     };

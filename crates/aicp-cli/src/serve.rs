@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use aicp_core::{NestedArray, Tensor};
 use aicp_runtime::{
-    Batching, ControlMode, Engines, InferRequest, ModelState, Repository, Runtime, VersionState,
+    Batching, ControlMode, Engines, GpuUse, InferRequest, ModelState, Repository, Runtime,
+    VersionState,
 };
 use aicp_server::ServeOptions;
 use aicp_server::auth::Access;
@@ -23,6 +24,53 @@ pub struct RepositoryArgs {
     /// ORT_DYLIB_PATH, else an onnxruntime Python package found on this machine.
     #[arg(long, env = "AICP_ORT_LIB")]
     ort_lib: Option<PathBuf>,
+
+    /// Whether models may run on an NVIDIA GPU: `auto` looks for one at start-up (models on
+    /// backend `auto` or `cuda` then run there); `off` never touches it.
+    #[arg(long, env = "AICP_GPU", value_enum, default_value_t = Gpu::Auto)]
+    gpu: Gpu,
+
+    /// Where the GPU engine keeps its compiled kernels, so a restart does not compile them
+    /// again (tens of seconds). Default: $XDG_CACHE_HOME, else ~/.cache.
+    #[arg(long, env = "AICP_CUDA_CACHE_DIR")]
+    cuda_cache_dir: Option<PathBuf>,
+}
+
+/// `--gpu`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Gpu {
+    Auto,
+    Off,
+}
+
+impl RepositoryArgs {
+    /// The engines these arguments allow.
+    pub(crate) fn engines(&self) -> Engines {
+        self.set_cuda_cache_dir();
+        Engines::with_gpu(self.ort_lib.as_deref(), self.gpu_use())
+    }
+
+    /// tract-cuda keeps its kernels under `$XDG_CACHE_HOME` (it reads nothing else): point it
+    /// at `--cuda-cache-dir`. Called before any other thread starts.
+    pub(crate) fn set_cuda_cache_dir(&self) {
+        if let Some(dir) = &self.cuda_cache_dir {
+            let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+            // SAFETY: the process has one thread yet, so nothing reads the environment now.
+            unsafe { std::env::set_var("XDG_CACHE_HOME", dir) };
+        }
+    }
+
+    /// The model directory.
+    pub(crate) fn models(&self) -> &std::path::Path {
+        &self.models
+    }
+
+    fn gpu_use(&self) -> GpuUse {
+        match self.gpu {
+            Gpu::Auto => GpuUse::Auto,
+            Gpu::Off => GpuUse::Off,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -168,9 +216,11 @@ impl BatchingArgs {
 }
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    args.repository.set_cuda_cache_dir();
     let options = ServeOptions {
         addr: SocketAddr::new(args.host, args.port),
         grpc_addr: Some(SocketAddr::new(args.host, args.grpc_port)),
+        gpu: args.repository.gpu_use(),
         models: args.repository.models,
         ort_library: args.repository.ort_lib,
         max_body_bytes: args.max_body_bytes,
@@ -215,8 +265,11 @@ async fn shutdown_signal() {
 }
 
 fn load(args: &RepositoryArgs, batching: &Batching) -> anyhow::Result<Repository> {
-    let engines = Arc::new(Engines::new(args.ort_lib.as_deref()));
-    Ok(Repository::load(&args.models, engines, batching)?)
+    Ok(Repository::load(
+        args.models(),
+        Arc::new(args.engines()),
+        batching,
+    )?)
 }
 
 /// The scheduler for commands that run a model once, in this process: one instance is enough.
@@ -231,15 +284,16 @@ fn offline() -> Batching {
 pub fn models(args: RepositoryArgs) -> anyhow::Result<()> {
     let repository = load(&args, &offline())?;
     println!(
-        "{:<20} {:<8} {:<8} {:<12} {:<24} source",
-        "model", "version", "state", "engine", "input"
+        "{:<20} {:<8} {:<8} {:<12} {:<24} {:<24} source",
+        "model", "version", "state", "engine", "device", "input"
     );
     for model in repository.models() {
         for version in model.versions.values() {
-            let (state, engine, input) = match &version.state {
+            let (state, engine, device, input) = match &version.state {
                 VersionState::Ready(served) => (
                     "ready",
                     served.engine.to_string(),
+                    served.device.clone(),
                     served
                         .signature
                         .inputs
@@ -247,14 +301,15 @@ pub fn models(args: RepositoryArgs) -> anyhow::Result<()> {
                         .map(|i| format!("{} {:?}", i.name, i.display_shape()))
                         .unwrap_or_default(),
                 ),
-                VersionState::Failed(_) => ("failed", "-".into(), "-".into()),
+                VersionState::Failed(_) => ("failed", "-".into(), "-".into(), "-".into()),
             };
             println!(
-                "{:<20} {:<8} {:<8} {:<12} {:<24} {}",
+                "{:<20} {:<8} {:<8} {:<12} {:<24} {:<24} {}",
                 model.name,
                 version.version,
                 state,
                 engine,
+                device,
                 input,
                 model.source.display()
             );
@@ -287,37 +342,67 @@ pub struct PredictArgs {
     #[arg(long, default_value_t = 5)]
     top_k: usize,
 
-    /// A JSON file holding one input: 784 floats in [0, 1] (flat, [28][28] or [1][28][28]).
+    /// Also print the 28x28 picture the model saw (for a picture file).
+    #[arg(long)]
+    debug: bool,
+
+    /// A picture of a digit (PNG, JPEG, GIF, BMP or WebP; made MNIST-like first, as the
+    /// server's image endpoint does), or a JSON file holding one input: 784 floats in [0, 1]
+    /// (flat, [28][28] or [1][28][28]).
     file: PathBuf,
 }
 
 /// `aicp predict`: one inference, offline, through the same validation as the server.
 pub fn predict(args: PredictArgs) -> anyhow::Result<()> {
-    let text = std::fs::read(&args.file)
+    let bytes = std::fs::read(&args.file)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.file.display()))?;
-    let input: NestedArray = serde_json::from_slice(&text).map_err(|e| {
-        anyhow::anyhow!(
-            "{} is not a JSON array of numbers: {e}",
-            args.file.display()
-        )
-    })?;
     let repository = load(&args.repository, &offline())?;
     let runtime = Runtime::new();
     runtime.set_repository(repository);
-    let count = input.data.len();
+    let is_json = bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| matches!(b, b'[' | b'{'));
+    let input = if is_json {
+        let input: NestedArray = serde_json::from_slice(&bytes).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is not a JSON array of numbers: {e}",
+                args.file.display()
+            )
+        })?;
+        let count = input.data.len();
+        Tensor {
+            shape: vec![1, count],
+            data: input.data,
+        }
+        .into()
+    } else {
+        let picture = |e: aicp_image::ImageError| anyhow::anyhow!("{}: {e}", args.file.display());
+        let image =
+            aicp_image::decode(&bytes, aicp_image::DecodeLimits::default()).map_err(picture)?;
+        let digit = aicp_image::preprocess(&image).map_err(picture)?;
+        println!(
+            "picture {}x{}{}",
+            image.width(),
+            image.height(),
+            if digit.inverted {
+                ", dark on light: inverted"
+            } else {
+                ""
+            }
+        );
+        if args.debug {
+            print_digit(&digit.pixels);
+        }
+        aicp_server::image_api::digit_input(&*runtime.model(&args.model, None)?, &digit)?
+    };
     let response = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
         .block_on(runtime.infer(InferRequest {
             model: args.model.clone(),
             version: None,
-            inputs: vec![
-                Tensor {
-                    shape: vec![1, count],
-                    data: input.data,
-                }
-                .into(),
-            ],
+            inputs: vec![input],
             deadline: None,
         }))?;
     let model = &response.model;
@@ -326,11 +411,23 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<()> {
     };
     let probabilities = model.probabilities(&first.data);
     println!(
-        "model {} version {} ({})",
-        model.name, model.version, model.engine
+        "model {} version {} ({} on {})",
+        model.name, model.version, model.engine, model.device
     );
     for (class, confidence) in aicp_runtime::top_k(&probabilities, args.top_k) {
         println!("{:>12}  {:>6.2}%", model.label(class), 100.0 * confidence);
     }
     Ok(())
+}
+
+/// The 28x28 picture in shades of text, ink dark.
+fn print_digit(pixels: &[u8]) {
+    const SHADES: [char; 5] = [' ', '.', ':', '#', '@'];
+    for row in pixels.chunks(aicp_image::SIDE as usize) {
+        let line: String = row
+            .iter()
+            .flat_map(|&p| std::iter::repeat_n(SHADES[usize::from(p) * 5 / 256], 2))
+            .collect();
+        println!("|{line}|");
+    }
 }

@@ -27,7 +27,9 @@ fn bundled_model() -> PathBuf {
 /// Logits of the bundled model from tract in this process: what every answer must match.
 fn engine_logits(images: &[Vec<f32>]) -> Vec<f32> {
     let info = onnx::inspect(&bundled_model()).unwrap();
-    let model = TractEngine.load(&bundled_model(), &info.signature).unwrap();
+    let model = TractEngine
+        .load(&bundled_model(), &info.signature, &Default::default())
+        .unwrap();
     let input = aicp_core::Tensor::new(vec![images.len(), 1, 28, 28], images.concat()).unwrap();
     model.run(vec![input]).unwrap().remove(0).data
 }
@@ -486,6 +488,72 @@ fn v2_rest_json_and_binary_agree_with_the_engine() {
         .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
         .collect();
     assert_close(&logits, &want);
+}
+
+/// UINT8 pixels to a model whose model.toml declares its input range (the bundled model: [0,
+/// 1]) are normalised into that range by the engine: the answers are the float path's for
+/// pixel / 255, over REST JSON, REST binary and gRPC raw bytes.
+#[test]
+fn uint8_pixels_are_normalised_into_the_declared_range() {
+    let server = Server::start(&repo_root().join("models"), &[]);
+    let pixels: Vec<u8> = digits(3)
+        .into_iter()
+        .flat_map(|(p, _)| p)
+        .map(|v| (v * 255.0).round() as u8)
+        .collect();
+    let normalised: Vec<Vec<f32>> = pixels
+        .chunks(784)
+        .map(|sample| sample.iter().map(|&p| f32::from(p) / 255.0).collect())
+        .collect();
+    let want = engine_logits(&normalised);
+
+    let body = json!({"inputs": [
+        {"name": "input", "shape": [3, 1, 28, 28], "datatype": "UINT8", "data": pixels}
+    ]});
+    let (status, answer) = server.post("/v2/models/mnist/infer", &body);
+    assert_eq!(status, 200, "{answer}");
+    let data: Vec<f32> = serde_json::from_value(answer["outputs"][0]["data"].clone()).unwrap();
+    assert_close(&data, &want);
+
+    let header = json!({"inputs": [{"name": "input", "shape": [3, 784], "datatype": "UINT8",
+                                    "parameters": {"binary_data_size": pixels.len()}}]});
+    let (status, _, body) = post_binary(&server, "/v2/models/mnist/infer", &header, &pixels, None);
+    assert_eq!(status, 200, "{}", text(&body));
+    let answer: Value = serde_json::from_slice(&body).unwrap();
+    let data: Vec<f32> = serde_json::from_value(answer["outputs"][0]["data"].clone()).unwrap();
+    assert_close(&data, &want);
+
+    let endpoint = format!("http://{}", server.grpc);
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut client = GrpcInferenceServiceClient::connect(endpoint).await.unwrap();
+        let request = ModelInferRequest {
+            model_name: "mnist".into(),
+            inputs: vec![infer_input("input", "UINT8", &[3, 1, 28, 28])],
+            raw_input_contents: vec![pixels.clone()],
+            ..Default::default()
+        };
+        let response = client.model_infer(request).await.unwrap().into_inner();
+        let logits: Vec<f32> = response.raw_output_contents[0]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_close(&logits, &want);
+
+        // A sample of the wrong size is refused as for floats.
+        let short = ModelInferRequest {
+            model_name: "mnist".into(),
+            inputs: vec![infer_input("input", "UINT8", &[1, 783])],
+            raw_input_contents: vec![vec![0; 783]],
+            ..Default::default()
+        };
+        let status = client.model_infer(short).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(
+            status.message().contains("784 values per sample"),
+            "{}",
+            status.message()
+        );
+    });
 }
 
 #[test]

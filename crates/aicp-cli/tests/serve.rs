@@ -328,7 +328,7 @@ fn lists_models_with_state_engine_and_signature() {
     assert!(
         startup
             .iter()
-            .any(|l| l == "model mnist version 1 ready on onnxruntime"),
+            .any(|l| l == "model mnist version 1 ready on onnxruntime (cpu)"),
         "{startup:?}"
     );
     assert!(

@@ -5,7 +5,7 @@
 //! description = "MNIST digit classifier"
 //! task = "classification"
 //! output = "logits"
-//! backend = "auto"     # or "tract", "onnxruntime"
+//! backend = "auto"     # or "cuda", "onnxruntime", "tract"
 //! labels = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
 //!
 //! [input]
@@ -73,6 +73,8 @@ pub enum Backend {
     Tract,
     #[serde(rename = "onnxruntime")]
     OnnxRuntime,
+    /// An NVIDIA GPU through tract-cuda; the CPU serves when no usable GPU is found.
+    Cuda,
 }
 
 /// What the model expects as input values.
@@ -92,14 +94,15 @@ pub struct InputSpec {
 #[serde(deny_unknown_fields)]
 pub struct Batching {
     /// The most samples one request may carry, and one engine run (Triton's
-    /// `max_batch_size`); 1024 when absent.
+    /// `max_batch_size`); 1024 when absent (8192 on a GPU).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_batch_size: Option<usize>,
     /// Whether concurrent requests are merged into one engine run; true when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dynamic: Option<bool>,
     /// How long the oldest waiting request may wait for others to join its batch, in
-    /// microseconds; 0 when absent: a batch holds what is already waiting, and never waits.
+    /// microseconds; 0 when absent (100 on a GPU): a batch holds what is already waiting, and
+    /// never waits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_queue_delay_us: Option<u64>,
     /// Batch sizes that run at once, without waiting out the queue delay.
@@ -110,7 +113,8 @@ pub struct Batching {
     /// without a thread wake-up. 500 when absent; 0 sleeps at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_poll_us: Option<u64>,
-    /// Copies of the model, each run by its own thread; one per two cores when absent.
+    /// Copies of the model, each run by its own thread; one per two cores when absent (two on
+    /// a GPU).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instances: Option<usize>,
     /// Requests that may wait for an instance; more are refused as overloaded. 1024 when absent.
@@ -122,6 +126,26 @@ impl Batching {
     pub const DEFAULT_MAX_BATCH_SIZE: usize = 1024;
     pub const DEFAULT_MAX_QUEUE_SIZE: usize = 1024;
     pub const DEFAULT_IDLE_POLL_US: u64 = 500;
+
+    /// On a GPU, a batch costs about the same up to thousands of samples, so a model takes
+    /// large ones...
+    pub const GPU_DEFAULT_MAX_BATCH_SIZE: usize = 8192;
+    /// ...and a request waits up to 100 us for others to join its batch...
+    pub const GPU_DEFAULT_MAX_QUEUE_DELAY_US: u64 = 100;
+    /// ...and two instances (two CUDA streams) overlap one batch's copies with another's
+    /// kernels.
+    pub const GPU_DEFAULT_INSTANCES: usize = 2;
+
+    /// These defaults, with the GPU's where they leave a key out.
+    pub fn for_gpu(&self) -> Self {
+        Self {
+            max_queue_delay_us: self
+                .max_queue_delay_us
+                .or(Some(Self::GPU_DEFAULT_MAX_QUEUE_DELAY_US)),
+            instances: self.instances.or(Some(Self::GPU_DEFAULT_INSTANCES)),
+            ..self.clone()
+        }
+    }
 }
 
 /// A `model.toml` that could not be read.

@@ -26,6 +26,48 @@ impl Tensor {
     }
 }
 
+/// How a pixel (0-255) becomes a model's input value: `offset + pixel * step`. From the model's
+/// declared input range, so that 0 maps to its low end and 255 to its high end.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PixelScale {
+    pub offset: f32,
+    pub step: f32,
+}
+
+impl PixelScale {
+    /// The map of 0..=255 onto `[low, high]`.
+    pub fn for_range([low, high]: [f32; 2]) -> Self {
+        Self {
+            offset: low,
+            step: (high - low) / 255.0,
+        }
+    }
+
+    pub fn apply(self, pixel: u8) -> f32 {
+        self.offset + f32::from(pixel) * self.step
+    }
+}
+
+/// 8-bit pixels for a model that takes float32 images: a quarter of the bytes to carry (and to
+/// copy to a GPU), normalised by [`PixelScale`] by the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pixels {
+    /// The model's input shape, batch first.
+    pub shape: Vec<usize>,
+    pub data: Vec<u8>,
+    pub scale: PixelScale,
+}
+
+impl Pixels {
+    /// The float32 tensor the model sees.
+    pub fn to_tensor(&self) -> Tensor {
+        Tensor {
+            shape: self.shape.clone(),
+            data: self.data.iter().map(|&p| self.scale.apply(p)).collect(),
+        }
+    }
+}
+
 /// The product of `shape`, or an error when a dimension is zero or the product overflows.
 pub fn element_count(shape: &[usize]) -> Result<usize> {
     if let Some(i) = shape.iter().position(|&d| d == 0) {
@@ -194,6 +236,21 @@ mod tests {
         assert!(err.message.contains("dimension 1 is 0"), "{err}");
         let err = element_count(&[usize::MAX, 2]).unwrap_err();
         assert!(err.message.contains("too large"), "{err}");
+    }
+
+    #[test]
+    fn pixels_map_onto_the_declared_range() {
+        let scale = PixelScale::for_range([-1.0, 1.0]);
+        let pixels = Pixels {
+            shape: vec![1, 3],
+            data: vec![0, 255, 51],
+            scale,
+        };
+        let tensor = pixels.to_tensor();
+        assert_eq!(tensor.shape, vec![1, 3]);
+        assert_eq!(tensor.data[0], -1.0);
+        assert!((tensor.data[1] - 1.0).abs() < 1e-6);
+        assert!((tensor.data[2] - (-0.6)).abs() < 1e-6);
     }
 
     #[test]

@@ -33,11 +33,14 @@ fn engines() -> Vec<(&'static str, Box<dyn Runnable>)> {
     vec![
         (
             "tract",
-            TractEngine.load(&model, &signature).expect("tract"),
+            TractEngine
+                .load(&model, &signature, &Default::default())
+                .expect("tract"),
         ),
         (
             "onnxruntime",
-            ort.load(&model, &signature).expect("onnxruntime"),
+            ort.load(&model, &signature, &Default::default())
+                .expect("onnxruntime"),
         ),
     ]
 }

@@ -1,14 +1,17 @@
 //! ONNX engines behind one small trait. [`tract`] (pure Rust) is always available;
-//! [`onnxruntime`] is used when ONNX Runtime's shared library can be loaded at run time.
+//! [`onnxruntime`] is used when ONNX Runtime's shared library can be loaded at run time, and
+//! [`cuda`] (the `cuda` feature) when an NVIDIA GPU and its libraries are found at run time.
 //! [`onnx`] reads what a model file declares, the same way for every engine.
 
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod onnx;
 pub mod onnxruntime;
 pub mod tract;
 
 use std::path::Path;
 
-use aicp_core::{ModelSignature, Result, Tensor};
+use aicp_core::{ModelSignature, PixelScale, Pixels, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// Which engine runs a model.
@@ -18,6 +21,7 @@ pub enum EngineKind {
     Tract,
     #[serde(rename = "onnxruntime")]
     OnnxRuntime,
+    Cuda,
 }
 
 impl EngineKind {
@@ -25,6 +29,7 @@ impl EngineKind {
         match self {
             Self::Tract => "tract",
             Self::OnnxRuntime => "onnxruntime",
+            Self::Cuda => "cuda",
         }
     }
 }
@@ -35,12 +40,31 @@ impl std::fmt::Display for EngineKind {
     }
 }
 
+/// What an engine may prepare for when it loads a model, beyond the file itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LoadOptions {
+    /// How 8-bit pixels map to the model's input, when the model takes them (its one input is a
+    /// float32 image with a declared range). An engine may build a path that normalises them
+    /// itself; [`Runnable::run_pixels`] is then fed them as they are.
+    pub pixels: Option<PixelScale>,
+}
+
 /// Loads model files into runnable models.
 pub trait Engine: Send + Sync {
     fn kind(&self) -> EngineKind;
 
+    /// Where the engine runs models: `cpu`, or the GPU it found (`cuda:0 NVIDIA H200`).
+    fn device(&self) -> String {
+        "cpu".to_string()
+    }
+
     /// Loads and optimises the model at `path`, whose signature [`onnx::inspect`] read.
-    fn load(&self, path: &Path, signature: &ModelSignature) -> Result<Box<dyn Runnable>>;
+    fn load(
+        &self,
+        path: &Path,
+        signature: &ModelSignature,
+        options: &LoadOptions,
+    ) -> Result<Box<dyn Runnable>>;
 }
 
 /// A loaded model, ready to run batches. Safe to call from several threads at once.
@@ -49,4 +73,31 @@ pub trait Runnable: Send + Sync {
     /// model declares with the batch first. Returns one tensor per output, in signature order.
     /// Takes the inputs by value so an engine that needs to own them need not copy them.
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>>;
+
+    /// Runs one batch of 8-bit pixels for a model with one float32 input. By default they are
+    /// normalised here, on the host; an engine that loaded with [`LoadOptions::pixels`] may
+    /// move the bytes as they are and normalise them where it computes.
+    fn run_pixels(&self, pixels: Pixels) -> Result<Vec<Tensor>> {
+        self.run(vec![pixels.to_tensor()])
+    }
+
+    /// Prepares the calling thread to run this model (a GPU engine makes its stream and
+    /// library handles here), so the first request on the thread does not pay for it.
+    /// Instances call it once, on their own thread, before they take requests.
+    fn prepare_thread(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The GPU engine, when this build has one ([`cuda`], the `cuda` feature) and it finds a usable
+/// GPU; otherwise why not, in words for a start-up message.
+pub fn probe_gpu() -> std::result::Result<Box<dyn Engine>, String> {
+    #[cfg(feature = "cuda")]
+    {
+        cuda::CudaEngine::probe().map(|engine| Box::new(engine) as Box<dyn Engine>)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        Err("this build of aicp has no GPU engine (build it with the `cuda` feature)".into())
+    }
 }

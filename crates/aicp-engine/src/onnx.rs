@@ -1,11 +1,12 @@
 //! What an ONNX file declares, read from its protobuf: input and output names, element types
 //! and shapes (symbolic dimensions as `None`), and the operator that produces the first output
-//! (a trailing Softmax means the model already outputs probabilities).
+//! (a trailing Softmax means the model already outputs probabilities); and the rewrite that lets
+//! a float32 image model take 8-bit pixels ([`with_pixel_input`]).
 
 use std::collections::HashSet;
 use std::path::Path;
 
-use aicp_core::{DataType, Error, ModelSignature, Result, TensorSpec};
+use aicp_core::{DataType, Error, ModelSignature, PixelScale, Result, TensorSpec};
 use tract_onnx::pb;
 use tract_onnx::prelude::Framework;
 
@@ -55,6 +56,85 @@ pub fn inspect(path: &Path) -> Result<OnnxInfo> {
         signature: ModelSignature { inputs, outputs },
         final_op,
     })
+}
+
+/// The model at `path` with its one float32 input turned into uint8 pixels, normalised inside
+/// the graph by `Cast`, `Mul` and `Add` nodes placed before everything else: an engine that
+/// runs the graph on a GPU then moves one byte per value to the device instead of four, and
+/// converts there.
+pub fn with_pixel_input(path: &Path, scale: PixelScale) -> Result<pb::ModelProto> {
+    let failed = |why: String| Error::invalid(format!("{}: {why}", path.display()));
+    let mut proto = tract_onnx::onnx()
+        .proto_model_for_path(path)
+        .map_err(|e| failed(format!("not a readable ONNX model: {e}")))?;
+    let graph = proto
+        .graph
+        .as_mut()
+        .ok_or_else(|| failed("no graph".into()))?;
+    let initializers: HashSet<String> = graph.initializer.iter().map(|t| t.name.clone()).collect();
+    let mut fed = graph
+        .input
+        .iter_mut()
+        .filter(|v| !initializers.contains(&v.name));
+    let (Some(input), None) = (fed.next(), fed.next()) else {
+        return Err(failed("pixels need a model with exactly one input".into()));
+    };
+    use pb::tensor_proto::DataType as T;
+    use pb::type_proto::Value;
+    let Some(Value::TensorType(tensor)) = input.r#type.as_mut().and_then(|t| t.value.as_mut())
+    else {
+        return Err(failed(format!("input {:?} is not a tensor", input.name)));
+    };
+    if tensor.elem_type != T::Float as i32 {
+        return Err(failed(format!(
+            "input {:?} is not float32; pixels are normalised only into float32",
+            input.name
+        )));
+    }
+    tensor.elem_type = T::Uint8 as i32;
+    let name = input.name.clone();
+    // Every node that read the float input reads the normalised pixels instead.
+    let normalised = format!("{name}__normalised");
+    for node in &mut graph.node {
+        for value in node.input.iter_mut().filter(|v| **v == name) {
+            value.clone_from(&normalised);
+        }
+    }
+    let (cast, step, scaled, offset) = (
+        format!("{name}__float"),
+        format!("{name}__pixel_step"),
+        format!("{name}__scaled"),
+        format!("{name}__pixel_offset"),
+    );
+    for (constant, value) in [(&step, scale.step), (&offset, scale.offset)] {
+        graph.initializer.push(pb::TensorProto {
+            name: constant.clone(),
+            data_type: T::Float as i32,
+            float_data: vec![value],
+            ..Default::default()
+        });
+    }
+    let node = |op: &str, inputs: &[&String], output: &String| pb::NodeProto {
+        name: output.clone(),
+        op_type: op.to_string(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.clone()],
+        ..Default::default()
+    };
+    let mut to_float = node("Cast", &[&name], &cast);
+    to_float.attribute.push(pb::AttributeProto {
+        name: "to".into(),
+        r#type: pb::attribute_proto::AttributeType::Int as i32,
+        i: T::Float as i64,
+        ..Default::default()
+    });
+    let prologue = [
+        to_float,
+        node("Mul", &[&cast, &step], &scaled),
+        node("Add", &[&scaled, &offset], &normalised),
+    ];
+    graph.node.splice(0..0, prologue);
+    Ok(proto)
 }
 
 fn spec(value: &pb::ValueInfoProto) -> Result<TensorSpec> {
@@ -108,5 +188,98 @@ fn datatype(elem_type: i32) -> DataType {
         Ok(T::Bool) => DataType::Bool,
         Ok(T::String) => DataType::String,
         _ => DataType::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aicp_core::{Pixels, Tensor};
+
+    use super::*;
+    use crate::Engine;
+    use crate::tract::TractEngine;
+
+    fn bundled_model() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/mnist/1/model.onnx")
+    }
+
+    /// Runs `proto` on tract, fed `pixels` as uint8.
+    fn run_uint8(proto: &pb::ModelProto, pixels: &Pixels) -> Tensor {
+        use tract_onnx::prelude::{
+            InferenceModelExt, IntoRunnable, IntoTValue, tract_ndarray, tvec,
+        };
+        let plan = tract_onnx::onnx()
+            .model_for_proto_model(proto)
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .unwrap();
+        let input =
+            tract_ndarray::ArrayD::from_shape_vec(pixels.shape.clone(), pixels.data.clone())
+                .unwrap()
+                .into_tvalue();
+        let output = plan.run(tvec![input]).unwrap().remove(0);
+        let view = output.to_plain_array_view::<f32>().unwrap();
+        Tensor {
+            shape: view.shape().to_vec(),
+            data: view.iter().copied().collect(),
+        }
+    }
+
+    #[test]
+    fn the_pixel_graph_normalises_as_the_host_does() {
+        let model = bundled_model();
+        let scale = PixelScale::for_range([-0.5, 2.0]);
+        let proto = with_pixel_input(&model, scale).unwrap();
+        let graph = proto.graph.as_ref().unwrap();
+        let ops: Vec<&str> = graph
+            .node
+            .iter()
+            .take(3)
+            .map(|n| n.op_type.as_str())
+            .collect();
+        assert_eq!(ops, ["Cast", "Mul", "Add"]);
+        let pixels = Pixels {
+            shape: vec![3, 1, 28, 28],
+            data: (0..3 * 784).map(|i| (i * 37 % 256) as u8).collect(),
+            scale,
+        };
+        let through_graph = run_uint8(&proto, &pixels);
+        let info = inspect(&model).unwrap();
+        let floats = TractEngine
+            .load(&model, &info.signature, &Default::default())
+            .unwrap()
+            .run(vec![pixels.to_tensor()])
+            .unwrap()
+            .remove(0);
+        assert_eq!(through_graph.shape, floats.shape);
+        let worst = through_graph
+            .data
+            .iter()
+            .zip(&floats.data)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(
+            worst < 1e-4,
+            "uint8 graph and host normalisation differ by {worst}"
+        );
+    }
+
+    #[test]
+    fn pixels_need_one_float_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("two.onnx");
+        let mut proto = tract_onnx::onnx()
+            .proto_model_for_path(bundled_model())
+            .unwrap();
+        let graph = proto.graph.as_mut().unwrap();
+        let mut second = graph.input[0].clone();
+        second.name = "second".into();
+        graph.input.push(second);
+        std::fs::write(&path, prost::Message::encode_to_vec(&proto)).unwrap();
+        let err = with_pixel_input(&path, PixelScale::for_range([0.0, 1.0])).unwrap_err();
+        assert!(err.message.contains("exactly one input"), "{err}");
+        let missing = dir.path().join("missing.onnx");
+        let err = with_pixel_input(&missing, PixelScale::for_range([0.0, 1.0])).unwrap_err();
+        assert!(err.message.contains("not a readable ONNX model"), "{err}");
     }
 }

@@ -13,7 +13,7 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionInputValue};
 use ort::value::TensorRef;
 
-use crate::{Engine, EngineKind, Runnable};
+use crate::{Engine, EngineKind, LoadOptions, Runnable};
 
 /// ONNX Runtime, loaded from a shared library. One per process: the library is global.
 pub struct OnnxRuntimeEngine {
@@ -74,7 +74,12 @@ impl Engine for OnnxRuntimeEngine {
         EngineKind::OnnxRuntime
     }
 
-    fn load(&self, path: &Path, signature: &ModelSignature) -> Result<Box<dyn Runnable>> {
+    fn load(
+        &self,
+        path: &Path,
+        signature: &ModelSignature,
+        _options: &LoadOptions,
+    ) -> Result<Box<dyn Runnable>> {
         let failed = |e: ort::Error| {
             Error::invalid(format!("onnxruntime cannot load {}: {e}", path.display()))
         };

@@ -9,7 +9,7 @@ use tract_onnx::prelude::{
     tract_ndarray,
 };
 
-use crate::{Engine, EngineKind, Runnable};
+use crate::{Engine, EngineKind, LoadOptions, Runnable};
 
 /// Loads models with tract-onnx.
 #[derive(Debug, Default, Clone, Copy)]
@@ -24,7 +24,12 @@ impl Engine for TractEngine {
         EngineKind::Tract
     }
 
-    fn load(&self, path: &Path, _signature: &ModelSignature) -> Result<Box<dyn Runnable>> {
+    fn load(
+        &self,
+        path: &Path,
+        _signature: &ModelSignature,
+        _options: &LoadOptions,
+    ) -> Result<Box<dyn Runnable>> {
         let failed = |e: tract_onnx::prelude::TractError| {
             Error::invalid(format!("tract cannot load {}: {e:#}", path.display()))
         };

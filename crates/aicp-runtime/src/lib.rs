@@ -11,8 +11,11 @@ pub mod service;
 pub mod stats;
 
 pub use aicp_core::Batching;
+pub use aicp_engine::EngineKind;
 pub use control::{Changes, ControlMode, ModelControl};
-pub use repository::{Engines, ModelEntry, ModelState, Repository, ServedModel, VersionState};
+pub use repository::{
+    Engines, GpuUse, ModelEntry, ModelState, Repository, ServedModel, VersionState,
+};
 pub use scheduler::{Policy, QueueState, Scheduler};
 pub use service::{InferInput, InferRequest, InferResponse, Runtime, softmax, top_k};
 pub use stats::{CountAndDuration, Stats, StatsSnapshot};

@@ -17,12 +17,12 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use aicp_core::{
-    Backend, Batching, Error, ErrorKind, ModelMetadata, ModelSignature, OutputKind, Result, Tensor,
-    validate_model_name,
+    Backend, Batching, DataType, Error, ErrorKind, ModelMetadata, ModelSignature, OutputKind,
+    PixelScale, Result, Tensor, validate_model_name,
 };
 use aicp_engine::onnxruntime::OnnxRuntimeEngine;
 use aicp_engine::tract::TractEngine;
-use aicp_engine::{Engine, EngineKind, Runnable, onnx};
+use aicp_engine::{Engine, EngineKind, LoadOptions, Runnable, onnx};
 use serde::Serialize;
 
 use crate::scheduler::{Policy, Scheduler};
@@ -33,6 +33,18 @@ pub struct Engines {
     tract: TractEngine,
     /// ONNX Runtime, or why it is not available.
     onnxruntime: std::result::Result<OnnxRuntimeEngine, String>,
+    /// The GPU engine, or why there is none.
+    gpu: std::result::Result<Box<dyn Engine>, String>,
+}
+
+/// Whether models may run on a GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GpuUse {
+    /// Look for a usable GPU at start-up; models on `auto` or `cuda` run there when one is found.
+    #[default]
+    Auto,
+    /// Never touch a GPU, even for models that ask for one.
+    Off,
 }
 
 impl Engines {
@@ -40,6 +52,12 @@ impl Engines {
     /// [`aicp_engine::onnxruntime::find_library`]). A library that was asked for explicitly but
     /// cannot be loaded is logged as an error; models on `auto` are then served by tract.
     pub fn new(ort_library: Option<&Path>) -> Self {
+        Self::with_gpu(ort_library, GpuUse::Auto)
+    }
+
+    /// As [`Engines::new`], and a GPU engine when `gpu` allows it and one is found. Without
+    /// one, models that ask for `cuda` are served on the CPU, with a warning.
+    pub fn with_gpu(ort_library: Option<&Path>, gpu: GpuUse) -> Self {
         let onnxruntime = match aicp_engine::onnxruntime::find_library(ort_library) {
             None => Err(
                 "no ONNX Runtime library found (pass --ort-lib or set ORT_DYLIB_PATH, \
@@ -55,21 +73,53 @@ impl Engines {
             }
             Err(reason) => tracing::info!("{reason}; models are served by tract"),
         }
+        let gpu = match gpu {
+            GpuUse::Off => Err("GPU use is off (--gpu off)".to_string()),
+            GpuUse::Auto => aicp_engine::probe_gpu(),
+        };
+        match &gpu {
+            Ok(engine) => {
+                tracing::info!("GPU found: {}; models on auto run there", engine.device())
+            }
+            Err(reason) => tracing::info!("no usable GPU: {reason}; models run on the CPU"),
+        }
         Self {
             tract: TractEngine,
             onnxruntime,
+            gpu,
         }
     }
 
-    /// The engine for a model's `backend`: `auto` is the fastest available.
+    /// The engine for a model's `backend`: `auto` is the fastest available (the GPU, then ONNX
+    /// Runtime, then tract). `cuda` without a usable GPU falls back to `auto`'s CPU choice:
+    /// a server is never down because its GPU is.
     pub fn pick(&self, backend: Backend) -> std::result::Result<&dyn Engine, String> {
-        match (backend, &self.onnxruntime) {
-            (Backend::Tract, _) | (Backend::Auto, Err(_)) => Ok(&self.tract),
-            (Backend::OnnxRuntime | Backend::Auto, Ok(engine)) => Ok(engine),
-            (Backend::OnnxRuntime, Err(reason)) => Err(format!(
-                "backend \"onnxruntime\" requested but unavailable: {reason}"
-            )),
+        match backend {
+            Backend::Tract => Ok(&self.tract),
+            Backend::OnnxRuntime => match &self.onnxruntime {
+                Ok(engine) => Ok(engine),
+                Err(reason) => Err(format!(
+                    "backend \"onnxruntime\" requested but unavailable: {reason}"
+                )),
+            },
+            Backend::Auto | Backend::Cuda => Ok(match &self.gpu {
+                Ok(engine) => engine.as_ref(),
+                Err(_) => self.cpu(),
+            }),
         }
+    }
+
+    /// The fastest CPU engine available.
+    pub fn cpu(&self) -> &dyn Engine {
+        match &self.onnxruntime {
+            Ok(engine) => engine,
+            Err(_) => &self.tract,
+        }
+    }
+
+    /// Why there is no GPU engine, if there is none.
+    pub fn gpu_unavailable(&self) -> Option<&str> {
+        self.gpu.as_ref().err().map(String::as_str)
     }
 }
 
@@ -78,7 +128,12 @@ pub struct ServedModel {
     pub name: String,
     pub version: u64,
     pub engine: EngineKind,
+    /// Where its engine runs it: `cpu`, or the GPU (`cuda:0 NVIDIA H200`).
+    pub device: String,
     pub signature: ModelSignature,
+    /// How 8-bit pixels become its input, when it takes them: its one input is float32 and its
+    /// model.toml declares the input range. UINT8 requests are then normalised by the engine.
+    pub pixels: Option<PixelScale>,
     /// Whether the first output holds logits (softmax to get probabilities) or probabilities.
     pub output: OutputKind,
     pub metadata: Arc<ModelMetadata>,
@@ -631,46 +686,114 @@ fn load_version(
     batching: &Batching,
 ) -> std::result::Result<ServedModel, String> {
     let info = onnx::inspect(file).map_err(|e| e.message)?;
-    let engine = engines.pick(metadata.backend.unwrap_or_default())?;
+    let backend = metadata.backend.unwrap_or_default();
+    let engine = engines.pick(backend)?;
+    if let (Backend::Cuda, Some(reason)) = (backend, engines.gpu_unavailable()) {
+        tracing::warn!(
+            "model {name:?} asks for backend \"cuda\", but there is no usable GPU ({reason}); \
+             {} serves it on the CPU",
+            engine.kind()
+        );
+    }
+    let pixels = match (info.signature.inputs.as_slice(), metadata.input.as_ref()) {
+        ([input], Some(spec)) if input.datatype == DataType::F32 => {
+            spec.range.map(PixelScale::for_range)
+        }
+        _ => None,
+    };
     // A model may say what it outputs; otherwise a final Softmax means probabilities.
     let output = metadata.output.unwrap_or(match info.final_op.as_deref() {
         Some("Softmax") => OutputKind::Probabilities,
         _ => OutputKind::Logits,
     });
-    // Batched when every input's first dimension varies: Triton's rule, which its clients follow.
-    let batched = !info.signature.inputs.is_empty()
-        && info
-            .signature
-            .inputs
-            .iter()
-            .all(|spec| spec.shape.first().is_some_and(Option::is_none));
-    let max_batch_size = match metadata.batching.as_ref().and_then(|b| b.max_batch_size) {
-        Some(0) => return Err("model.toml [batching] max_batch_size must be at least 1".into()),
-        _ if !batched => 0,
-        configured => configured.unwrap_or(Batching::DEFAULT_MAX_BATCH_SIZE),
+    let load = |engine: &dyn Engine| {
+        start_instances(
+            name,
+            version,
+            file,
+            metadata,
+            &info.signature,
+            pixels,
+            engine,
+            batching,
+        )
     };
-    let policy = Policy::new(metadata.batching.as_ref(), batching, max_batch_size);
-    policy.validate()?;
-    // Each instance is its own copy of the model, so instances never wait on each other.
-    let mut runnables = Vec::with_capacity(policy.instances);
-    for _ in 0..policy.instances {
-        let runnable = engine.load(file, &info.signature).map_err(|e| e.message)?;
-        warm_up(runnable.as_ref(), &info.signature)?;
-        runnables.push(runnable);
-    }
-    let stats = Arc::new(Stats::new(name, version));
-    let scheduler = Scheduler::start(name, policy.clone(), runnables, stats.clone());
+    let (engine, policy, stats, scheduler) = match load(engine) {
+        Ok(started) => (engine, started.0, started.1, started.2),
+        // A model the GPU engine cannot run (an operator it lacks, an answer that differs from
+        // the CPU's) is served on the CPU rather than not at all.
+        Err(reason) if engine.kind() == EngineKind::Cuda => {
+            let cpu = engines.cpu();
+            tracing::warn!(
+                "model {name:?} version {version} cannot run on the GPU ({reason}); {} serves it \
+                 on the CPU",
+                cpu.kind()
+            );
+            let started = load(cpu)?;
+            (cpu, started.0, started.1, started.2)
+        }
+        Err(reason) => return Err(reason),
+    };
     Ok(ServedModel {
         name: name.to_string(),
         version,
         engine: engine.kind(),
+        device: engine.device(),
         signature: info.signature,
+        pixels,
         output,
         metadata: metadata.clone(),
         policy,
         stats,
         scheduler,
     })
+}
+
+/// Loads a model version's instances on `engine`, warms each up and starts its scheduler, with
+/// the batching policy its model.toml, the server's defaults and the engine's device give.
+#[allow(clippy::too_many_arguments)]
+fn start_instances(
+    name: &str,
+    version: u64,
+    file: &Path,
+    metadata: &ModelMetadata,
+    signature: &ModelSignature,
+    pixels: Option<PixelScale>,
+    engine: &dyn Engine,
+    batching: &Batching,
+) -> std::result::Result<(Policy, Arc<Stats>, Scheduler), String> {
+    let on_gpu = engine.kind() == EngineKind::Cuda;
+    // Batched when every input's first dimension varies: Triton's rule, which its clients follow.
+    let batched = !signature.inputs.is_empty()
+        && signature
+            .inputs
+            .iter()
+            .all(|spec| spec.shape.first().is_some_and(Option::is_none));
+    let max_batch_size = match metadata.batching.as_ref().and_then(|b| b.max_batch_size) {
+        Some(0) => return Err("model.toml [batching] max_batch_size must be at least 1".into()),
+        _ if !batched => 0,
+        configured if on_gpu => configured.unwrap_or(Batching::GPU_DEFAULT_MAX_BATCH_SIZE),
+        configured => configured.unwrap_or(Batching::DEFAULT_MAX_BATCH_SIZE),
+    };
+    let defaults = if on_gpu {
+        batching.for_gpu()
+    } else {
+        batching.clone()
+    };
+    let policy = Policy::new(metadata.batching.as_ref(), &defaults, max_batch_size);
+    policy.validate()?;
+    // Each instance is its own copy of the model, so instances never wait on each other.
+    let mut runnables = Vec::with_capacity(policy.instances);
+    for _ in 0..policy.instances {
+        let runnable = engine
+            .load(file, signature, &LoadOptions { pixels })
+            .map_err(|e| e.message)?;
+        warm_up(runnable.as_ref(), signature)?;
+        runnables.push(runnable);
+    }
+    let stats = Arc::new(Stats::new(name, version));
+    let scheduler = Scheduler::start(name, policy.clone(), runnables, stats.clone())?;
+    Ok((policy, stats, scheduler))
 }
 
 /// Runs one all-zero sample through a model instance, so the first request does not pay for

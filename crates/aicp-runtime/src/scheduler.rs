@@ -19,7 +19,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TryS
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aicp_core::{Batching, Error, ErrorKind, Result, Tensor};
+use aicp_core::{Batching, Error, ErrorKind, Pixels, Result, Tensor};
 use aicp_engine::Runnable;
 use tokio::sync::oneshot;
 
@@ -125,10 +125,31 @@ pub struct Completed {
     pub compute: Duration,
 }
 
+/// A request's inputs, model-shaped, batch first.
+#[derive(Debug)]
+pub enum Inputs {
+    /// One float32 tensor per model input, in the model's order.
+    Floats(Vec<Tensor>),
+    /// 8-bit pixels for a model's one input; the engine normalises them.
+    Pixels(Pixels),
+}
+
+impl Inputs {
+    /// Every input's shape after the batch dimension.
+    fn sample_shapes(&self) -> Vec<&[usize]> {
+        match self {
+            Self::Floats(tensors) => tensors
+                .iter()
+                .map(|t| t.shape.get(1..).unwrap_or(&[]))
+                .collect(),
+            Self::Pixels(pixels) => vec![pixels.shape.get(1..).unwrap_or(&[])],
+        }
+    }
+}
+
 /// A request waiting for an instance.
 struct Job {
-    /// Model-shaped, batch first.
-    inputs: Vec<Tensor>,
+    inputs: Inputs,
     samples: usize,
     submitted: Instant,
     deadline: Option<Instant>,
@@ -165,13 +186,15 @@ pub struct QueueState {
 }
 
 impl Scheduler {
-    /// Starts one thread per runnable (each an instance of the model) behind one queue.
+    /// Starts one thread per runnable (each an instance of the model) behind one queue, and
+    /// returns once every instance has prepared its thread ([`Runnable::prepare_thread`]);
+    /// fails with the first instance's error if one cannot.
     pub fn start(
         model: &str,
         policy: Policy,
         runnables: Vec<Box<dyn Runnable>>,
         stats: Arc<Stats>,
-    ) -> Self {
+    ) -> std::result::Result<Self, String> {
         let (queue, receiver) = std::sync::mpsc::sync_channel(policy.max_queue_size);
         let load = Arc::new(Load::default());
         let intake = Arc::new(Mutex::new(Intake {
@@ -180,20 +203,33 @@ impl Scheduler {
             load: load.clone(),
         }));
         let policy = Arc::new(policy);
+        let (prepared, preparing) = std::sync::mpsc::channel();
+        let instances = runnables.len();
         for (i, runnable) in runnables.into_iter().enumerate() {
             let (intake, policy, stats) = (intake.clone(), policy.clone(), stats.clone());
-            let load = load.clone();
+            let (load, prepared) = (load.clone(), prepared.clone());
             std::thread::Builder::new()
                 .name(format!("aicp-{model}-{i}"))
-                .spawn(move || run_instance(&intake, runnable.as_ref(), &policy, &stats, &load))
-                .unwrap_or_else(|e| panic!("cannot start an inference thread: {e}"));
+                .spawn(move || {
+                    let ready = runnable.prepare_thread();
+                    let failed = ready.is_err();
+                    let _ = prepared.send(ready);
+                    if !failed {
+                        run_instance(&intake, runnable.as_ref(), &policy, &stats, &load);
+                    }
+                })
+                .map_err(|e| format!("cannot start an inference thread: {e}"))?;
         }
-        Self {
+        // Dropping the queue on failure stops the instances that did prepare.
+        for ready in preparing.iter().take(instances) {
+            ready.map_err(|e| format!("an instance cannot prepare its thread: {}", e.message))?;
+        }
+        Ok(Self {
             queue,
             model: model.to_string(),
             max_queue_size: policy.max_queue_size,
             load,
-        }
+        })
     }
 
     /// Requests waiting and running now.
@@ -210,7 +246,7 @@ impl Scheduler {
     /// at `deadline` if the request has not finished by then.
     pub async fn submit(
         &self,
-        inputs: Vec<Tensor>,
+        inputs: Inputs,
         samples: usize,
         deadline: Option<Instant>,
     ) -> Result<Completed> {
@@ -351,13 +387,15 @@ fn still_wanted(job: Job) -> Option<Job> {
     Some(job)
 }
 
-/// Whether two requests can share an engine run: every input has the same shape after the
-/// batch dimension (always true for models whose sample shape is fixed).
+/// Whether two requests can share an engine run: both floats or both pixels, and every input
+/// has the same shape after the batch dimension (always true for models whose sample shape is
+/// fixed).
 fn stackable(a: &Job, b: &Job) -> bool {
-    a.inputs
-        .iter()
-        .zip(&b.inputs)
-        .all(|(x, y)| x.shape.get(1..) == y.shape.get(1..))
+    let same_kind = matches!(
+        (&a.inputs, &b.inputs),
+        (Inputs::Floats(_), Inputs::Floats(_)) | (Inputs::Pixels(_), Inputs::Pixels(_))
+    );
+    same_kind && a.inputs.sample_shapes() == b.inputs.sample_shapes()
 }
 
 fn run_instance(
@@ -398,7 +436,11 @@ fn execute(runnable: &dyn Runnable, stats: &Stats, load: &Load, batch: Vec<Job>)
     let samples: usize = batch.iter().map(|job| job.samples).sum();
     let (inputs, replies) = assemble(batch, samples);
     let started = Instant::now();
-    let outcome = catch_unwind(AssertUnwindSafe(|| runnable.run(inputs))).unwrap_or_else(|panic| {
+    let outcome = catch_unwind(AssertUnwindSafe(|| match inputs {
+        Inputs::Floats(tensors) => runnable.run(tensors),
+        Inputs::Pixels(pixels) => runnable.run_pixels(pixels),
+    }))
+    .unwrap_or_else(|panic| {
         let what = panic
             .downcast_ref::<&str>()
             .map(|s| s.to_string())
@@ -442,34 +484,60 @@ fn execute(runnable: &dyn Runnable, stats: &Stats, load: &Load, batch: Vec<Job>)
     }
 }
 
-/// One engine input per model input: a lone request's tensors as they are (no copy), or the
-/// requests' tensors stacked along the batch dimension.
-fn assemble(mut batch: Vec<Job>, samples: usize) -> (Vec<Tensor>, Vec<Reply>) {
-    let inputs = if batch.len() == 1 {
-        std::mem::take(&mut batch[0].inputs)
-    } else {
-        (0..batch[0].inputs.len())
-            .map(|i| {
-                let mut shape = batch[0].inputs[i].shape.clone();
-                shape[0] = samples;
-                let mut data =
-                    Vec::with_capacity(batch.iter().map(|job| job.inputs[i].data.len()).sum());
-                for job in &batch {
-                    data.extend_from_slice(&job.inputs[i].data);
-                }
-                Tensor { shape, data }
-            })
-            .collect()
-    };
-    let replies = batch
-        .into_iter()
-        .map(|job| Reply {
+/// The engine's inputs: a lone request's as they are (no copy), or the requests' stacked along
+/// the batch dimension (the batch holds one kind only, see [`stackable`]).
+fn assemble(batch: Vec<Job>, samples: usize) -> (Inputs, Vec<Reply>) {
+    let mut replies = Vec::with_capacity(batch.len());
+    let mut parts = Vec::with_capacity(batch.len());
+    for job in batch {
+        replies.push(Reply {
             samples: job.samples,
             submitted: job.submitted,
             sender: job.reply,
             span: job.span,
-        })
-        .collect();
+        });
+        parts.push(job.inputs);
+    }
+    if parts.len() == 1 {
+        return (parts.pop().expect("one part"), replies);
+    }
+    let stack = |first: &Tensor, rows: Vec<&[f32]>| {
+        let mut shape = first.shape.clone();
+        shape[0] = samples;
+        Tensor {
+            shape,
+            data: rows.concat(),
+        }
+    };
+    let inputs = match &parts[0] {
+        Inputs::Floats(first) => Inputs::Floats(
+            (0..first.len())
+                .map(|i| {
+                    let rows = parts.iter().map(|part| match part {
+                        Inputs::Floats(tensors) => tensors[i].data.as_slice(),
+                        Inputs::Pixels(_) => unreachable!("a batch holds one kind of input"),
+                    });
+                    stack(&first[i], rows.collect())
+                })
+                .collect(),
+        ),
+        Inputs::Pixels(first) => {
+            let rows: Vec<&[u8]> = parts
+                .iter()
+                .map(|part| match part {
+                    Inputs::Pixels(pixels) => pixels.data.as_slice(),
+                    Inputs::Floats(_) => unreachable!("a batch holds one kind of input"),
+                })
+                .collect();
+            let mut shape = first.shape.clone();
+            shape[0] = samples;
+            Inputs::Pixels(Pixels {
+                shape,
+                data: rows.concat(),
+                scale: first.scale,
+            })
+        }
+    };
     (inputs, replies)
 }
 
@@ -576,7 +644,8 @@ mod tests {
             }),
         };
         let stats = Arc::new(Stats::default());
-        let scheduler = Scheduler::start("test", policy, vec![Box::new(engine)], stats.clone());
+        let scheduler =
+            Scheduler::start("test", policy, vec![Box::new(engine)], stats.clone()).unwrap();
         Gated {
             scheduler: Arc::new(scheduler),
             open,
@@ -595,11 +664,55 @@ mod tests {
         }
     }
 
-    fn sample(value: f32, samples: usize) -> Vec<Tensor> {
-        vec![Tensor {
+    fn sample(value: f32, samples: usize) -> Inputs {
+        Inputs::Floats(vec![Tensor {
             shape: vec![samples, 2],
             data: vec![value; samples * 2],
-        }]
+        }])
+    }
+
+    /// `samples` samples of two pixels each, all `pixel`, mapped onto [0, 255 * 0.5].
+    fn pixels(pixel: u8, samples: usize) -> Inputs {
+        Inputs::Pixels(Pixels {
+            shape: vec![samples, 2],
+            data: vec![pixel; samples * 2],
+            scale: aicp_core::PixelScale {
+                offset: 0.0,
+                step: 0.5,
+            },
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pixels_batch_with_pixels_and_floats_with_floats() {
+        let test = gated(policy(true, 64));
+        let submit = |inputs: Inputs, samples: usize| {
+            let scheduler = test.scheduler.clone();
+            tokio::spawn(async move { scheduler.submit(inputs, samples, None).await })
+        };
+        let first = submit(sample(0.0, 1), 1);
+        test.wait_for_a_run();
+        // Waiting: pixels, pixels, floats, pixels. The first two pixel requests make one run;
+        // the floats cannot join them, so they run next, then the last pixels.
+        let waiting = vec![
+            (submit(pixels(2, 1), 1), 1.0 * 2.0),
+            (submit(pixels(4, 2), 2), 2.0 * 2.0),
+            (submit(sample(7.0, 1), 1), 7.0 * 2.0),
+            (submit(pixels(6, 1), 1), 3.0 * 2.0),
+        ];
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for _ in 0..4 {
+            test.open.send(()).unwrap();
+        }
+        first.await.unwrap().unwrap();
+        for (request, doubled) in waiting {
+            let done = request.await.unwrap().unwrap();
+            assert!(
+                done.outputs[0].data.iter().all(|&v| v == doubled),
+                "{done:?}"
+            );
+        }
+        assert_eq!(test.runs.lock().unwrap().clone(), vec![1, 3, 1, 1]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -726,7 +839,8 @@ mod tests {
             policy(true, 8),
             vec![Box::new(engine)],
             Arc::new(Stats::default()),
-        );
+        )
+        .unwrap();
         let err = scheduler
             .submit(sample(-1.0, 1), 1, None)
             .await

@@ -6,9 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use aicp_core::{DataType, Error, ErrorKind, Result, Tensor, TensorData, TensorSpec};
+use aicp_core::{DataType, Error, ErrorKind, Pixels, Result, Tensor, TensorData, TensorSpec};
 
 use crate::repository::{Repository, ServedModel};
+use crate::scheduler::Inputs;
 use crate::stats::Timings;
 
 /// An inference request as every front end translates it.
@@ -158,8 +159,9 @@ impl Runtime {
 
 /// Matches `inputs` to the model's inputs by name, converts each to the type the model takes
 /// and reshapes it to the model's declared shape (a reshape: the data is not copied). Returns
-/// the batch size and one tensor per model input, in the model's order.
-fn prepare_inputs(model: &ServedModel, inputs: Vec<InferInput>) -> Result<(usize, Vec<Tensor>)> {
+/// the batch size and one tensor per model input, in the model's order; or, for UINT8 data
+/// sent to a model that takes pixels, the pixels as they came, for the engine to normalise.
+fn prepare_inputs(model: &ServedModel, inputs: Vec<InferInput>) -> Result<(usize, Inputs)> {
     let specs = &model.signature.inputs;
     let names = || {
         specs
@@ -203,30 +205,61 @@ fn prepare_inputs(model: &ServedModel, inputs: Vec<InferInput>) -> Result<(usize
             )));
         }
     }
+    if let (Some(scale), [Some(input)]) = (model.pixels, slots.as_mut_slice())
+        && let TensorData::U8(_) = input.data
+    {
+        let TensorData::U8(data) = std::mem::replace(&mut input.data, TensorData::U8(Vec::new()))
+        else {
+            unreachable!("matched as UINT8 above")
+        };
+        let spec = &specs[0];
+        check_count(spec, &input.shape, data.len())?;
+        let shape = fit_shape(model, spec, &input.shape)?;
+        let batch = shape.first().copied().unwrap_or(1);
+        check_batch(model, spec, &mut None, batch)?;
+        return Ok((batch, Inputs::Pixels(Pixels { shape, data, scale })));
+    }
     let mut batch = None;
     let mut tensors = Vec::with_capacity(specs.len());
     for (spec, input) in specs.iter().zip(slots.into_iter().flatten()) {
         let tensor = prepare_input(model, spec, input)?;
-        let this_batch = tensor.shape.first().copied().unwrap_or(1);
-        if model.max_batch_size() > 0 {
-            if *batch.get_or_insert(this_batch) != this_batch {
-                return Err(Error::invalid(format!(
-                    "inputs disagree on the batch size: {} and {this_batch} (input {:?})",
-                    batch.unwrap_or_default(),
-                    spec.name
-                )));
-            }
-            if this_batch > model.max_batch_size() {
-                return Err(Error::invalid(format!(
-                    "a batch of {this_batch} is more than model {:?} takes in one request (max_batch_size {}, set in model.toml [batching])",
-                    model.name,
-                    model.max_batch_size()
-                )));
-            }
-        }
+        check_batch(
+            model,
+            spec,
+            &mut batch,
+            tensor.shape.first().copied().unwrap_or(1),
+        )?;
         tensors.push(tensor);
     }
-    Ok((batch.unwrap_or(1), tensors))
+    Ok((batch.unwrap_or(1), Inputs::Floats(tensors)))
+}
+
+/// Checks that input `spec`'s batch agrees with the other inputs' (`batch`, set by the first)
+/// and fits the model's `max_batch_size`.
+fn check_batch(
+    model: &ServedModel,
+    spec: &TensorSpec,
+    batch: &mut Option<usize>,
+    this_batch: usize,
+) -> Result<()> {
+    if model.max_batch_size() == 0 {
+        return Ok(());
+    }
+    if *batch.get_or_insert(this_batch) != this_batch {
+        return Err(Error::invalid(format!(
+            "inputs disagree on the batch size: {} and {this_batch} (input {:?})",
+            batch.unwrap_or_default(),
+            spec.name
+        )));
+    }
+    if this_batch > model.max_batch_size() {
+        return Err(Error::invalid(format!(
+            "a batch of {this_batch} is more than model {:?} takes in one request (max_batch_size {}, set in model.toml [batching])",
+            model.name,
+            model.max_batch_size()
+        )));
+    }
+    Ok(())
 }
 
 /// Checks one input against its spec, converts it to float32 and gives it the model's shape.
@@ -238,14 +271,7 @@ fn prepare_input(model: &ServedModel, spec: &TensorSpec, input: InferInput) -> R
             model.name, spec.name, spec.datatype
         )));
     }
-    let needed = aicp_core::tensor::element_count(&input.shape).map_err(in_input)?;
-    if needed != input.data.len() {
-        return Err(in_input(Error::invalid(format!(
-            "shape {:?} needs {needed} values, got {}",
-            input.shape,
-            input.data.len()
-        ))));
-    }
+    check_count(spec, &input.shape, input.data.len())?;
     let shape = fit_shape(model, spec, &input.shape)?;
     let data = input.data.into_f32().map_err(in_input)?;
     if model.signature.inputs.len() == 1 {
@@ -254,6 +280,18 @@ fn prepare_input(model: &ServedModel, spec: &TensorSpec, input: InferInput) -> R
         check_finite(&data).map_err(in_input)?;
     }
     Ok(Tensor { shape, data })
+}
+
+/// Checks that `shape` (as sent for input `spec`) accounts for exactly `values` values.
+fn check_count(spec: &TensorSpec, shape: &[usize], values: usize) -> Result<()> {
+    let in_input = |e: Error| Error::new(e.kind, format!("input {:?}: {}", spec.name, e.message));
+    let needed = aicp_core::tensor::element_count(shape).map_err(in_input)?;
+    if needed != values {
+        return Err(in_input(Error::invalid(format!(
+            "shape {shape:?} needs {needed} values, got {values}"
+        ))));
+    }
+    Ok(())
 }
 
 /// The shape to feed `spec` with data shaped `given`: the model's own shape with the batch of

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod error;
 pub mod grpc;
+pub mod image_api;
 pub mod metrics;
 pub mod ml_api;
 pub mod oip;
@@ -13,13 +14,16 @@ pub mod openapi;
 pub mod request_id;
 pub mod shed;
 pub mod v2_rest;
+pub mod web;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use aicp_runtime::{Batching, ControlMode, Engines, ModelControl, ModelState, Repository, Runtime};
+use aicp_runtime::{
+    Batching, ControlMode, Engines, GpuUse, ModelControl, ModelState, Repository, Runtime,
+};
 use auth::Access;
 use axum::Router;
 use axum::body::Body;
@@ -40,6 +44,8 @@ pub struct ServeOptions {
     pub models: PathBuf,
     /// ONNX Runtime's library, when given explicitly.
     pub ort_library: Option<PathBuf>,
+    /// Whether models may run on a GPU.
+    pub gpu: GpuUse,
     /// The largest request body accepted, in bytes.
     pub max_body_bytes: usize,
     /// Inference requests in flight, HTTP and gRPC together, before new ones are refused.
@@ -110,6 +116,12 @@ pub fn router_and_paths(services: Services) -> (Router, Vec<String>) {
     inference = route(
         p,
         inference,
+        "/api/v1/ml/classify/image",
+        post(image_api::classify_image),
+    );
+    inference = route(
+        p,
+        inference,
         "/api/v1/ml/inference",
         post(ml_api::inference),
     );
@@ -170,6 +182,7 @@ pub fn router_and_paths(services: Services) -> (Router, Vec<String>) {
     ));
 
     let mut open = Router::new();
+    open = route(p, open, "/", get(web::index));
     open = route(p, open, "/healthz", get(ml_api::healthz));
     open = route(p, open, "/readyz", get(ml_api::readyz));
     open = route(p, open, "/v2/health/live", get(v2_rest::live));
@@ -273,10 +286,9 @@ pub async fn serve(
     set_health(&health, ServingStatus::NotServing).await;
     let loading = runtime.clone();
     let models = options.models.clone();
-    let ort_library = options.ort_library.clone();
+    let engines = (options.ort_library.clone(), options.gpu);
     let batching = options.batching.clone();
-    let loaded =
-        tokio::task::spawn_blocking(move || load(&loading, &models, ort_library, &batching));
+    let loaded = tokio::task::spawn_blocking(move || load(&loading, &models, engines, &batching));
     let control = Arc::new(ModelControl::new(runtime.clone(), options.model_control));
     let watcher = control.clone();
     let poll_interval = options.poll_interval;
@@ -429,17 +441,17 @@ async fn set_health(health: &tonic_health::server::HealthReporter, status: Servi
 fn load(
     runtime: &Runtime,
     models: &Path,
-    ort_library: Option<PathBuf>,
+    (ort_library, gpu): (Option<PathBuf>, GpuUse),
     batching: &Batching,
 ) -> bool {
-    let engines = Arc::new(Engines::new(ort_library.as_deref()));
+    let engines = Arc::new(Engines::with_gpu(ort_library.as_deref(), gpu));
     match Repository::load(models, engines, batching) {
         Ok(repository) => {
             for model in repository.models() {
                 match (model.state(), model.default_version()) {
                     (ModelState::Ready, Some(served)) => println!(
-                        "model {} version {} ready on {}",
-                        model.name, served.version, served.engine
+                        "model {} version {} ready on {} ({})",
+                        model.name, served.version, served.engine, served.device
                     ),
                     _ => println!(
                         "model {} failed: {}",

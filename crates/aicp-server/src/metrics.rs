@@ -113,6 +113,7 @@ fn set_states(runtime: &Runtime) {
                 "model" => model.name.clone(),
                 "version" => model.version.to_string(),
                 "engine" => model.engine.to_string(),
+                "device" => model.device.clone(),
                 "instances" => model.policy.instances.to_string(),
             )
             .set(1.0);

@@ -20,11 +20,11 @@ use crate::error::{ApiError, body, parse_json};
 
 type ApiResult<T> = Result<T, ApiError>;
 
-fn default_model() -> String {
+pub(crate) fn default_model() -> String {
     "mnist".into()
 }
 
-fn default_top_k() -> usize {
+pub(crate) fn default_top_k() -> usize {
     5
 }
 
@@ -186,7 +186,7 @@ fn image_batch(model: &ServedModel, shape: &[usize]) -> ApiResult<(usize, bool)>
 }
 
 /// Top-k predictions for each row of the first output, as probabilities.
-fn predictions(
+pub(crate) fn predictions(
     model: &ServedModel,
     outputs: &[Tensor],
     k: usize,
@@ -241,7 +241,7 @@ fn read_array(raw: &RawValue, field: &str) -> ApiResult<NestedArray> {
 }
 
 /// When a request with `timeout_ms` that arrived at `started` stops being worth answering.
-fn deadline(started: Instant, timeout_ms: Option<u64>) -> ApiResult<Option<Instant>> {
+pub(crate) fn deadline(started: Instant, timeout_ms: Option<u64>) -> ApiResult<Option<Instant>> {
     match timeout_ms {
         None => Ok(None),
         Some(0) => Err(Error::invalid(
@@ -327,7 +327,7 @@ pub fn describe(entry: &ModelEntry) -> Value {
         .map(|v| match &v.state {
             VersionState::Ready(model) => json!({
                 "version": v.version, "state": ModelState::Ready, "engine": model.engine,
-                "queue": model.scheduler.state(), "reload_error": v.reload_error,
+                "device": model.device, "queue": model.scheduler.state(), "reload_error": v.reload_error,
             }),
             VersionState::Failed(reason) => json!({
                 "version": v.version, "state": ModelState::Failed, "reason": reason,
@@ -348,6 +348,7 @@ pub fn describe(entry: &ModelEntry) -> Value {
         "default_version": served.map(|m| m.version),
         "versions": versions,
         "engine": served.map(|m| m.engine),
+        "device": served.map(|m| m.device.as_str()),
         "inputs": served.map(|m| tensors(&m.signature.inputs)),
         "outputs": served.map(|m| tensors(&m.signature.outputs)),
         "output": served.map(|m| m.output),

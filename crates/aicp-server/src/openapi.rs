@@ -24,7 +24,7 @@ use utoipa_swagger_ui::SwaggerUi;
             docs are open."
     ),
     paths(
-        classify, inference, list_models, get_model, healthz, readyz,
+        page, classify, classify_image, inference, list_models, get_model, healthz, readyz,
         server_metadata, live, ready, model_ready, model_version_ready, model_metadata,
         model_version_metadata, model_config, model_version_config, model_stats,
         model_version_stats, all_stats, infer, version_infer, repository_index, load, unload,
@@ -125,6 +125,35 @@ pub struct ClassifyResponse {
     inference_time_ms: f64,
 }
 
+/// The picture as it came.
+#[derive(Serialize, ToSchema)]
+pub struct PictureInfo {
+    /// Its width in pixels.
+    width: u32,
+    /// Its height in pixels.
+    height: u32,
+    /// Whether it was dark ink on light paper, and was inverted (MNIST's digits are light on
+    /// dark).
+    inverted: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ClassifyImageResponse {
+    /// The model that answered.
+    model_name: String,
+    /// Its version.
+    model_version: u64,
+    /// The most likely classes, best first.
+    predictions: Vec<Prediction>,
+    /// The picture as it came.
+    picture: PictureInfo,
+    /// With `debug=true`: the 28 rows of 28 pixels the model saw, 0 (background) to 255 (ink);
+    /// the model gets `low + pixel * (high - low) / 255` for its declared input range.
+    preprocessed: Option<Vec<Vec<u8>>>,
+    /// Time in the server, in milliseconds, decoding and preprocessing included.
+    inference_time_ms: f64,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct InferenceRequest {
     /// The input values, flat or nested.
@@ -198,8 +227,10 @@ pub struct VersionInfo {
     #[schema(example = "ready")]
     /// `ready` or `failed`.
     state: String,
-    /// The engine serving it (ready versions).
+    /// The engine serving it (ready versions): `cuda`, `onnxruntime` or `tract`.
     engine: Option<String>,
+    /// Where the engine runs it: `cpu`, or the GPU (`cuda:0 NVIDIA H200`).
+    device: Option<String>,
     queue: Option<QueueState>,
     /// Why it failed to load (failed versions).
     reason: Option<String>,
@@ -218,8 +249,10 @@ pub struct ModelInfo {
     /// The highest ready version, which requests without a version get.
     default_version: Option<u64>,
     versions: Vec<VersionInfo>,
-    /// The engine serving the default version.
+    /// The engine serving the default version: `cuda`, `onnxruntime` or `tract`.
     engine: Option<String>,
+    /// Where the engine runs the default version: `cpu`, or the GPU (`cuda:0 NVIDIA H200`).
+    device: Option<String>,
     inputs: Option<Vec<TensorInfo>>,
     outputs: Option<Vec<TensorInfo>>,
     /// `logits` or `probabilities`.
@@ -319,7 +352,7 @@ pub struct InstanceGroup {
     /// The group's name.
     name: String,
     #[schema(example = "KIND_CPU")]
-    /// Where they run.
+    /// Where they run: `KIND_CPU` or `KIND_GPU`.
     kind: String,
     /// Engine instances, each on its own thread.
     count: u32,
@@ -340,7 +373,7 @@ pub struct ModelConfig {
     name: String,
     /// The model format, in Triton's names.
     platform: String,
-    /// The engine: `onnxruntime` or `tract`.
+    /// The engine: `cuda`, `onnxruntime` or `tract`.
     backend: String,
     /// 0 when the model does not batch.
     max_batch_size: u64,
@@ -509,6 +542,42 @@ pub struct Empty {}
         (status = 500, description = "The engine failed", body = ApiErrorBody),
     ))]
 pub fn classify() {}
+
+/// Classify a picture of a digit (PNG, JPEG, GIF, BMP or WebP): the raw body with its media
+/// type, or the multipart/form-data field `image`. It is made MNIST-like first: grayscale, dark
+/// ink on light paper inverted, cropped to the ink, its longer side scaled to 20 pixels and
+/// centred by its centre of mass in 28x28.
+#[utoipa::path(post, path = "/api/v1/ml/classify/image", tag = "ML API",
+    params(
+        ("model_name" = Option<String>, Query, description = "The model (default `mnist`)"),
+        ("top_k" = Option<u32>, Query, description = "How many classes to return (default 5)"),
+        ("debug" = Option<bool>, Query, description = "Also return the 28x28 picture the model saw"),
+        ("timeout_ms" = Option<u64>, Query, description = "How long the client waits; past it, 504"),
+    ),
+    request_body(content(
+        (Vec<u8> = "image/png"), (Vec<u8> = "image/jpeg"), (Vec<u8> = "image/gif"),
+        (Vec<u8> = "image/bmp"), (Vec<u8> = "image/webp"), (Vec<u8> = "multipart/form-data"),
+    ), description = "The picture"),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The most likely classes", body = ClassifyImageResponse),
+        (status = 400, description = "Not a picture, or a broken or truncated one", body = ApiErrorBody),
+        (status = 401, description = "No or wrong API key", body = ApiErrorBody),
+        (status = 404, description = "No such model", body = ApiErrorBody),
+        (status = 413, description = "Body over --max-body-bytes, or more than 8192 pixels a side", body = ApiErrorBody),
+        (status = 415, description = "Not one of the picture media types, nor a multipart form", body = ApiErrorBody),
+        (status = 422, description = "A blank picture, a model that does not take 28x28 pictures, or a bad query", body = ApiErrorBody),
+        (status = 429, description = "Overloaded", body = ApiErrorBody),
+        (status = 503, description = "Not ready", body = ApiErrorBody),
+        (status = 504, description = "timeout_ms passed", body = ApiErrorBody),
+        (status = 500, description = "The engine failed", body = ApiErrorBody),
+    ))]
+pub fn classify_image() {}
+
+/// The page to draw a digit or drop a picture, with the model's top classes as they change.
+#[utoipa::path(get, path = "/", tag = "ML API",
+    responses((status = 200, description = "The page (HTML)", content_type = "text/html")))]
+pub fn page() {}
 
 /// Run a model on raw input values.
 #[utoipa::path(post, path = "/api/v1/ml/inference", tag = "ML API",

@@ -226,7 +226,11 @@ pub fn model_config(model: &ServedModel) -> ModelConfig {
         output: model.signature.outputs.iter().map(tensor).collect(),
         instance_group: vec![InstanceGroup {
             name: model.name.clone(),
-            kind: "KIND_CPU",
+            kind: if model.engine == aicp_runtime::EngineKind::Cuda {
+                "KIND_GPU"
+            } else {
+                "KIND_CPU"
+            },
             count: u32::try_from(model.policy.instances).unwrap_or(u32::MAX),
         }],
         dynamic_batching: model.policy.merges().then(|| DynamicBatching {

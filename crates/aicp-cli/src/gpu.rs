@@ -1,0 +1,371 @@
+//! `aicp gpu`: checks that the GPU engine gives the CPU's answers, and measures it, on a machine
+//! with an NVIDIA GPU. `scripts/gpu-check.sh` runs both there, next to PyTorch on the same GPU.
+
+use clap::{Args, Subcommand};
+
+use crate::serve::RepositoryArgs;
+
+#[derive(Debug, Subcommand)]
+pub enum GpuCommand {
+    /// Find the GPU, then check the CUDA engine against the CPU (tract) on a model of the
+    /// directory: float32 and uint8 input, pinned and plain transfers, batches from 1 to 16384;
+    /// and serve the directory through the runtime on the GPU. Fails on any difference above
+    /// the tolerance.
+    Verify(VerifyArgs),
+    /// Samples per second and latency of the CUDA engine at each batch size, for float32 and
+    /// uint8 input, with pinned and plain transfers, and of tract on the CPU.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    repository: RepositoryArgs,
+
+    /// The model to check (its default version).
+    #[arg(long, default_value = "mnist")]
+    model: String,
+
+    /// The largest difference allowed between a GPU output and the CPU's.
+    #[arg(long, default_value_t = 1e-4)]
+    tolerance: f32,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    repository: RepositoryArgs,
+
+    /// The model to measure (its default version).
+    #[arg(long, default_value = "mnist")]
+    model: String,
+
+    /// Batch sizes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,64,1024,16384")]
+    batches: Vec<usize>,
+
+    /// How long to run each configuration, in seconds.
+    #[arg(long, default_value_t = 1.0)]
+    seconds: f64,
+}
+
+pub fn run(command: GpuCommand) -> anyhow::Result<()> {
+    #[cfg(feature = "cuda")]
+    {
+        match command {
+            GpuCommand::Verify(args) => cuda::verify(args),
+            GpuCommand::Bench(args) => cuda::bench(args),
+        }
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = command;
+        anyhow::bail!("this build of aicp has no GPU engine (build it with the `cuda` feature)")
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use aicp_core::{PixelScale, Pixels, Tensor, TensorData};
+    use aicp_engine::cuda::CudaEngine;
+    use aicp_engine::tract::TractEngine;
+    use aicp_engine::{Engine, EngineKind, LoadOptions, Runnable};
+    use aicp_runtime::{Batching, Engines, GpuUse, InferInput, InferRequest, Repository, Runtime};
+    use anyhow::{Context, anyhow, bail};
+
+    use super::{BenchArgs, VerifyArgs};
+    use crate::serve::RepositoryArgs;
+
+    /// `samples` inputs shaped like MNIST digits: mostly background (0), the rest random ink.
+    /// The same seed gives the same pixels.
+    fn digit_like_pixels(values: usize, seed: u64) -> Vec<u8> {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..values)
+            .map(|_| {
+                // xorshift64*: plenty for test data.
+                state ^= state >> 12;
+                state ^= state << 25;
+                state ^= state >> 27;
+                let r = state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32;
+                if r.is_multiple_of(5) {
+                    (r >> 8) as u8
+                } else {
+                    0
+                }
+            })
+            .collect()
+    }
+
+    /// Runs `run` for about `seconds` (at least 3 times, after 2 warm-up runs), timing only the
+    /// calls themselves; `prepare` makes each call's input (the engine takes it by value).
+    fn measure<I>(
+        seconds: f64,
+        mut prepare: impl FnMut() -> I,
+        mut run: impl FnMut(I) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Vec<Duration>> {
+        for _ in 0..2 {
+            run(prepare())?;
+        }
+        let budget = Duration::from_secs_f64(seconds);
+        let started = Instant::now();
+        let mut times = Vec::new();
+        while times.len() < 3 || started.elapsed() < budget {
+            let input = prepare();
+            let call = Instant::now();
+            run(input)?;
+            times.push(call.elapsed());
+        }
+        Ok(times)
+    }
+
+    /// A model file of the directory, with what it needs to be fed.
+    struct Subject {
+        file: std::path::PathBuf,
+        signature: aicp_core::ModelSignature,
+        /// Each sample's shape (the input's, after the batch).
+        sample: Vec<usize>,
+        scale: PixelScale,
+    }
+
+    impl Subject {
+        /// `model`'s default version, found by loading the directory on the CPU.
+        fn find(repository: &RepositoryArgs, model: &str) -> anyhow::Result<Self> {
+            let engines = Arc::new(Engines::with_gpu(None, GpuUse::Off));
+            let cpu = Repository::load(repository.models(), engines, &Batching::default())?;
+            let entry = cpu.model(model)?;
+            let served = cpu.get(model, None)?;
+            let version = &entry.versions[&served.version];
+            let [input] = served.signature.inputs.as_slice() else {
+                bail!("model {model} has several inputs; the GPU check feeds one");
+            };
+            let sample = input.shape[1..]
+                .iter()
+                .map(|d| d.ok_or_else(|| anyhow!("model {model}'s sample shape is not fixed")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            Ok(Self {
+                file: version.file.clone(),
+                signature: served.signature.clone(),
+                sample,
+                scale: served.pixels.unwrap_or(PixelScale::for_range([0.0, 1.0])),
+            })
+        }
+
+        fn pixels(&self, batch: usize) -> Pixels {
+            let shape: Vec<usize> = std::iter::once(batch).chain(self.sample.clone()).collect();
+            let values = shape.iter().product();
+            Pixels {
+                data: digit_like_pixels(values, batch as u64),
+                shape,
+                scale: self.scale,
+            }
+        }
+
+        fn load(&self, engine: &dyn Engine) -> anyhow::Result<Box<dyn Runnable>> {
+            let options = LoadOptions {
+                pixels: Some(self.scale),
+            };
+            let model = engine.load(&self.file, &self.signature, &options)?;
+            model.prepare_thread()?;
+            Ok(model)
+        }
+    }
+
+    fn probe() -> anyhow::Result<CudaEngine> {
+        let started = Instant::now();
+        let engine = CudaEngine::probe().map_err(|e| anyhow!("no usable GPU: {e}"))?;
+        println!(
+            "gpu device=\"{}\" probe_s={:.2} (kernels compiled or read from the cache)",
+            engine.device(),
+            started.elapsed().as_secs_f64()
+        );
+        Ok(engine)
+    }
+
+    /// The largest difference; a NaN on either side counts as infinite.
+    fn max_difference(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .map(|d| if d.is_nan() { f32::INFINITY } else { d })
+            .fold(0.0, f32::max)
+    }
+
+    fn argmax_rows(data: &[f32], classes: usize) -> Vec<usize> {
+        data.chunks(classes)
+            .map(|row| {
+                (0..row.len())
+                    .max_by(|&i, &j| row[i].total_cmp(&row[j]))
+                    .unwrap_or(0)
+            })
+            .collect()
+    }
+
+    pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
+        let gpu = probe()?;
+        let subject = Subject::find(&args.repository, &args.model)?;
+        let cpu = TractEngine.load(&subject.file, &subject.signature, &LoadOptions::default())?;
+        let started = Instant::now();
+        let pinned = subject.load(&gpu)?;
+        println!(
+            "gpu load model={} load_s={:.2}",
+            args.model,
+            started.elapsed().as_secs_f64()
+        );
+        let plain = subject.load(
+            &CudaEngine::probe()
+                .map_err(|e| anyhow!(e))?
+                .without_pinned_buffers(),
+        )?;
+        let mut failures = 0;
+        for batch in [1, 7, 64, 1024, 16384] {
+            let pixels = subject.pixels(batch);
+            let floats = pixels.to_tensor();
+            let reference = cpu.run(vec![floats.clone()])?.remove(0);
+            let classes = reference.data.len() / batch;
+            let expected = argmax_rows(&reference.data, classes);
+            for (transfers, model) in [("pinned", &pinned), ("plain", &plain)] {
+                let outputs = [
+                    ("fp32", model.run(vec![floats.clone()])?),
+                    ("uint8", model.run_pixels(pixels.clone())?),
+                ];
+                for (input, output) in outputs {
+                    let output = &output[0];
+                    let difference = if output.shape == reference.shape {
+                        max_difference(&output.data, &reference.data)
+                    } else {
+                        f32::INFINITY
+                    };
+                    let agree = argmax_rows(&output.data, classes)
+                        .iter()
+                        .zip(&expected)
+                        .filter(|(a, b)| a == b)
+                        .count();
+                    let ok = difference <= args.tolerance;
+                    failures += usize::from(!ok);
+                    println!(
+                        "verify batch={batch} input={input} transfers={transfers} max_abs_diff={difference:.2e} argmax_agree={agree}/{batch} {}",
+                        if ok { "ok" } else { "FAIL" }
+                    );
+                }
+            }
+        }
+        failures += verify_served(&args, &subject, cpu.as_ref())?;
+        if failures > 0 {
+            bail!("{failures} GPU check(s) failed");
+        }
+        println!("verify all ok");
+        Ok(())
+    }
+
+    /// The model directory served through the runtime on the GPU: the model must be on the
+    /// CUDA engine, and a float32 and a UINT8 request must get the CPU's answer.
+    fn verify_served(
+        args: &VerifyArgs,
+        subject: &Subject,
+        cpu: &dyn Runnable,
+    ) -> anyhow::Result<usize> {
+        let engines = Arc::new(Engines::with_gpu(None, GpuUse::Auto));
+        let repository = Repository::load(args.repository.models(), engines, &Batching::default())?;
+        let served = repository.get(&args.model, None)?;
+        println!(
+            "served model={} engine={} device=\"{}\" max_batch_size={} max_queue_delay_us={} instances={} pixels={}",
+            served.name,
+            served.engine,
+            served.device,
+            served.policy.max_batch_size,
+            served.policy.max_queue_delay.as_micros(),
+            served.policy.instances,
+            served.pixels.is_some(),
+        );
+        let mut failures = usize::from(served.engine != EngineKind::Cuda);
+        let runtime = Runtime::new();
+        runtime.set_repository(repository);
+        let pixels = subject.pixels(3);
+        let reference = cpu.run(vec![pixels.to_tensor()])?.remove(0);
+        let requests = [
+            ("fp32", TensorData::F32(pixels.to_tensor().data)),
+            ("uint8", TensorData::U8(pixels.data.clone())),
+        ];
+        let tokio = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        for (input, data) in requests {
+            let response = tokio
+                .block_on(runtime.infer(InferRequest {
+                    model: args.model.clone(),
+                    version: None,
+                    inputs: vec![InferInput {
+                        name: None,
+                        shape: pixels.shape.clone(),
+                        data,
+                    }],
+                    deadline: None,
+                }))
+                .with_context(|| format!("a {input} request to the served model"))?;
+            let output: &Tensor = &response.outputs[0];
+            let difference = max_difference(&output.data, &reference.data);
+            let ok = difference <= args.tolerance && output.shape == reference.shape;
+            failures += usize::from(!ok);
+            println!(
+                "served request input={input} max_abs_diff={difference:.2e} {}",
+                if ok { "ok" } else { "FAIL" }
+            );
+        }
+        Ok(failures)
+    }
+
+    pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
+        let gpu = probe()?;
+        let subject = Subject::find(&args.repository, &args.model)?;
+        let cpu = TractEngine.load(&subject.file, &subject.signature, &LoadOptions::default())?;
+        let pinned = subject.load(&gpu)?;
+        let plain = subject.load(
+            &CudaEngine::probe()
+                .map_err(|e| anyhow!(e))?
+                .without_pinned_buffers(),
+        )?;
+        let configurations: [(&str, &dyn Runnable); 3] = [
+            ("cuda-pinned", pinned.as_ref()),
+            ("cuda-plain", plain.as_ref()),
+            ("cpu-tract", cpu.as_ref()),
+        ];
+        for &batch in &args.batches {
+            let pixels = subject.pixels(batch);
+            let floats = pixels.to_tensor();
+            for (engine, model) in configurations {
+                let fp32 = measure(
+                    args.seconds,
+                    || vec![floats.clone()],
+                    |inputs| Ok(model.run(inputs).map(drop)?),
+                )?;
+                report(engine, "fp32", batch, &fp32);
+                if engine == "cpu-tract" {
+                    continue;
+                }
+                let uint8 = measure(
+                    args.seconds,
+                    || pixels.clone(),
+                    |pixels| Ok(model.run_pixels(pixels).map(drop)?),
+                )?;
+                report(engine, "uint8", batch, &uint8);
+            }
+        }
+        Ok(())
+    }
+
+    fn report(engine: &str, input: &str, batch: usize, times: &[std::time::Duration]) {
+        let total: f64 = times.iter().map(|t| t.as_secs_f64()).sum();
+        let mut sorted = times.to_vec();
+        sorted.sort();
+        let median = sorted[sorted.len() / 2];
+        println!(
+            "bench engine={engine} input={input} batch={batch} samples_per_s={:.0} median_us={:.1} runs={}",
+            (batch * times.len()) as f64 / total,
+            median.as_secs_f64() * 1e6,
+            times.len()
+        );
+    }
+}

@@ -1,0 +1,533 @@
+//! The CUDA engine: tract-cuda runs a model's graph on an NVIDIA GPU.
+//!
+//! Nothing of CUDA is linked. The driver (`libcuda.so.1`) and the CUDA 13 libraries (cudart,
+//! nvrtc, cublas, cublasLt, cudnn) are opened when [`CudaEngine::probe`] looks for a GPU, so a
+//! binary with this engine runs on any machine and uses a GPU only where it finds one.
+//!
+//! tract-cuda compiles its kernels with NVRTC when the probe opens the GPU (tens of seconds the
+//! first time) and keeps them in a cache directory (`$XDG_CACHE_HOME`, else `~/.cache`, under
+//! `tract/<version>/cuda`; `aicp serve --cuda-cache-dir` sets it), so a restart reuses them and
+//! no request ever waits for a compilation.
+//!
+//! Transfers are the cost for small models, so each model instance keeps page-locked (pinned)
+//! host buffers for its inputs and outputs, grown to the largest batch seen and then reused, and
+//! copies through them on its own CUDA stream. Device memory comes from CUDA's stream-ordered
+//! pool, told at start-up to keep what it frees: a steady stream of batches allocates nothing.
+//! A model that takes pixels gets a second plan whose graph starts with Cast, Mul and Add
+//! ([`crate::onnx::with_pixel_input`]): its uint8 data crosses to the device, a quarter of the
+//! float32 bytes, and is normalised there.
+//!
+//! Every load ends with a cross-check: a small batch through each plan, compared with tract on
+//! the CPU. A model whose GPU answers differ is refused here (and then served on the CPU by the
+//! runtime), so a GPU kernel's bug can cost speed but never a wrong answer.
+
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use aicp_core::{DataType, Error, ModelSignature, PixelScale, Pixels, Result, Tensor};
+use cudarc::driver::{CudaContext, DeviceRepr, PinnedHostSlice, ValidAsZeroBits, result, sys};
+use tract_gpu::tensor::{DeviceTensor, LazyHostStorage};
+use tract_onnx::prelude::{
+    DatumType, Framework, InferenceModel, InferenceModelExt, IntoTValue, TValue, TVec,
+    TensorStorage, TractError, TractResult, tract_ndarray, tvec,
+};
+use tract_onnx::tract_core::runtime::{Runtime, State, runtime_for_name};
+use tract_onnx::tract_hir::internal::DimLike;
+
+use crate::tract::TractEngine;
+use crate::{Engine, EngineKind, LoadOptions, Runnable, onnx};
+
+/// How far a GPU output may be from the CPU's, relative to the output's largest magnitude (at
+/// least 1): float32 sums in another order differ by far less, a wrong kernel by far more.
+const CROSS_CHECK_TOLERANCE: f32 = 1e-3;
+
+/// Samples in the load-time cross-check.
+const CROSS_CHECK_BATCH: usize = 5;
+
+/// Runs models on GPU 0 through tract-cuda.
+pub struct CudaEngine {
+    runtime: &'static dyn Runtime,
+    context: Arc<CudaContext>,
+    device: String,
+    /// Copy through this engine's pinned buffers (the default), or let tract copy from and to
+    /// ordinary memory (kept to measure what the pinned buffers gain).
+    pinned: bool,
+}
+
+impl std::fmt::Debug for CudaEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaEngine")
+            .field("device", &self.device)
+            .field("pinned", &self.pinned)
+            .finish()
+    }
+}
+
+impl CudaEngine {
+    /// Opens GPU 0, or says why it cannot: no driver, a driver older than CUDA 13, a missing
+    /// library, no device. Compiles (or loads from the cache) tract-cuda's kernels.
+    pub fn probe() -> std::result::Result<Self, String> {
+        let runtime = runtime_for_name("cuda")
+            .map_err(|e| format!("{e:#}"))?
+            .ok_or("tract-cuda's runtime is not registered")?;
+        // The driver, its version and every library, each opened without touching the device.
+        runtime.check().map_err(|e| format!("{e:#}"))?;
+        let context = CudaContext::new(0).map_err(|e| format!("cannot open GPU 0: {e}"))?;
+        let name = context.name().unwrap_or_else(|_| "unknown GPU".into());
+        // tract-cuda's own context, made on first use: it compiles the kernels, and panics
+        // rather than fails when something goes wrong.
+        catch_unwind(|| tract_cuda::with_cuda_stream(|_| Ok(())))
+            .map_err(|panic| format!("tract-cuda cannot start: {}", panic_message(&panic)))?
+            .map_err(|e| format!("tract-cuda cannot start: {e:#}"))?;
+        keep_freed_memory(&context).map_err(|e| format!("GPU 0 memory pool: {e}"))?;
+        Ok(Self {
+            runtime,
+            context,
+            device: format!("cuda:0 {name}"),
+            pinned: true,
+        })
+    }
+
+    /// This engine copying through ordinary memory (tract's own transfers) instead of its
+    /// pinned buffers: for measuring what they gain.
+    pub fn without_pinned_buffers(mut self) -> Self {
+        self.pinned = false;
+        self
+    }
+
+    /// Prepares `model` for the GPU: declutters it, moves every operator tract-cuda supports to
+    /// the device, and plans its memory.
+    fn plan(&self, model: TractResult<InferenceModel>) -> TractResult<Plan> {
+        let typed = model?.into_typed()?.into_decluttered()?;
+        let runnable =
+            catch_unwind(AssertUnwindSafe(|| self.runtime.prepare(typed))).map_err(|panic| {
+                TractError::msg(format!("tract-cuda panicked: {}", panic_message(&panic)))
+            })??;
+        let state = runnable.spawn()?;
+        Ok(Plan {
+            state: Mutex::new(state),
+        })
+    }
+}
+
+/// Keeps the memory CUDA's stream-ordered allocator frees in its pool instead of handing it
+/// back to the driver at each synchronisation, so a batch reuses the last one's device memory.
+fn keep_freed_memory(context: &CudaContext) -> std::result::Result<(), result::DriverError> {
+    let mut pool = std::mem::MaybeUninit::uninit();
+    let mut threshold = u64::MAX;
+    // SAFETY: the pool comes from the driver for this context's device, and the attribute's
+    // value is a u64, as CU_MEMPOOL_ATTR_RELEASE_THRESHOLD requires.
+    unsafe {
+        sys::cuDeviceGetDefaultMemPool(pool.as_mut_ptr(), context.cu_device()).result()?;
+        sys::cuMemPoolSetAttribute(
+            pool.assume_init(),
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            (&mut threshold as *mut u64).cast(),
+        )
+        .result()
+    }
+}
+
+fn panic_message(panic: &Box<dyn Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+impl Engine for CudaEngine {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Cuda
+    }
+
+    fn device(&self) -> String {
+        self.device.clone()
+    }
+
+    fn load(
+        &self,
+        path: &Path,
+        signature: &ModelSignature,
+        options: &LoadOptions,
+    ) -> Result<Box<dyn Runnable>> {
+        let failed = |e: TractError| {
+            Error::invalid(format!("tract-cuda cannot load {}: {e:#}", path.display()))
+        };
+        let floats = self
+            .plan(tract_onnx::onnx().model_for_path(path))
+            .map_err(failed)?;
+        let pixels = match options.pixels {
+            None => None,
+            Some(scale) => {
+                let proto = onnx::with_pixel_input(path, scale)?;
+                let model = tract_onnx::onnx().model_for_proto_model(&proto);
+                Some(self.plan(model).map_err(failed)?)
+            }
+        };
+        let model = CudaModel {
+            floats,
+            pixels,
+            buffers: Mutex::new(Buffers::default()),
+            context: self.context.clone(),
+            pinned: self.pinned,
+        };
+        cross_check(&model, path, signature, options.pixels)?;
+        Ok(Box::new(model))
+    }
+}
+
+/// Runs a deterministic batch through `model`'s plans and through tract on the CPU, and fails
+/// when an output differs by more than [`CROSS_CHECK_TOLERANCE`]. Models whose inputs are not
+/// all float32 of a fixed sample shape are not checked (there is no input to make up for them).
+fn cross_check(
+    model: &CudaModel,
+    path: &Path,
+    signature: &ModelSignature,
+    pixels: Option<PixelScale>,
+) -> Result<()> {
+    let mut inputs = Vec::with_capacity(signature.inputs.len());
+    for (i, spec) in signature.inputs.iter().enumerate() {
+        let sample: Option<Vec<usize>> = spec.shape.iter().skip(1).copied().collect();
+        let (DataType::F32, Some(sample)) = (spec.datatype, sample) else {
+            return Ok(());
+        };
+        let shape: Vec<usize> = std::iter::once(CROSS_CHECK_BATCH).chain(sample).collect();
+        let count = shape.iter().product();
+        let scale = pixels.unwrap_or(PixelScale::for_range([0.0, 1.0]));
+        inputs.push(Pixels {
+            data: pattern(count, i),
+            shape,
+            scale,
+        });
+    }
+    let floats: Vec<Tensor> = inputs.iter().map(Pixels::to_tensor).collect();
+    let cpu = TractEngine
+        .load(path, signature, &LoadOptions::default())?
+        .run(floats.clone())?;
+    compare("float32", &model.run(floats)?, &cpu)?;
+    if let ([input], Some(_)) = (inputs.as_slice(), &model.pixels) {
+        compare("uint8", &model.run_pixels(input.clone())?, &cpu)?;
+    }
+    Ok(())
+}
+
+/// `count` pixels, a quarter of them ink of every shade, different for each input.
+fn pattern(count: usize, input: usize) -> Vec<u8> {
+    (0..count)
+        .map(|i| {
+            let mixed = i.wrapping_mul(2_654_435_761).wrapping_add(input * 40_503) >> 7;
+            if mixed % 4 == 0 {
+                (mixed >> 2) as u8
+            } else {
+                0
+            }
+        })
+        .collect()
+}
+
+fn compare(input: &str, gpu: &[Tensor], cpu: &[Tensor]) -> Result<()> {
+    for (i, (g, c)) in gpu.iter().zip(cpu).enumerate() {
+        let scale = c.data.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        // A NaN on either side is the worst difference, not one that max() skips.
+        let worst = g
+            .data
+            .iter()
+            .zip(&c.data)
+            .map(|(a, b)| (a - b).abs())
+            .map(|d| if d.is_nan() { f32::INFINITY } else { d })
+            .fold(0.0f32, f32::max);
+        if g.shape != c.shape || worst > CROSS_CHECK_TOLERANCE * scale {
+            return Err(Error::invalid(format!(
+                "with {input} input, output {i} on the GPU (shape {:?}) differs from the CPU's \
+                 (shape {:?}) by {worst:e}, more than {CROSS_CHECK_TOLERANCE:e} of its scale {scale}",
+                g.shape, c.shape
+            )));
+        }
+    }
+    if gpu.len() != cpu.len() {
+        return Err(Error::invalid(format!(
+            "the GPU gave {} outputs and the CPU {}",
+            gpu.len(),
+            cpu.len()
+        )));
+    }
+    Ok(())
+}
+
+/// A model prepared for the GPU, and its state (reused by every run).
+struct Plan {
+    state: Mutex<Box<dyn State>>,
+}
+
+/// One instance of a model on the GPU.
+struct CudaModel {
+    floats: Plan,
+    /// The plan that takes uint8 pixels, for a model that takes them.
+    pixels: Option<Plan>,
+    buffers: Mutex<Buffers>,
+    context: Arc<CudaContext>,
+    pinned: bool,
+}
+
+/// An instance's pinned host buffers: what goes to the device, and what comes back.
+#[derive(Default)]
+struct Buffers {
+    floats_in: Staging<f32>,
+    pixels_in: Staging<u8>,
+    out: Staging<f32>,
+}
+
+/// A pinned host buffer that grows to the largest request for it, and is then reused.
+struct Staging<T: DeviceRepr + ValidAsZeroBits> {
+    buffer: Option<PinnedHostSlice<T>>,
+}
+
+impl<T: DeviceRepr + ValidAsZeroBits> Default for Staging<T> {
+    fn default() -> Self {
+        Self { buffer: None }
+    }
+}
+
+impl<T: DeviceRepr + ValidAsZeroBits> Staging<T> {
+    /// The first `len` elements, allocated anew only when the buffer is too small. Buffers the
+    /// host writes (`for_upload`) are write-combined: fast to fill, slow to read back.
+    fn slice(
+        &mut self,
+        context: &Arc<CudaContext>,
+        len: usize,
+        for_upload: bool,
+    ) -> std::result::Result<&mut [T], result::DriverError> {
+        if self.buffer.as_ref().is_none_or(|b| b.len() < len) {
+            let flags = if for_upload {
+                sys::CU_MEMHOSTALLOC_WRITECOMBINED
+            } else {
+                0
+            };
+            // Doubling keeps reallocations rare while batch sizes grow.
+            let capacity = len.next_power_of_two();
+            self.buffer = None;
+            // SAFETY: the memory is uninitialised, and only the part the caller writes is read.
+            self.buffer = Some(unsafe { context.alloc_pinned_with_flags(capacity, flags)? });
+        }
+        let buffer = self.buffer.as_mut().expect("allocated above");
+        Ok(&mut buffer.as_mut_slice()?[..len])
+    }
+}
+
+fn driver_failed(e: result::DriverError) -> TractError {
+    TractError::msg(format!("CUDA: {e}"))
+}
+
+impl CudaModel {
+    /// Runs `plan` on `values` (host tensors, or device tensors in lazy host storage), and
+    /// brings every output back.
+    fn run_plan(&self, plan: &Plan, values: TVec<TValue>) -> TractResult<Vec<Tensor>> {
+        let outputs = plan
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .run(values)?;
+        outputs.iter().map(|value| self.download(value)).collect()
+    }
+
+    /// `data` (shaped `shape`) copied to the device through the pinned buffer `staging`, as
+    /// a tensor the plan takes without another copy.
+    fn upload<T: DeviceRepr + ValidAsZeroBits + Copy + tract_onnx::prelude::Datum>(
+        &self,
+        staging: &mut Staging<T>,
+        shape: &[usize],
+        data: &[T],
+    ) -> TractResult<TValue> {
+        let host = staging
+            .slice(&self.context, data.len(), true)
+            .map_err(driver_failed)?;
+        host.copy_from_slice(data);
+        let device = DeviceTensor::uninitialized_dt(T::datum_type(), shape)?;
+        tract_cuda::with_cuda_stream(|stream| {
+            // SAFETY: `device` was allocated on this thread's stream for exactly these
+            // elements, and `host` stays untouched until the stream has been synchronised
+            // (below, by LazyHostStorage::new).
+            unsafe {
+                result::memcpy_htod_async(
+                    device.device_buffer_ptr() as sys::CUdeviceptr,
+                    &*host,
+                    stream.cu_stream(),
+                )
+            }
+            .map_err(driver_failed)
+        })?;
+        Ok(LazyHostStorage::new(device)?.into_tensor().into_tvalue())
+    }
+
+    /// One output as a float32 tensor: copied from the device through the pinned output
+    /// buffer when it is still there, else read from the host tensor tract made.
+    fn download(&self, value: &TValue) -> TractResult<Tensor> {
+        let on_device = value
+            .storage_as::<LazyHostStorage>()
+            .and_then(LazyHostStorage::device)
+            .filter(|d| self.pinned && d.datum_type() == DatumType::F32 && !d.is_exotic());
+        if let Some(device) = on_device {
+            let mut buffers = self.buffers.lock().unwrap_or_else(|p| p.into_inner());
+            let host = buffers
+                .out
+                .slice(&self.context, device.len(), false)
+                .map_err(driver_failed)?;
+            let address =
+                device.device_buffer_ptr() as sys::CUdeviceptr + device.buffer_offset::<u64>();
+            tract_cuda::with_cuda_stream(|stream| {
+                // SAFETY: the device tensor holds `host.len()` float32 values from `address`,
+                // and the stream is synchronised before `host` is read.
+                unsafe { result::memcpy_dtoh_async(&mut *host, address, stream.cu_stream()) }
+                    .map_err(driver_failed)?;
+                stream.synchronize().map_err(driver_failed)
+            })?;
+            return Ok(Tensor {
+                shape: device.shape().to_vec(),
+                data: host.to_vec(),
+            });
+        }
+        let value = value.cast_to::<f32>()?;
+        let view = value.to_plain_array_view::<f32>()?;
+        Ok(Tensor {
+            shape: view.shape().to_vec(),
+            data: view.iter().copied().collect(),
+        })
+    }
+
+    fn run_floats(&self, inputs: Vec<Tensor>) -> TractResult<Vec<Tensor>> {
+        let values = if self.pinned {
+            let mut buffers = self.buffers.lock().unwrap_or_else(|p| p.into_inner());
+            inputs
+                .iter()
+                .map(|t| self.upload(&mut buffers.floats_in, &t.shape, &t.data))
+                .collect::<TractResult<TVec<TValue>>>()?
+        } else {
+            inputs
+                .into_iter()
+                .map(|t| Ok(tract_ndarray::ArrayD::from_shape_vec(t.shape, t.data)?.into_tvalue()))
+                .collect::<TractResult<TVec<TValue>>>()?
+        };
+        self.run_plan(&self.floats, values)
+    }
+
+    fn run_pixel_plan(&self, plan: &Plan, pixels: Pixels) -> TractResult<Vec<Tensor>> {
+        let value = if self.pinned {
+            let mut buffers = self.buffers.lock().unwrap_or_else(|p| p.into_inner());
+            self.upload(&mut buffers.pixels_in, &pixels.shape, &pixels.data)?
+        } else {
+            tract_ndarray::ArrayD::from_shape_vec(pixels.shape, pixels.data)?.into_tvalue()
+        };
+        self.run_plan(plan, tvec![value])
+    }
+}
+
+fn inference_failed(e: TractError) -> Error {
+    Error::internal(format!("CUDA inference failed: {e:#}"))
+}
+
+impl Runnable for CudaModel {
+    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        self.run_floats(inputs).map_err(inference_failed)
+    }
+
+    fn run_pixels(&self, pixels: Pixels) -> Result<Vec<Tensor>> {
+        match &self.pixels {
+            Some(plan) => self.run_pixel_plan(plan, pixels).map_err(inference_failed),
+            None => self.run(vec![pixels.to_tensor()]),
+        }
+    }
+
+    /// Makes this thread's CUDA stream and its cuBLAS and cuDNN handles by running one sample
+    /// through each plan.
+    fn prepare_thread(&self) -> Result<()> {
+        let one = |shape: &[usize]| shape.iter().product::<usize>();
+        let shapes = self.input_shapes().map_err(inference_failed)?;
+        let zeros = shapes
+            .iter()
+            .map(|shape| Tensor {
+                data: vec![0.0; one(shape)],
+                shape: shape.clone(),
+            })
+            .collect();
+        self.run(zeros)?;
+        if let (Some(plan), [shape]) = (&self.pixels, shapes.as_slice()) {
+            let pixels = Pixels {
+                shape: shape.clone(),
+                data: vec![0; one(shape)],
+                scale: aicp_core::PixelScale {
+                    offset: 0.0,
+                    step: 1.0,
+                },
+            };
+            self.run_pixel_plan(plan, pixels)
+                .map_err(inference_failed)?;
+        }
+        Ok(())
+    }
+}
+
+impl CudaModel {
+    /// Each input's shape with every variable dimension (the batch) set to 1.
+    fn input_shapes(&self) -> TractResult<Vec<Vec<usize>>> {
+        let state = self.floats.state.lock().unwrap_or_else(|p| p.into_inner());
+        let runnable = state.runnable();
+        (0..runnable.input_count())
+            .map(|i| {
+                let fact = runnable.input_fact(i)?;
+                Ok(fact
+                    .shape
+                    .iter()
+                    .map(|d| d.to_usize().unwrap_or(1))
+                    .collect())
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn logits(data: Vec<f32>) -> Vec<Tensor> {
+        vec![Tensor {
+            shape: vec![1, data.len()],
+            data,
+        }]
+    }
+
+    #[test]
+    fn the_cross_check_allows_rounding_and_refuses_wrong_answers() {
+        let cpu = logits(vec![12.5, -3.0, 0.25]);
+        assert!(compare("float32", &logits(vec![12.5001, -3.0, 0.25]), &cpu).is_ok());
+        let err = compare("uint8", &logits(vec![12.5, -3.0, 0.5]), &cpu).unwrap_err();
+        assert!(err.message.contains("with uint8 input, output 0"), "{err}");
+        assert!(compare("float32", &logits(vec![f32::NAN, -3.0, 0.25]), &cpu).is_err());
+        let mut reshaped = cpu.clone();
+        reshaped[0].shape = vec![3, 1];
+        assert!(compare("float32", &reshaped, &cpu).is_err());
+        assert!(compare("float32", &[], &cpu).is_err());
+    }
+
+    #[test]
+    fn the_cross_check_pattern_is_mostly_background_and_varies_by_input() {
+        let first = pattern(4 * 784, 0);
+        assert_eq!(first, pattern(4 * 784, 0));
+        assert_ne!(first, pattern(4 * 784, 1));
+        let ink = first.iter().filter(|&&p| p > 0).count();
+        assert!(
+            (400..1200).contains(&ink),
+            "{ink} of {} pixels are ink",
+            first.len()
+        );
+    }
+
+    #[test]
+    fn probing_without_a_gpu_says_why() {
+        // The machines that run this suite have no NVIDIA driver.
+        let err = CudaEngine::probe().unwrap_err();
+        assert!(err.contains("CUDA driver library not found"), "{err}");
+    }
+}

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The GPU checks, on a machine with an NVIDIA GPU: the CUDA engine against the CPU (`aicp gpu
+# verify`), then its throughput (`aicp gpu bench`) next to PyTorch on the same GPU with the same
+# weights (scripts/gpu_torch_bench.py). One line per figure; about two minutes.
+#
+#   scripts/gpu-check.sh [AICP_BINARY]     # default: .gpu/aicp, else target/release/aicp
+#
+# The binary must be built with the `cuda` feature (the default). Such a machine needs no Rust:
+# build one here and bring it along (see the README, "GPU"):
+#
+#   cargo build --release -p aicp-cli --no-default-features --features cuda
+#   mkdir -p .gpu && strip -o .gpu/aicp target/release/aicp
+#
+# CUDA 13's libraries (cudart, nvrtc, cublas, cudnn) are taken from the `nvidia` wheels of the
+# Python that has PyTorch (PYTHON, default python3), the driver's libcuda.so.1 from the system.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+aicp=${1:-}
+if [ -z "$aicp" ]; then
+    for candidate in .gpu/aicp target/release/aicp; do
+        [ -x "$candidate" ] && { aicp=$candidate; break; }
+    done
+fi
+[ -x "${aicp:-}" ] || { echo "no aicp binary: pass its path" >&2; exit 2; }
+python=${PYTHON:-python3}
+
+site=$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+libs=$(find "$site/nvidia" -name 'lib*.so*' -printf '%h\n' 2>/dev/null | sort -u | paste -sd:)
+for driver in /usr/local/nvidia/lib64 /usr/local/nvidia/lib /usr/lib/x86_64-linux-gnu; do
+    [ -e "$driver/libcuda.so.1" ] && libs="$libs:$driver"
+done
+export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# The compiled kernels: the first command compiles them, the next ones read them from here.
+export XDG_CACHE_HOME=${XDG_CACHE_HOME:-/tmp/aicp-gpu-cache}
+export AICP_LOG=${AICP_LOG:-warn}
+
+failed=0
+step() {
+    echo "== $*"
+    "$@" || { echo "== FAILED ($?): $*"; failed=$((failed + 1)); }
+}
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+step timeout 150 "$aicp" gpu verify --models models
+step timeout 90 "$aicp" gpu bench --models models
+step timeout 60 "$python" scripts/gpu_torch_bench.py models/mnist/1/model.onnx
+
+# The whole server, GPU against CPU on the same machine: gRPC, batches of 256 from 16 clients.
+serve_bench() {
+    local label=$1
+    shift
+    "$aicp" serve --models models --port 18000 --grpc-port 18001 "$@" >"/tmp/aicp-serve-$label.log" 2>&1 &
+    local pid=$!
+    "$python" - "$label" <<'PY' || { kill "$pid"; return 1; }
+import json, sys, time, urllib.request
+for _ in range(300):
+    try:
+        urllib.request.urlopen("http://127.0.0.1:18000/readyz", timeout=1)
+        break
+    except Exception:
+        time.sleep(0.2)
+model = json.load(urllib.request.urlopen("http://127.0.0.1:18000/api/v1/ml/models"))["models"][0]
+print(f'serve {sys.argv[1]} engine={model["engine"]} device="{model["device"]}"', flush=True)
+PY
+    timeout 30 "$aicp" bench --url http://127.0.0.1:18001 --protocol grpc --batch 256 \
+        --concurrency 16 --duration 5 --warmup 1
+    local status=$?
+    kill "$pid"
+    wait "$pid"
+    return $status
+}
+step serve_bench gpu
+step serve_bench cpu --gpu off
+echo "== $failed step(s) failed"
+exit $((failed > 0))
