@@ -1,6 +1,6 @@
 //! The page at `/`, in a real browser: headless Chromium (Debian's `chromium`, driven by
 //! `playwright-core`; scripts/test.sh installs both) draws a digit on the canvas, picks a
-//! picture file, and opens the page on a phone-sized screen. Screenshots are kept as test
+//! picture file and drops it on the pad, and opens the page on a phone-sized screen. Screenshots are kept as test
 //! artifacts in `<target>/tmp/web/`.
 
 mod common;
@@ -88,6 +88,7 @@ fn a_digit_drawn_in_the_browser_is_classified() {
     // The picture is the first held-out digit.
     let (_, label) = digits(1).remove(0);
     assert_eq!(seen["picked"]["top"], label.to_string(), "{seen}");
+    assert_eq!(seen["drop"]["top"], label.to_string(), "{seen}");
     assert_eq!(seen["fits"], true, "{seen}");
     for shot in ["drawn.png", "picture.png", "phone.png"] {
         assert!(is_png(&shots.join(shot)), "{shot} was not saved");

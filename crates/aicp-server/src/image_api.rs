@@ -3,7 +3,7 @@
 //! ([`aicp_image`]), the model's top classes out. With `?debug=true` the answer also holds the
 //! 28x28 picture the model saw.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use aicp_core::{Error, ErrorKind, TensorData};
@@ -15,6 +15,7 @@ use axum::extract::{FromRequest, Multipart, Query, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio::sync::Semaphore;
 
 use crate::error::ApiError;
 use crate::ml_api;
@@ -50,6 +51,12 @@ pub async fn classify_image(
     let deadline = ml_api::deadline(started, query.timeout_ms)?;
     let model = runtime.model(&query.model_name, None)?;
     let bytes = picture_bytes(request).await?;
+    // A decode may hold up to DecodeLimits' 256 MiB: one per core at a time keeps the total
+    // bounded however many pictures arrive together.
+    let _decoding = decoders()
+        .acquire()
+        .await
+        .map_err(|e| Error::internal(format!("picture decoding closed: {e}")))?;
     let digit = tokio::task::spawn_blocking(move || {
         let image = aicp_image::decode(&bytes, DecodeLimits::default())?;
         let size = (image.width(), image.height());
@@ -76,6 +83,13 @@ pub async fn classify_image(
     }
     body["inference_time_ms"] = json!(started.elapsed().as_secs_f64() * 1e3);
     Ok(Json(body))
+}
+
+/// Permits to decode a picture: one per core.
+fn decoders() -> &'static Semaphore {
+    static DECODERS: OnceLock<Semaphore> = OnceLock::new();
+    DECODERS
+        .get_or_init(|| Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get())))
 }
 
 /// The picture's bytes: the body itself for an image media type, the field `image` of a

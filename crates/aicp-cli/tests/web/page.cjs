@@ -1,5 +1,6 @@
 // Drives aicp's page in headless Chromium (Debian's, through playwright-core): draws a "1" with
-// the mouse, drops in a picture, checks a phone-sized window, and saves screenshots.
+// the mouse, picks a picture and drops it on the pad, checks a phone-sized window, and saves
+// screenshots.
 //
 //   node page.cjs URL SCREENSHOT_DIR PICTURE [API_KEY]
 //
@@ -79,6 +80,20 @@ async function seen(page) {
     const picked = await seen(page);
     await page.screenshot({ path: path.join(shots, "picture.png"), fullPage: true });
 
+    // The same picture dropped on the pad.
+    await page.click("#clear");
+    const bytes = require("fs").readFileSync(picture).toString("base64");
+    const dropped = await page.evaluateHandle(base64 => {
+      const data = Uint8Array.from(atob(base64), c => c.charCodeAt(0));
+      const transfer = new DataTransfer();
+      transfer.items.add(new File([data], "digit.png", { type: "image/png" }));
+      return transfer;
+    }, bytes);
+    await page.dispatchEvent("#pad", "dragover", { dataTransfer: dropped });
+    await page.dispatchEvent("#pad", "drop", { dataTransfer: dropped });
+    await page.waitForFunction(() => !!document.querySelector("#bars .bar"), null, { timeout: 10000 });
+    const drop = await seen(page);
+
     // A phone: the page fits its width, and the pad is the first thing on it.
     const phone = await browser.newPage({ ...devices["Pixel 7"] });
     watch(phone);
@@ -88,7 +103,7 @@ async function seen(page) {
       document.getElementById("pad").getBoundingClientRect().right <= window.innerWidth);
     await phone.screenshot({ path: path.join(shots, "phone.png"), fullPage: true });
 
-    console.log(JSON.stringify({ models, drawn, picked, fits, errors }));
+    console.log(JSON.stringify({ models, drawn, picked, drop, fits, errors }));
   } finally {
     await browser.close();
   }
