@@ -214,15 +214,25 @@ impl Scheduler {
                     let ready = runnable.prepare_thread();
                     let failed = ready.is_err();
                     let _ = prepared.send(ready);
+                    // Serving does not need it, and the wait below must not either.
+                    drop(prepared);
                     if !failed {
                         run_instance(&intake, runnable.as_ref(), &policy, &stats, &load);
                     }
                 })
                 .map_err(|e| format!("cannot start an inference thread: {e}"))?;
         }
-        // Dropping the queue on failure stops the instances that did prepare.
+        // Only the instances hold senders now: one that panics before it answers ends the
+        // count short instead of leaving this wait hanging. Dropping the queue on failure stops
+        // the instances that did prepare.
+        drop(prepared);
+        let mut answered = 0;
         for ready in preparing.iter().take(instances) {
             ready.map_err(|e| format!("an instance cannot prepare its thread: {}", e.message))?;
+            answered += 1;
+        }
+        if answered < instances {
+            return Err("an instance stopped while it prepared its thread".into());
         }
         Ok(Self {
             queue,
@@ -825,6 +835,47 @@ mod tests {
         assert_eq!(fresh.await.unwrap().unwrap().outputs[0].data, vec![10.0; 2]);
         assert_eq!(test.runs.lock().unwrap().clone(), vec![1, 1]);
         assert_eq!(test.stats.snapshot().execution_count, 2);
+    }
+
+    /// An engine whose instances cannot prepare their thread: by an error, or by a panic.
+    struct Unprepared {
+        panics: bool,
+    }
+
+    impl Runnable for Unprepared {
+        fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+            Ok(inputs)
+        }
+
+        fn prepare_thread(&self) -> Result<()> {
+            if self.panics {
+                panic!("no device");
+            }
+            Err(Error::internal("no stream"))
+        }
+    }
+
+    #[test]
+    fn a_scheduler_whose_instances_cannot_prepare_does_not_start() {
+        for panics in [false, true] {
+            let runnables: Vec<Box<dyn Runnable>> = vec![
+                Box::new(Doubler {
+                    runs: Arc::default(),
+                    gate: None,
+                }),
+                Box::new(Unprepared { panics }),
+            ];
+            let policy = Policy {
+                instances: 2,
+                ..policy(true, 8)
+            };
+            let started = Scheduler::start("test", policy, runnables, Arc::new(Stats::default()));
+            let err = started
+                .err()
+                .expect("a scheduler missing an instance must not start");
+            let expected = if panics { "stopped" } else { "no stream" };
+            assert!(err.contains(expected), "{err}");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
