@@ -70,7 +70,7 @@ mod cuda {
     use std::time::{Duration, Instant};
 
     use aicp_core::{PixelScale, Pixels, Tensor, TensorData};
-    use aicp_engine::cuda::CudaEngine;
+    use aicp_engine::cuda::{CudaEngine, digit_like_pixels, max_difference};
     use aicp_engine::tract::TractEngine;
     use aicp_engine::{Engine, EngineKind, LoadOptions, Runnable};
     use aicp_runtime::{Batching, Engines, GpuUse, InferInput, InferRequest, Repository, Runtime};
@@ -78,26 +78,6 @@ mod cuda {
 
     use super::{BenchArgs, VerifyArgs};
     use crate::serve::RepositoryArgs;
-
-    /// `samples` inputs shaped like MNIST digits: mostly background (0), the rest random ink.
-    /// The same seed gives the same pixels.
-    fn digit_like_pixels(values: usize, seed: u64) -> Vec<u8> {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..values)
-            .map(|_| {
-                // xorshift64*: plenty for test data.
-                state ^= state >> 12;
-                state ^= state << 25;
-                state ^= state >> 27;
-                let r = state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32;
-                if r.is_multiple_of(5) {
-                    (r >> 8) as u8
-                } else {
-                    0
-                }
-            })
-            .collect()
-    }
 
     /// Runs `run` for about `seconds` (at least 3 times, after 2 warm-up runs), timing only the
     /// calls themselves; `prepare` makes each call's input (the engine takes it by value).
@@ -157,7 +137,7 @@ mod cuda {
             let shape: Vec<usize> = std::iter::once(batch).chain(self.sample.clone()).collect();
             let values = shape.iter().product();
             Pixels {
-                data: digit_like_pixels(values, batch as u64),
+                data: digit_like_pixels(values, batch),
                 shape,
                 scale: self.scale,
             }
@@ -182,15 +162,6 @@ mod cuda {
             started.elapsed().as_secs_f64()
         );
         Ok(engine)
-    }
-
-    /// The largest difference; a NaN on either side counts as infinite.
-    fn max_difference(a: &[f32], b: &[f32]) -> f32 {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .map(|d| if d.is_nan() { f32::INFINITY } else { d })
-            .fold(0.0, f32::max)
     }
 
     fn argmax_rows(data: &[f32], classes: usize) -> Vec<usize> {

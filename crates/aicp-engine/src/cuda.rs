@@ -198,7 +198,7 @@ fn cross_check(
         let count = shape.iter().product();
         let scale = pixels.unwrap_or(PixelScale::for_range([0.0, 1.0]));
         inputs.push(Pixels {
-            data: pattern(count, i),
+            data: digit_like_pixels(count, i),
             shape,
             scale,
         });
@@ -214,11 +214,16 @@ fn cross_check(
     Ok(())
 }
 
-/// `count` pixels, a quarter of them ink of every shade, different for each input.
-fn pattern(count: usize, input: usize) -> Vec<u8> {
+/// `count` deterministic pixels shaped like MNIST digits: a quarter ink of every shade, the rest
+/// background; a different `seed` gives different pixels. What the load-time cross-check feeds,
+/// and `aicp gpu` too.
+pub fn digit_like_pixels(count: usize, seed: usize) -> Vec<u8> {
     (0..count)
         .map(|i| {
-            let mixed = i.wrapping_mul(2_654_435_761).wrapping_add(input * 40_503) >> 7;
+            let mixed = i
+                .wrapping_mul(2_654_435_761)
+                .wrapping_add(seed.wrapping_mul(40_503))
+                >> 7;
             if mixed % 4 == 0 {
                 (mixed >> 2) as u8
             } else {
@@ -228,17 +233,20 @@ fn pattern(count: usize, input: usize) -> Vec<u8> {
         .collect()
 }
 
+/// The largest difference between `a` and `b`, element by element; a NaN on either side counts
+/// as infinite (`f32::max` would skip it).
+pub fn max_difference(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .map(|d| if d.is_nan() { f32::INFINITY } else { d })
+        .fold(0.0, f32::max)
+}
+
 fn compare(input: &str, gpu: &[Tensor], cpu: &[Tensor]) -> Result<()> {
     for (i, (g, c)) in gpu.iter().zip(cpu).enumerate() {
         let scale = c.data.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-        // A NaN on either side is the worst difference, not one that max() skips.
-        let worst = g
-            .data
-            .iter()
-            .zip(&c.data)
-            .map(|(a, b)| (a - b).abs())
-            .map(|d| if d.is_nan() { f32::INFINITY } else { d })
-            .fold(0.0f32, f32::max);
+        let worst = max_difference(&g.data, &c.data);
         if g.shape != c.shape || worst > CROSS_CHECK_TOLERANCE * scale {
             return Err(Error::invalid(format!(
                 "with {input} input, output {i} on the GPU (shape {:?}) differs from the CPU's \
@@ -512,10 +520,10 @@ mod tests {
     }
 
     #[test]
-    fn the_cross_check_pattern_is_mostly_background_and_varies_by_input() {
-        let first = pattern(4 * 784, 0);
-        assert_eq!(first, pattern(4 * 784, 0));
-        assert_ne!(first, pattern(4 * 784, 1));
+    fn digit_like_pixels_are_mostly_background_and_vary_by_seed() {
+        let first = digit_like_pixels(4 * 784, 0);
+        assert_eq!(first, digit_like_pixels(4 * 784, 0));
+        assert_ne!(first, digit_like_pixels(4 * 784, 1));
         let ink = first.iter().filter(|&&p| p > 0).count();
         assert!(
             (400..1200).contains(&ink),

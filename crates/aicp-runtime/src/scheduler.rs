@@ -134,19 +134,6 @@ pub enum Inputs {
     Pixels(Pixels),
 }
 
-impl Inputs {
-    /// Every input's shape after the batch dimension.
-    fn sample_shapes(&self) -> Vec<&[usize]> {
-        match self {
-            Self::Floats(tensors) => tensors
-                .iter()
-                .map(|t| t.shape.get(1..).unwrap_or(&[]))
-                .collect(),
-            Self::Pixels(pixels) => vec![pixels.shape.get(1..).unwrap_or(&[])],
-        }
-    }
-}
-
 /// A request waiting for an instance.
 struct Job {
     inputs: Inputs,
@@ -401,11 +388,15 @@ fn still_wanted(job: Job) -> Option<Job> {
 /// has the same shape after the batch dimension (always true for models whose sample shape is
 /// fixed).
 fn stackable(a: &Job, b: &Job) -> bool {
-    let same_kind = matches!(
-        (&a.inputs, &b.inputs),
-        (Inputs::Floats(_), Inputs::Floats(_)) | (Inputs::Pixels(_), Inputs::Pixels(_))
-    );
-    same_kind && a.inputs.sample_shapes() == b.inputs.sample_shapes()
+    let same_sample = |x: &[usize], y: &[usize]| x.get(1..) == y.get(1..);
+    match (&a.inputs, &b.inputs) {
+        (Inputs::Floats(x), Inputs::Floats(y)) => x
+            .iter()
+            .zip(y)
+            .all(|(x, y)| same_sample(&x.shape, &y.shape)),
+        (Inputs::Pixels(x), Inputs::Pixels(y)) => same_sample(&x.shape, &y.shape),
+        _ => false,
+    }
 }
 
 fn run_instance(
