@@ -9,7 +9,7 @@ use std::io::Cursor;
 use std::process::Command;
 
 use aicp_engine::{Engine, Runnable, onnx, tract::TractEngine};
-use common::{Server, digits, repo_root};
+use common::{Server, digits, json_of, repo_root};
 use image::codecs::jpeg::JpegEncoder;
 use image::{GrayImage, ImageFormat};
 use serde_json::Value;
@@ -158,13 +158,7 @@ fn post(server: &Server, query: &str, content_type: Option<&str>, body: Vec<u8>)
     if let Some(content_type) = content_type {
         request = request.header("content-type", content_type);
     }
-    let response = request.send().unwrap();
-    let status = response.status().as_u16();
-    let bytes = response.bytes().unwrap();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    json_of(request.send().unwrap())
 }
 
 #[test]

@@ -6,8 +6,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use aicp_engine::{Engine, onnx, tract::TractEngine};
 use aicp_server::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
@@ -16,7 +16,7 @@ use aicp_server::grpc::proto::{
     ModelMetadataRequest, ModelReadyRequest, ModelStatisticsRequest, RepositoryIndexRequest,
     ServerLiveRequest, infer_parameter::ParameterChoice, model_infer_request,
 };
-use common::{Server, digits, python, repo_root};
+use common::{Server, digits, python, repo_root, run_bounded};
 use serde_json::{Value, json};
 use tonic::Code;
 
@@ -42,24 +42,6 @@ fn assert_close(got: &[f32], want: &[f32]) {
         .map(|(a, b)| (a - b).abs())
         .fold(0.0f32, f32::max);
     assert!(worst < 1e-4, "max difference {worst}");
-}
-
-/// Runs `command`, killing it after `limit`.
-fn run_bounded(command: &mut Command, limit: Duration) -> Output {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-    let deadline = Instant::now() + limit;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().unwrap()
 }
 
 fn text(bytes: &[u8]) -> String {

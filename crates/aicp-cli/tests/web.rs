@@ -6,10 +6,10 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use common::{Server, digits, repo_root};
+use common::{Server, digits, repo_root, run_bounded};
 use serde_json::Value;
 
 fn playwright_core() -> PathBuf {
@@ -32,25 +32,16 @@ fn browse(server: &Server, shots: &std::path::Path, api_key: Option<&str>) -> Va
         .unwrap()
         .save(&picture)
         .unwrap();
-    let mut child = Command::new("node")
-        .arg(repo_root().join("crates/aicp-cli/tests/web/page.cjs"))
-        .arg(&server.base)
-        .arg(shots)
-        .arg(&picture)
-        .args(api_key)
-        .env("AICP_PLAYWRIGHT_CORE", playwright_core())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("node runs the browser test (scripts/test.sh installs it)");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let output = child.wait_with_output().unwrap();
+    let output = run_bounded(
+        Command::new("node")
+            .arg(repo_root().join("crates/aicp-cli/tests/web/page.cjs"))
+            .arg(&server.base)
+            .arg(shots)
+            .arg(&picture)
+            .args(api_key)
+            .env("AICP_PLAYWRIGHT_CORE", playwright_core()),
+        Duration::from_secs(120),
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
