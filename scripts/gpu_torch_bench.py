@@ -5,6 +5,9 @@ onnxruntime on the CPU), then measures the host round trip: host input to the de
 forward pass, the logits back to the host. One line per figure, in `aicp gpu bench`'s format.
 
     python3 scripts/gpu_torch_bench.py models/mnist/1/model.onnx [--batches 1,64,1024,16384]
+
+`--device cpu` runs it where there is no GPU (without the pinned-memory figures): a check of
+the script itself before a GPU run.
 """
 
 import argparse
@@ -33,8 +36,8 @@ def layers_of(path):
                 weight = weight.T
             linear = torch.nn.Linear(weight.shape[1], weight.shape[0])
             with torch.no_grad():
-                linear.weight.copy_(torch.from_numpy(np.ascontiguousarray(weight)))
-                linear.bias.copy_(torch.from_numpy(weights[node.input[2]]))
+                linear.weight.copy_(torch.tensor(weight))
+                linear.bias.copy_(torch.tensor(weights[node.input[2]]))
             layers.append(linear)
         else:
             raise SystemExit(f"operator {node.op_type} is not rebuilt here")
@@ -75,12 +78,15 @@ def main():
     parser.add_argument("model")
     parser.add_argument("--batches", default="1,64,1024,16384")
     parser.add_argument("--seconds", type=float, default=1.0)
+    parser.add_argument("--device", default="cuda", help="cpu tries this script without a GPU")
     args = parser.parse_args()
 
-    device = torch.device("cuda")
+    device = torch.device(args.device)
+    on_gpu = device.type == "cuda"
     net = layers_of(args.model).eval().to(device)
     rng = np.random.default_rng(0)
-    print(f"torch {torch.__version__} device=\"{torch.cuda.get_device_name(0)}\"", flush=True)
+    name = torch.cuda.get_device_name(device) if on_gpu else "cpu"
+    print(f"torch {torch.__version__} device=\"{name}\"", flush=True)
 
     # The same weights: torch on the GPU against onnxruntime on the CPU.
     import onnxruntime
@@ -104,12 +110,13 @@ def main():
             report("torch", "fp32", batch, measure(args.seconds, fp32))
 
             # The same with the input in pinned memory, copied asynchronously.
-            pinned = torch.from_numpy(floats).pin_memory()
+            if on_gpu:
+                pinned = torch.from_numpy(floats).pin_memory()
 
-            def fp32_pinned():
-                net(pinned.to(device, non_blocking=True)).cpu()
+                def fp32_pinned():
+                    net(pinned.to(device, non_blocking=True)).cpu()
 
-            report("torch-pinned", "fp32", batch, measure(args.seconds, fp32_pinned))
+                report("torch-pinned", "fp32", batch, measure(args.seconds, fp32_pinned))
 
             # uint8 to the device, normalised there: aicp's uint8 path, in PyTorch.
             def uint8():

@@ -1,12 +1,14 @@
 //! Observability against a real `aicp serve`: `/metrics` read by Prometheus's own Python parser
 //! (`prometheus_client`) (request outcomes by reason, samples and engine runs, histograms, queue
-//! gauges, models loaded, build info, the separate metrics port), and request ids in responses
-//! and in JSON logs down to the engine.
+//! gauges, models loaded, build info, the separate metrics port), request ids in responses
+//! and in JSON logs down to the engine, and which failures are logged as errors.
 
 mod common;
 
 use std::time::Duration;
 
+use aicp_server::grpc::proto::ModelInferRequest;
+use aicp_server::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
 use common::{Server, digits, repo_root, run_python};
 use serde_json::{Value, json};
 
@@ -233,19 +235,66 @@ fn request_ids_are_echoed_and_carried_to_the_engine_in_json_logs() {
 
     let _ = server.child.kill();
     let _ = server.child.wait();
-    let text = std::fs::read_to_string(logs.path()).unwrap();
-    let lines: Vec<Value> = text
-        .lines()
-        .filter(|line| line.starts_with('{'))
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
-        .collect();
+    let lines = json_lines(logs.path());
     // The engine's thread logged the run inside the request's span.
     let engine = lines
         .iter()
         .find(|line| {
             line["span"]["id"] == "trace-me-42" && line["target"] == "aicp_runtime::scheduler"
         })
-        .unwrap_or_else(|| panic!("no engine log line carries the request id:\n{text}"));
+        .unwrap_or_else(|| panic!("no engine log line carries the request id:\n{lines:#?}"));
     assert_eq!(engine["fields"]["message"], "engine run", "{engine}");
     assert_eq!(engine["span"]["path"], "/api/v1/ml/classify", "{engine}");
+}
+
+/// The JSON log lines a server wrote to `path`.
+fn json_lines(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect()
+}
+
+#[test]
+fn client_mistakes_and_missed_deadlines_are_not_logged_as_server_errors() {
+    let logs = tempfile::NamedTempFile::new().unwrap();
+    let mut server = Server::start_with_stderr(
+        &repo_root().join("models"),
+        &["--log-format", "json"],
+        logs.reopen().unwrap(),
+    );
+    let (status, _) = server.post(
+        "/api/v1/ml/classify",
+        &json!({"model_name": "mnist", "image_data": [0.5, 0.5]}),
+    );
+    assert_eq!(status, 422);
+    // A timeout of 1 us has passed before the request reaches the queue: a 504.
+    let (status, body) = server.post(
+        "/v2/models/mnist/infer",
+        &json!({"parameters": {"timeout": 1}, "inputs": [
+            {"name": "input", "shape": [1, 784], "datatype": "FP32", "data": vec![0.0; 784]}
+        ]}),
+    );
+    assert_eq!(status, 504, "{body}");
+    let endpoint = format!("http://{}", server.grpc);
+    let status = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut client = GrpcInferenceServiceClient::connect(endpoint).await.unwrap();
+        client
+            .model_infer(ModelInferRequest {
+                model_name: "no-such-model".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err()
+    });
+    assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    let lines = json_lines(logs.path());
+    assert!(!lines.is_empty());
+    let errors: Vec<&Value> = lines.iter().filter(|l| l["level"] == "ERROR").collect();
+    assert!(errors.is_empty(), "logged as errors: {errors:#?}");
 }

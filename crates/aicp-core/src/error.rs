@@ -82,4 +82,14 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// What a caught panic said: its message when it was a string (as `panic!` makes), else a
+/// placeholder.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;

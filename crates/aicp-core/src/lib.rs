@@ -9,7 +9,7 @@ pub mod nested;
 pub mod tensor;
 
 pub use data::TensorData;
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Result, panic_message};
 pub use metadata::{Backend, Batching, InputSpec, ModelMetadata, OutputKind};
 pub use name::validate_model_name;
 pub use nested::NestedArray;

@@ -21,12 +21,13 @@
 //! the CPU. A model whose GPU answers differ is refused here (and then served on the CPU by the
 //! runtime), so a GPU kernel's bug can cost speed but never a wrong answer.
 
-use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use aicp_core::{DataType, Error, ModelSignature, PixelScale, Pixels, Result, Tensor};
+use aicp_core::{
+    DataType, Error, ModelSignature, PixelScale, Pixels, Result, Tensor, panic_message,
+};
 use cudarc::driver::{CudaContext, DeviceRepr, PinnedHostSlice, ValidAsZeroBits, result, sys};
 use tract_gpu::tensor::{DeviceTensor, LazyHostStorage};
 use tract_onnx::prelude::{
@@ -79,7 +80,7 @@ impl CudaEngine {
         // tract-cuda's own context, made on first use: it compiles the kernels, and panics
         // rather than fails when something goes wrong.
         catch_unwind(|| tract_cuda::with_cuda_stream(|_| Ok(())))
-            .map_err(|panic| format!("tract-cuda cannot start: {}", panic_message(&panic)))?
+            .map_err(|panic| format!("tract-cuda cannot start: {}", panic_message(&*panic)))?
             .map_err(|e| format!("tract-cuda cannot start: {e:#}"))?;
         keep_freed_memory(&context).map_err(|e| format!("GPU 0 memory pool: {e}"))?;
         Ok(Self {
@@ -103,7 +104,7 @@ impl CudaEngine {
         let typed = model?.into_typed()?.into_decluttered()?;
         let runnable =
             catch_unwind(AssertUnwindSafe(|| self.runtime.prepare(typed))).map_err(|panic| {
-                TractError::msg(format!("tract-cuda panicked: {}", panic_message(&panic)))
+                TractError::msg(format!("tract-cuda panicked: {}", panic_message(&*panic)))
             })??;
         let state = runnable.spawn()?;
         Ok(Plan {
@@ -128,14 +129,6 @@ fn keep_freed_memory(context: &CudaContext) -> std::result::Result<(), result::D
         )
         .result()
     }
-}
-
-fn panic_message(panic: &Box<dyn Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
 }
 
 impl Engine for CudaEngine {

@@ -56,14 +56,6 @@ struct Watch {
     changing: BTreeMap<String, SourceStamp>,
 }
 
-/// What one pass over the directory did.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Changes {
-    /// Models loaded or reloaded (whether or not every version loaded).
-    pub loaded: Vec<String>,
-    pub removed: Vec<String>,
-}
-
 impl ModelControl {
     pub fn new(runtime: Arc<Runtime>, mode: ControlMode) -> Self {
         Self {
@@ -79,12 +71,11 @@ impl ModelControl {
 
     /// One pass of the watcher: loads the models whose files appeared or changed and have
     /// stopped changing, and removes the models whose files are gone. Blocks while it loads.
-    pub fn poll(&self) -> Result<Changes> {
+    pub fn poll(&self) -> Result<()> {
         let mut watch = self.lock();
         let repository = self.runtime.repository()?;
         let sources = repository.discover()?;
         let mut next: Option<Repository> = None;
-        let mut changes = Changes::default();
         for (name, source) in &sources {
             if watch.unloaded.contains(name) {
                 continue;
@@ -102,14 +93,12 @@ impl ModelControl {
             tracing::info!("model {name}: new or changed files; loading");
             let base = next.as_ref().unwrap_or(&repository);
             next = Some(base.with_model(name, Some(source)));
-            changes.loaded.push(name.clone());
         }
         for entry in repository.models() {
             if !sources.contains_key(&entry.name) {
                 tracing::info!("model {}: its files are gone; unloading", entry.name);
                 let base = next.as_ref().unwrap_or(&repository);
                 next = Some(base.with_model(&entry.name, None));
-                changes.removed.push(entry.name.clone());
             }
         }
         watch.changing.retain(|name, _| sources.contains_key(name));
@@ -117,7 +106,7 @@ impl ModelControl {
         if let Some(next) = next {
             self.runtime.set_repository(next);
         }
-        Ok(changes)
+        Ok(())
     }
 
     /// Loads (or reloads) model `name` from the model directory now, whatever the mode's
@@ -192,7 +181,7 @@ impl ModelControl {
             ticks.tick().await;
             let control = self.clone();
             match tokio::task::spawn_blocking(move || control.poll()).await {
-                Ok(Ok(_)) => {}
+                Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::warn!("watching the model directory: {e}"),
                 Err(e) => tracing::error!("watching the model directory: {e}"),
             }

@@ -12,7 +12,7 @@ pub mod stats;
 
 pub use aicp_core::Batching;
 pub use aicp_engine::EngineKind;
-pub use control::{Changes, ControlMode, ModelControl};
+pub use control::{ControlMode, ModelControl};
 pub use repository::{
     Engines, GpuUse, ModelEntry, ModelState, Repository, ServedModel, VersionState,
 };

@@ -19,7 +19,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TryS
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aicp_core::{Batching, Error, ErrorKind, Pixels, Result, Tensor};
+use aicp_core::{Batching, Error, ErrorKind, Pixels, Result, Tensor, panic_message};
 use aicp_engine::Runnable;
 use tokio::sync::oneshot;
 
@@ -289,11 +289,14 @@ impl Scheduler {
     }
 }
 
+/// The request's deadline (its timeout, counted from its arrival) passed after it had waited
+/// `waited` in this model's queue (zero: it passed before the request reached the queue).
 fn deadline_passed(waited: Duration) -> Error {
     Error::new(
         ErrorKind::DeadlineExceeded,
         format!(
-            "the request's timeout expired after {} us, before its inference finished",
+            "the request's timeout expired before its inference finished (it waited {} us in \
+             the model's queue)",
             waited.as_micros()
         ),
     )
@@ -442,12 +445,10 @@ fn execute(runnable: &dyn Runnable, stats: &Stats, load: &Load, batch: Vec<Job>)
         Inputs::Pixels(pixels) => runnable.run_pixels(pixels),
     }))
     .unwrap_or_else(|panic| {
-        let what = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".into());
-        Err(Error::internal(format!("the engine panicked: {what}")))
+        Err(Error::internal(format!(
+            "the engine panicked: {}",
+            panic_message(&*panic)
+        )))
     });
     let compute = started.elapsed();
     load.running.fetch_sub(requests, Ordering::Relaxed);

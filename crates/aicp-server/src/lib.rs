@@ -32,7 +32,7 @@ use axum::routing::{get, post};
 use grpc::{GrpcInferenceServiceServer, InferenceService};
 use shed::InFlight;
 use tonic_health::ServingStatus;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 /// How to run the server.
 #[derive(Debug, Clone)]
@@ -233,9 +233,22 @@ pub fn router_and_paths(services: Services) -> (Router, Vec<String>) {
         .layer(DefaultBodyLimit::max(max_body_bytes))
         // Outermost last: the id is set, then the span opens with it, then the response gets it.
         .layer(request_id::propagate())
-        .layer(TraceLayer::new_for_http().make_span_with(request_id::trace::<Body>))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_id::trace::<Body>)
+                .on_failure(failure_line()),
+        )
         .layer(request_id::set());
     (app, paths)
+}
+
+/// The trace layers' line for a response that failed (a 5xx, a gRPC status other than OK), at
+/// debug level: each error is logged where it is answered, at error level when it is the
+/// server's fault, at debug when it is the client's or the load's (a bad shape, an unknown
+/// model, a shed request), so a misbehaving client or an overload does not flood the log with
+/// errors.
+fn failure_line() -> DefaultOnFailure {
+    DefaultOnFailure::new().level(tracing::Level::DEBUG)
 }
 
 /// Any other path, answered in the shape of the API its path belongs to.
@@ -386,7 +399,11 @@ pub async fn serve(
             .layer(
                 tower::ServiceBuilder::new()
                     .layer(request_id::set())
-                    .layer(TraceLayer::new_for_grpc().make_span_with(request_id::trace))
+                    .layer(
+                        TraceLayer::new_for_grpc()
+                            .make_span_with(request_id::trace)
+                            .on_failure(failure_line()),
+                    )
                     .layer(request_id::propagate()),
             )
             .add_service(health_service)
