@@ -69,8 +69,8 @@ mod cuda {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use aicp_core::{PixelScale, Pixels, Tensor, TensorData};
-    use aicp_engine::cuda::{CudaEngine, digit_like_pixels, max_difference};
+    use aicp_core::{PixelScale, Pixels, Tensor, TensorData, max_difference};
+    use aicp_engine::cuda::{CudaEngine, digit_like_pixels};
     use aicp_engine::tract::TractEngine;
     use aicp_engine::{Engine, EngineKind, LoadOptions, Runnable};
     use aicp_runtime::{Batching, Engines, GpuUse, InferInput, InferRequest, Repository, Runtime};
@@ -153,15 +153,39 @@ mod cuda {
         }
     }
 
-    fn probe() -> anyhow::Result<CudaEngine> {
+    /// A model of the directory on tract (the reference), and on the GPU with pinned and with
+    /// plain transfers.
+    struct Loaded {
+        subject: Subject,
+        cpu: Box<dyn Runnable>,
+        pinned: Box<dyn Runnable>,
+        plain: Box<dyn Runnable>,
+        /// How long the pinned GPU load took (the plan, its uint8 twin and the cross-check).
+        gpu_load: Duration,
+    }
+
+    /// Finds the GPU (timing its start-up), then loads `model` on tract and both ways on it.
+    fn load_everywhere(repository: &RepositoryArgs, model: &str) -> anyhow::Result<Loaded> {
         let started = Instant::now();
-        let engine = CudaEngine::probe().map_err(|e| anyhow!("no usable GPU: {e}"))?;
+        let gpu = CudaEngine::probe().map_err(|e| anyhow!("no usable GPU: {e}"))?;
         println!(
             "gpu device=\"{}\" probe_s={:.2} (kernels compiled or read from the cache)",
-            engine.device(),
+            gpu.device(),
             started.elapsed().as_secs_f64()
         );
-        Ok(engine)
+        let subject = Subject::find(repository, model)?;
+        let cpu = TractEngine.load(&subject.file, &subject.signature, &LoadOptions::default())?;
+        let started = Instant::now();
+        let pinned = subject.load(&gpu)?;
+        let gpu_load = started.elapsed();
+        let plain = subject.load(&gpu.without_pinned_buffers())?;
+        Ok(Loaded {
+            subject,
+            cpu,
+            pinned,
+            plain,
+            gpu_load,
+        })
     }
 
     fn argmax_rows(data: &[f32], classes: usize) -> Vec<usize> {
@@ -175,21 +199,18 @@ mod cuda {
     }
 
     pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
-        let gpu = probe()?;
-        let subject = Subject::find(&args.repository, &args.model)?;
-        let cpu = TractEngine.load(&subject.file, &subject.signature, &LoadOptions::default())?;
-        let started = Instant::now();
-        let pinned = subject.load(&gpu)?;
+        let Loaded {
+            subject,
+            cpu,
+            pinned,
+            plain,
+            gpu_load,
+        } = load_everywhere(&args.repository, &args.model)?;
         println!(
             "gpu load model={} load_s={:.2}",
             args.model,
-            started.elapsed().as_secs_f64()
+            gpu_load.as_secs_f64()
         );
-        let plain = subject.load(
-            &CudaEngine::probe()
-                .map_err(|e| anyhow!(e))?
-                .without_pinned_buffers(),
-        )?;
         let mut failures = 0;
         for batch in [1, 7, 64, 1024, 16384] {
             let pixels = subject.pixels(batch);
@@ -289,15 +310,13 @@ mod cuda {
     }
 
     pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
-        let gpu = probe()?;
-        let subject = Subject::find(&args.repository, &args.model)?;
-        let cpu = TractEngine.load(&subject.file, &subject.signature, &LoadOptions::default())?;
-        let pinned = subject.load(&gpu)?;
-        let plain = subject.load(
-            &CudaEngine::probe()
-                .map_err(|e| anyhow!(e))?
-                .without_pinned_buffers(),
-        )?;
+        let Loaded {
+            subject,
+            cpu,
+            pinned,
+            plain,
+            ..
+        } = load_everywhere(&args.repository, &args.model)?;
         let configurations: [(&str, &dyn Runnable); 3] = [
             ("cuda-pinned", pinned.as_ref()),
             ("cuda-plain", plain.as_ref()),

@@ -182,11 +182,7 @@ fn concurrent_requests_are_batched_and_each_gets_its_own_answer() {
                         assert_eq!(body["id"], format!("digit-{i}"));
                         serde_json::from_value(body["outputs"][0]["data"].clone()).unwrap()
                     };
-                    let worst = got
-                        .iter()
-                        .zip(&want[i])
-                        .map(|(a, b)| (a - b).abs())
-                        .fold(0.0f32, f32::max);
+                    let worst = aicp_core::max_difference(&got, &want[i]);
                     assert!(
                         worst < 1e-4,
                         "digit {i} got another digit's answer: {got:?} vs {:?}",

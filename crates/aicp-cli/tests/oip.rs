@@ -36,11 +36,7 @@ fn engine_logits(images: &[Vec<f32>]) -> Vec<f32> {
 
 fn assert_close(got: &[f32], want: &[f32]) {
     assert_eq!(got.len(), want.len());
-    let worst = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let worst = aicp_core::max_difference(got, want);
     assert!(worst < 1e-4, "max difference {worst}");
 }
 

@@ -13,4 +13,6 @@ pub use error::{Error, ErrorKind, Result, panic_message};
 pub use metadata::{Backend, Batching, InputSpec, ModelMetadata, OutputKind};
 pub use name::validate_model_name;
 pub use nested::NestedArray;
-pub use tensor::{DataType, ModelSignature, PixelScale, Pixels, Tensor, TensorSpec};
+pub use tensor::{
+    DataType, ModelSignature, PixelScale, Pixels, Tensor, TensorSpec, max_difference,
+};

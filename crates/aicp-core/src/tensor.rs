@@ -68,6 +68,17 @@ impl Pixels {
     }
 }
 
+/// The largest difference between `a` and `b`, element by element (over the shorter of the
+/// two); a NaN on either side counts as infinite, where `f32::max` would skip it and let a
+/// NaN output pass a comparison.
+pub fn max_difference(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .map(|d| if d.is_nan() { f32::INFINITY } else { d })
+        .fold(0.0, f32::max)
+}
+
 /// The product of `shape`, or an error when a dimension is zero or the product overflows.
 pub fn element_count(shape: &[usize]) -> Result<usize> {
     if let Some(i) = shape.iter().position(|&d| d == 0) {
@@ -236,6 +247,13 @@ mod tests {
         assert!(err.message.contains("dimension 1 is 0"), "{err}");
         let err = element_count(&[usize::MAX, 2]).unwrap_err();
         assert!(err.message.contains("too large"), "{err}");
+    }
+
+    #[test]
+    fn max_difference_counts_a_nan_as_infinite() {
+        assert_eq!(max_difference(&[1.0, 2.0], &[1.5, 1.0]), 1.0);
+        assert_eq!(max_difference(&[f32::NAN, 2.0], &[1.0, 2.0]), f32::INFINITY);
+        assert_eq!(max_difference(&[0.0], &[f32::NAN]), f32::INFINITY);
     }
 
     #[test]

@@ -26,7 +26,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use aicp_core::{
-    DataType, Error, ModelSignature, PixelScale, Pixels, Result, Tensor, panic_message,
+    DataType, Error, ModelSignature, PixelScale, Pixels, Result, Tensor, max_difference,
+    panic_message,
 };
 use cudarc::driver::{CudaContext, DeviceRepr, PinnedHostSlice, ValidAsZeroBits, result, sys};
 use tract_gpu::tensor::{DeviceTensor, LazyHostStorage};
@@ -48,6 +49,7 @@ const CROSS_CHECK_TOLERANCE: f32 = 1e-3;
 const CROSS_CHECK_BATCH: usize = 5;
 
 /// Runs models on GPU 0 through tract-cuda.
+#[derive(Clone)]
 pub struct CudaEngine {
     runtime: &'static dyn Runtime,
     context: Arc<CudaContext>,
@@ -93,9 +95,11 @@ impl CudaEngine {
 
     /// This engine copying through ordinary memory (tract's own transfers) instead of its
     /// pinned buffers: for measuring what they gain.
-    pub fn without_pinned_buffers(mut self) -> Self {
-        self.pinned = false;
-        self
+    pub fn without_pinned_buffers(&self) -> Self {
+        Self {
+            pinned: false,
+            ..self.clone()
+        }
     }
 
     /// Prepares `model` for the GPU: declutters it, moves every operator tract-cuda supports to
@@ -224,16 +228,6 @@ pub fn digit_like_pixels(count: usize, seed: usize) -> Vec<u8> {
             }
         })
         .collect()
-}
-
-/// The largest difference between `a` and `b`, element by element; a NaN on either side counts
-/// as infinite (`f32::max` would skip it).
-pub fn max_difference(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .map(|d| if d.is_nan() { f32::INFINITY } else { d })
-        .fold(0.0, f32::max)
 }
 
 fn compare(input: &str, gpu: &[Tensor], cpu: &[Tensor]) -> Result<()> {

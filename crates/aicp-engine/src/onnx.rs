@@ -252,12 +252,7 @@ mod tests {
             .unwrap()
             .remove(0);
         assert_eq!(through_graph.shape, floats.shape);
-        let worst = through_graph
-            .data
-            .iter()
-            .zip(&floats.data)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max);
+        let worst = aicp_core::max_difference(&through_graph.data, &floats.data);
         assert!(
             worst < 1e-4,
             "uint8 graph and host normalisation differ by {worst}"

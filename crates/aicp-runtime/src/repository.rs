@@ -718,8 +718,8 @@ fn load_version(
             batching,
         )
     };
-    let (engine, policy, stats, scheduler) = match load(engine) {
-        Ok(started) => (engine, started.0, started.1, started.2),
+    let (engine, (policy, stats, scheduler)) = match load(engine) {
+        Ok(started) => (engine, started),
         // A model the GPU engine cannot run (an operator it lacks, an answer that differs from
         // the CPU's) is served on the CPU rather than not at all.
         Err(reason) if engine.kind() == EngineKind::Cuda => {
@@ -729,8 +729,7 @@ fn load_version(
                  on the CPU",
                 cpu.kind()
             );
-            let started = load(cpu)?;
-            (cpu, started.0, started.1, started.2)
+            (cpu, load(cpu)?)
         }
         Err(reason) => return Err(reason),
     };

@@ -503,23 +503,27 @@ fn assemble(batch: Vec<Job>, samples: usize) -> (Inputs, Vec<Reply>) {
     if parts.len() == 1 {
         return (parts.pop().expect("one part"), replies);
     }
-    let stack = |first: &Tensor, rows: Vec<&[f32]>| {
-        let mut shape = first.shape.clone();
+    // The first request's shape, holding the whole batch.
+    let stacked = |shape: &[usize]| {
+        let mut shape = shape.to_vec();
         shape[0] = samples;
-        Tensor {
-            shape,
-            data: rows.concat(),
-        }
+        shape
     };
     let inputs = match &parts[0] {
         Inputs::Floats(first) => Inputs::Floats(
             (0..first.len())
                 .map(|i| {
-                    let rows = parts.iter().map(|part| match part {
-                        Inputs::Floats(tensors) => tensors[i].data.as_slice(),
-                        Inputs::Pixels(_) => unreachable!("a batch holds one kind of input"),
-                    });
-                    stack(&first[i], rows.collect())
+                    let rows: Vec<&[f32]> = parts
+                        .iter()
+                        .map(|part| match part {
+                            Inputs::Floats(tensors) => tensors[i].data.as_slice(),
+                            Inputs::Pixels(_) => unreachable!("a batch holds one kind of input"),
+                        })
+                        .collect();
+                    Tensor {
+                        shape: stacked(&first[i].shape),
+                        data: rows.concat(),
+                    }
                 })
                 .collect(),
         ),
@@ -531,10 +535,8 @@ fn assemble(batch: Vec<Job>, samples: usize) -> (Inputs, Vec<Reply>) {
                     Inputs::Floats(_) => unreachable!("a batch holds one kind of input"),
                 })
                 .collect();
-            let mut shape = first.shape.clone();
-            shape[0] = samples;
             Inputs::Pixels(Pixels {
-                shape,
+                shape: stacked(&first.shape),
                 data: rows.concat(),
                 scale: first.scale,
             })

@@ -206,12 +206,9 @@ fn prepare_inputs(model: &ServedModel, inputs: Vec<InferInput>) -> Result<(usize
         }
     }
     if let (Some(scale), [Some(input)]) = (model.pixels, slots.as_mut_slice())
-        && let TensorData::U8(_) = input.data
+        && let TensorData::U8(data) = &mut input.data
     {
-        let TensorData::U8(data) = std::mem::replace(&mut input.data, TensorData::U8(Vec::new()))
-        else {
-            unreachable!("matched as UINT8 above")
-        };
+        let data = std::mem::take(data);
         let spec = &specs[0];
         check_count(spec, &input.shape, data.len())?;
         let shape = fit_shape(model, spec, &input.shape)?;

@@ -49,8 +49,5 @@ pub fn tract_logits(model: &Path, images: &[f32], n: usize) -> Vec<f32> {
 
 pub fn max_abs_difference(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    aicp_core::max_difference(a, b)
 }

@@ -44,12 +44,9 @@ fn train_weights(seed: u64, threads: usize) -> Vec<DenseLayer> {
 fn max_weight_difference(a: &[DenseLayer], b: &[DenseLayer]) -> f32 {
     a.iter()
         .zip(b)
-        .flat_map(|(x, y)| {
-            x.weight
-                .iter()
-                .zip(&y.weight)
-                .chain(x.bias.iter().zip(&y.bias))
-                .map(|(p, q)| (p - q).abs())
+        .map(|(x, y)| {
+            aicp_core::max_difference(&x.weight, &y.weight)
+                .max(aicp_core::max_difference(&x.bias, &y.bias))
         })
         .fold(0.0, f32::max)
 }
