@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks, on a machine with an NVIDIA GPU: the CUDA engine against the CPU (`aicp gpu
 # verify`), then its throughput (`aicp gpu bench`) next to PyTorch on the same GPU with the same
-# weights (scripts/gpu_torch_bench.py). One line per figure; about two minutes.
+# weights (scripts/gpu_torch_bench.py), then the whole server. One line per figure; under three
+# minutes on a fresh H200 (75 s of it compiling the kernels, which later runs read from the cache).
 #
 #   scripts/gpu-check.sh [AICP_BINARY]     # default: .gpu/aicp, else target/release/aicp
 #
@@ -42,10 +43,11 @@ step() {
 }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 step timeout 150 "$aicp" gpu verify --models models
-step timeout 90 "$aicp" gpu bench --models models
+AICP_LOG=warn,aicp_engine=info step timeout 120 "$aicp" gpu bench --models models
 step timeout 60 "$python" scripts/gpu_torch_bench.py models/mnist/1/model.onnx
 
-# The whole server, GPU against CPU on the same machine: gRPC, batches of 256 from 16 clients.
+# The whole server, GPU against CPU on the same machine, over gRPC: one sample from one client,
+# then batches of 256 from 16 clients.
 serve_bench() {
     local label=$1
     shift
@@ -62,14 +64,18 @@ for _ in range(300):
 model = json.load(urllib.request.urlopen("http://127.0.0.1:18000/api/v1/ml/models"))["models"][0]
 print(f'serve {sys.argv[1]} engine={model["engine"]} device="{model["device"]}"', flush=True)
 PY
-    timeout 30 "$aicp" bench --url http://127.0.0.1:18001 --protocol grpc --batch 256 \
-        --concurrency 16 --duration 5 --warmup 1
+    # Latency: one client sending one sample at a time; then throughput.
+    timeout 30 "$aicp" bench --url http://127.0.0.1:18001 --protocol grpc --batch 1 \
+        --concurrency 1 --duration 5 --warmup 1 &&
+        timeout 30 "$aicp" bench --url http://127.0.0.1:18001 --protocol grpc --batch 256 \
+            --concurrency 16 --duration 5 --warmup 1
     local status=$?
     kill "$pid"
     wait "$pid"
     return $status
 }
 step serve_bench gpu
+step serve_bench gpu-only --gpu-min-batch 1
 step serve_bench cpu --gpu off
 echo "== $failed step(s) failed"
 exit $((failed > 0))

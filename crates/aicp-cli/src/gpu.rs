@@ -13,7 +13,8 @@ pub enum GpuCommand {
     /// the tolerance.
     Verify(VerifyArgs),
     /// Samples per second and latency of the CUDA engine at each batch size, for float32 and
-    /// uint8 input, with pinned and plain transfers, and of tract on the CPU.
+    /// uint8 input: with pinned and with plain transfers (every batch on the GPU), as served
+    /// (the batches under `--gpu-min-batch auto` on the CPU), and of tract on the CPU.
     Bench(BenchArgs),
 }
 
@@ -73,7 +74,9 @@ mod cuda {
     use aicp_engine::cuda::{CudaEngine, digit_like_pixels};
     use aicp_engine::tract::TractEngine;
     use aicp_engine::{Engine, EngineKind, LoadOptions, Runnable};
-    use aicp_runtime::{Batching, Engines, GpuUse, InferInput, InferRequest, Repository, Runtime};
+    use aicp_runtime::{
+        Batching, Engines, GpuMinBatch, GpuUse, InferInput, InferRequest, Repository, Runtime,
+    };
     use anyhow::{Context, anyhow, bail};
 
     use super::{BenchArgs, VerifyArgs};
@@ -154,12 +157,13 @@ mod cuda {
     }
 
     /// A model of the directory on tract (the reference), and on the GPU with pinned and with
-    /// plain transfers.
+    /// plain transfers, every batch on the GPU; and as served, the small batches on the CPU.
     struct Loaded {
         subject: Subject,
         cpu: Box<dyn Runnable>,
         pinned: Box<dyn Runnable>,
         plain: Box<dyn Runnable>,
+        served: Box<dyn Runnable>,
         /// How long the pinned GPU load took (the plan, its uint8 twin and the cross-check).
         gpu_load: Duration,
     }
@@ -175,6 +179,8 @@ mod cuda {
         );
         let subject = Subject::find(repository, model)?;
         let cpu = TractEngine.load(&subject.file, &subject.signature, &LoadOptions::default())?;
+        let served = subject.load(&gpu)?;
+        let gpu = gpu.with_min_batch(GpuMinBatch::Fixed(1));
         let started = Instant::now();
         let pinned = subject.load(&gpu)?;
         let gpu_load = started.elapsed();
@@ -184,6 +190,7 @@ mod cuda {
             cpu,
             pinned,
             plain,
+            served,
             gpu_load,
         })
     }
@@ -205,6 +212,7 @@ mod cuda {
             pinned,
             plain,
             gpu_load,
+            ..
         } = load_everywhere(&args.repository, &args.model)?;
         println!(
             "gpu load model={} load_s={:.2}",
@@ -259,7 +267,11 @@ mod cuda {
         subject: &Subject,
         cpu: &dyn Runnable,
     ) -> anyhow::Result<usize> {
-        let engines = Arc::new(Engines::with_gpu(None, GpuUse::Auto));
+        // Every batch on the GPU: the small ones would be checking tract against itself.
+        let gpu = GpuUse::Auto {
+            min_batch: GpuMinBatch::Fixed(1),
+        };
+        let engines = Arc::new(Engines::with_gpu(None, gpu));
         let repository = Repository::load(args.repository.models(), engines, &Batching::default())?;
         let served = repository.get(&args.model, None)?;
         println!(
@@ -315,11 +327,13 @@ mod cuda {
             cpu,
             pinned,
             plain,
+            served,
             ..
         } = load_everywhere(&args.repository, &args.model)?;
-        let configurations: [(&str, &dyn Runnable); 3] = [
+        let configurations: [(&str, &dyn Runnable); 4] = [
             ("cuda-pinned", pinned.as_ref()),
             ("cuda-plain", plain.as_ref()),
+            ("cuda-served", served.as_ref()),
             ("cpu-tract", cpu.as_ref()),
         ];
         for &batch in &args.batches {

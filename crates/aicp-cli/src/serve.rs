@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use aicp_core::{NestedArray, Tensor};
 use aicp_runtime::{
-    Batching, ControlMode, Engines, GpuUse, InferRequest, ModelState, Repository, Runtime,
-    VersionState,
+    Batching, ControlMode, Engines, GpuMinBatch, GpuUse, InferRequest, ModelState, Repository,
+    Runtime, VersionState,
 };
 use aicp_server::ServeOptions;
 use aicp_server::auth::Access;
@@ -29,6 +29,12 @@ pub struct RepositoryArgs {
     /// backend `auto` or `cuda` then run there); `off` never touches it.
     #[arg(long, env = "AICP_GPU", value_enum, default_value_t = Gpu::Auto)]
     gpu: Gpu,
+
+    /// Batches smaller than this run on the CPU (tract) instead of the GPU, where a small batch
+    /// is faster than the GPU's transfers and kernel launches: `auto` measures, for each model
+    /// as it loads, the smallest batch the GPU runs faster; `1` sends every batch to the GPU.
+    #[arg(long, env = "AICP_GPU_MIN_BATCH", default_value_t = GpuMinBatch::Measured)]
+    gpu_min_batch: GpuMinBatch,
 
     /// Where the GPU engine keeps its compiled kernels, so a restart does not compile them
     /// again (tens of seconds). Default: $XDG_CACHE_HOME, else ~/.cache.
@@ -67,7 +73,9 @@ impl RepositoryArgs {
 
     fn gpu_use(&self) -> GpuUse {
         match self.gpu {
-            Gpu::Auto => GpuUse::Auto,
+            Gpu::Auto => GpuUse::Auto {
+                min_batch: self.gpu_min_batch,
+            },
             Gpu::Off => GpuUse::Off,
         }
     }

@@ -103,3 +103,28 @@ fn gpu_off_leaves_the_gpu_alone_and_models_lists_the_device() {
     assert!(mnist.contains(" cpu "), "{stdout}");
     assert!(stderr.contains("GPU use is off"), "{stderr}");
 }
+
+#[test]
+fn gpu_min_batch_takes_auto_or_a_batch_size() {
+    let models = cuda_model_dir();
+    let models_with = |min_batch: &str| {
+        Command::new(env!("CARGO_BIN_EXE_aicp"))
+            .args(["models", "--gpu-min-batch", min_batch, "--models"])
+            .arg(models.path())
+            .output()
+            .unwrap()
+    };
+    for accepted in ["auto", "1", "64"] {
+        let output = models_with(accepted);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{accepted}: {output:?}");
+        assert!(stdout.contains("mnist"), "{stdout}");
+    }
+    let output = models_with("0");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("expected `auto` or a batch size of at least 1, got \"0\""),
+        "{stderr}"
+    );
+}

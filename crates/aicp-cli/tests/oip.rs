@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -50,10 +50,7 @@ fn tritons_python_clients_work_over_rest_and_grpc() {
     let http = server.base.trim_start_matches("http://").to_string();
     let out = run_bounded(
         Command::new(python())
-            .arg(
-                Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("tests/fixtures/tritonclient_conformance.py"),
-            )
+            .arg(common::manifest_dir().join("tests/fixtures/tritonclient_conformance.py"))
             .arg(&http)
             .arg(&server.grpc)
             .arg(bundled_model())
@@ -718,7 +715,7 @@ fn v2_rest_rejects_bad_input_with_the_protocols_errors() {
 fn named_inputs_feed_models_with_several_inputs_and_fixed_shapes() {
     let models = tempfile::tempdir().unwrap();
     let status = Command::new(python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/two_inputs.py"))
+        .arg(common::manifest_dir().join("tests/fixtures/two_inputs.py"))
         .arg(models.path())
         .status()
         .expect("scripts/test.sh creates the .venv this test needs");

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -344,7 +343,7 @@ fn reshapes_to_the_declared_input_and_never_applies_softmax_twice() {
     let models = model_dir();
     // A model taking [N, 784] and ending in Softmax, derived from the bundled one.
     let status = Command::new(python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/flat_softmax.py"))
+        .arg(common::manifest_dir().join("tests/fixtures/flat_softmax.py"))
         .arg(repo_root().join("models/mnist/1/model.onnx"))
         .arg(models.path().join("flat.onnx"))
         .status()

@@ -21,7 +21,13 @@ use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, 
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn engines() -> Vec<(&'static str, Box<dyn Runnable>)> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    // Where cargo runs the bench from, not where it was compiled (the build directory is shared).
+    let root = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(
+            || env!("CARGO_MANIFEST_DIR").into(),
+            std::path::PathBuf::from,
+        )
+        .join("../..");
     // Library discovery looks in ./.venv, so look from the repository root.
     std::env::set_current_dir(&root).expect("repository root");
     let model = root.join("models/mnist/1/model.onnx");

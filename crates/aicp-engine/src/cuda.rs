@@ -17,9 +17,15 @@
 //! ([`crate::onnx::with_pixel_input`]): its uint8 data crosses to the device, a quarter of the
 //! float32 bytes, and is normalised there.
 //!
+//! Large inputs are copied into the pinned buffers by several threads: one core fills them at
+//! a fraction of the speed the GPU reads them.
+//!
 //! Every load ends with a cross-check: a small batch through each plan, compared with tract on
 //! the CPU. A model whose GPU answers differ is refused here (and then served on the CPU by the
-//! runtime), so a GPU kernel's bug can cost speed but never a wrong answer.
+//! runtime), so a GPU kernel's bug can cost speed but never a wrong answer. Then the load
+//! measures the smallest batch the GPU runs faster than tract ([`GpuMinBatch`]); smaller
+//! batches, which a GPU's transfers and launches make slower than the CPU, run on tract
+//! ([`crate::split`]).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
@@ -30,6 +36,7 @@ use aicp_core::{
     panic_message,
 };
 use cudarc::driver::{CudaContext, DeviceRepr, PinnedHostSlice, ValidAsZeroBits, result, sys};
+use rayon::prelude::*;
 use tract_gpu::tensor::{DeviceTensor, LazyHostStorage};
 use tract_onnx::prelude::{
     DatumType, Framework, InferenceModel, InferenceModelExt, IntoTValue, TValue, TVec,
@@ -38,8 +45,9 @@ use tract_onnx::prelude::{
 use tract_onnx::tract_core::runtime::{Runtime, State, runtime_for_name};
 use tract_onnx::tract_hir::internal::DimLike;
 
+use crate::split::{SplitByBatch, measure_min_batch};
 use crate::tract::TractEngine;
-use crate::{Engine, EngineKind, LoadOptions, Runnable, onnx};
+use crate::{Engine, EngineKind, GpuMinBatch, LoadOptions, Runnable, onnx};
 
 /// How far a GPU output may be from the CPU's, relative to the output's largest magnitude (at
 /// least 1): float32 sums in another order differ by far less, a wrong kernel by far more.
@@ -47,6 +55,10 @@ const CROSS_CHECK_TOLERANCE: f32 = 1e-3;
 
 /// Samples in the load-time cross-check.
 const CROSS_CHECK_BATCH: usize = 5;
+
+/// Inputs from this many bytes up are copied into pinned memory in chunks of this size, by
+/// several threads.
+const PARALLEL_COPY_BYTES: usize = 256 << 10;
 
 /// Runs models on GPU 0 through tract-cuda.
 #[derive(Clone)]
@@ -57,6 +69,8 @@ pub struct CudaEngine {
     /// Copy through this engine's pinned buffers (the default), or let tract copy from and to
     /// ordinary memory (kept to measure what the pinned buffers gain).
     pinned: bool,
+    /// Which batches run on tract instead.
+    min_batch: GpuMinBatch,
 }
 
 impl std::fmt::Debug for CudaEngine {
@@ -64,6 +78,7 @@ impl std::fmt::Debug for CudaEngine {
         f.debug_struct("CudaEngine")
             .field("device", &self.device)
             .field("pinned", &self.pinned)
+            .field("min_batch", &self.min_batch)
             .finish()
     }
 }
@@ -90,7 +105,13 @@ impl CudaEngine {
             context,
             device: format!("cuda:0 {name}"),
             pinned: true,
+            min_batch: GpuMinBatch::default(),
         })
+    }
+
+    /// This engine leaving the batches `min_batch` says to tract on the CPU.
+    pub fn with_min_batch(self, min_batch: GpuMinBatch) -> Self {
+        Self { min_batch, ..self }
     }
 
     /// This engine copying through ordinary memory (tract's own transfers) instead of its
@@ -171,42 +192,85 @@ impl Engine for CudaEngine {
             context: self.context.clone(),
             pinned: self.pinned,
         };
-        cross_check(&model, path, signature, options.pixels)?;
-        Ok(Box::new(model))
+        // tract: the reference the GPU is checked against, then the engine of small batches.
+        let cpu = TractEngine.load(path, signature, &LoadOptions::default())?;
+        let inputs = made_up_inputs(signature, options.pixels);
+        if let Some(inputs) = &inputs {
+            cross_check(&model, cpu.as_ref(), &inputs(CROSS_CHECK_BATCH))?;
+        }
+        let min_batch = match (self.min_batch, &inputs) {
+            (GpuMinBatch::Fixed(batch), _) => batch,
+            // Nothing to measure with: every batch goes to the GPU.
+            (GpuMinBatch::Measured, None) => 1,
+            (GpuMinBatch::Measured, Some(inputs)) => {
+                let floats = |batch| inputs(batch).iter().map(Pixels::to_tensor).collect();
+                let found = measure_min_batch(cpu.as_ref(), &model, floats)?;
+                tracing::info!(
+                    "{}: batches under {} run on the CPU, where they are faster (batch 1: CPU {} us, GPU {} us)",
+                    path.display(),
+                    found.min_batch,
+                    found.at_one.small.as_micros(),
+                    found.at_one.large.as_micros(),
+                );
+                found.min_batch
+            }
+        };
+        if min_batch <= 1 {
+            return Ok(Box::new(model));
+        }
+        Ok(Box::new(SplitByBatch {
+            small: cpu,
+            large: Box::new(model),
+            min_batch,
+        }))
     }
 }
 
-/// Runs a deterministic batch through `model`'s plans and through tract on the CPU, and fails
-/// when an output differs by more than [`CROSS_CHECK_TOLERANCE`]. Models whose inputs are not
-/// all float32 of a fixed sample shape are not checked (there is no input to make up for them).
-fn cross_check(
-    model: &CudaModel,
-    path: &Path,
+/// Made-up inputs for a model of `signature`, for a batch of any size: digit-like pixels for
+/// each input, which the uint8 plan takes as they are and the float32 one normalised. None
+/// when an input is not float32 of a fixed sample shape (there is nothing to make up for it).
+fn made_up_inputs(
     signature: &ModelSignature,
     pixels: Option<PixelScale>,
-) -> Result<()> {
-    let mut inputs = Vec::with_capacity(signature.inputs.len());
-    for (i, spec) in signature.inputs.iter().enumerate() {
-        let sample: Option<Vec<usize>> = spec.shape.iter().skip(1).copied().collect();
-        let (DataType::F32, Some(sample)) = (spec.datatype, sample) else {
-            return Ok(());
-        };
-        let shape: Vec<usize> = std::iter::once(CROSS_CHECK_BATCH).chain(sample).collect();
-        let count = shape.iter().product();
-        let scale = pixels.unwrap_or(PixelScale::for_range([0.0, 1.0]));
-        inputs.push(Pixels {
-            data: digit_like_pixels(count, i),
-            shape,
-            scale,
-        });
-    }
+) -> Option<impl Fn(usize) -> Vec<Pixels>> {
+    let samples = signature
+        .inputs
+        .iter()
+        .map(|spec| match spec.datatype {
+            DataType::F32 => spec
+                .shape
+                .iter()
+                .skip(1)
+                .copied()
+                .collect::<Option<Vec<_>>>(),
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()?;
+    let scale = pixels.unwrap_or(PixelScale::for_range([0.0, 1.0]));
+    Some(move |batch| {
+        samples
+            .iter()
+            .enumerate()
+            .map(|(i, sample)| {
+                let shape: Vec<usize> = std::iter::once(batch).chain(sample.clone()).collect();
+                Pixels {
+                    data: digit_like_pixels(shape.iter().product(), i),
+                    shape,
+                    scale,
+                }
+            })
+            .collect()
+    })
+}
+
+/// Runs `inputs` through `model`'s plans and through `cpu` (tract), and fails when an output
+/// differs by more than [`CROSS_CHECK_TOLERANCE`].
+fn cross_check(model: &CudaModel, cpu: &dyn Runnable, inputs: &[Pixels]) -> Result<()> {
     let floats: Vec<Tensor> = inputs.iter().map(Pixels::to_tensor).collect();
-    let cpu = TractEngine
-        .load(path, signature, &LoadOptions::default())?
-        .run(floats.clone())?;
-    compare("float32", &model.run(floats)?, &cpu)?;
-    if let ([input], Some(_)) = (inputs.as_slice(), &model.pixels) {
-        compare("uint8", &model.run_pixels(input.clone())?, &cpu)?;
+    let expected = cpu.run(floats.clone())?;
+    compare("float32", &model.run(floats)?, &expected)?;
+    if let ([input], Some(_)) = (inputs, &model.pixels) {
+        compare("uint8", &model.run_pixels(input.clone())?, &expected)?;
     }
     Ok(())
 }
@@ -312,6 +376,18 @@ impl<T: DeviceRepr + ValidAsZeroBits> Staging<T> {
     }
 }
 
+/// Copies `data` into the pinned buffer `host`: a large input by several threads, each a chunk.
+fn fill<T: Copy + Send + Sync>(host: &mut [T], data: &[T]) {
+    let chunk = PARALLEL_COPY_BYTES / size_of::<T>();
+    if data.len() < 2 * chunk {
+        host.copy_from_slice(data);
+    } else {
+        host.par_chunks_mut(chunk)
+            .zip(data.par_chunks(chunk))
+            .for_each(|(to, from)| to.copy_from_slice(from));
+    }
+}
+
 fn driver_failed(e: result::DriverError) -> TractError {
     TractError::msg(format!("CUDA: {e}"))
 }
@@ -339,7 +415,7 @@ impl CudaModel {
         let host = staging
             .slice(&self.context, data.len(), true)
             .map_err(driver_failed)?;
-        host.copy_from_slice(data);
+        fill(host, data);
         let device = DeviceTensor::uninitialized_dt(T::datum_type(), shape)?;
         tract_cuda::with_cuda_stream(|stream| {
             // SAFETY: `device` was allocated on this thread's stream for exactly these

@@ -7,6 +7,7 @@
 pub mod cuda;
 pub mod onnx;
 pub mod onnxruntime;
+pub mod split;
 pub mod tract;
 
 use std::path::Path;
@@ -89,15 +90,83 @@ pub trait Runnable: Send + Sync {
     }
 }
 
+/// Which batches a GPU engine leaves to the CPU (`--gpu-min-batch`), where a small batch is
+/// faster than the GPU's transfers and kernel launches (see [`split`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GpuMinBatch {
+    /// Measured for each model as it loads: the smallest batch the GPU runs faster than the CPU.
+    #[default]
+    Measured,
+    /// Batches smaller than this run on the CPU; 1 sends every batch to the GPU.
+    Fixed(usize),
+}
+
+impl std::str::FromStr for GpuMinBatch {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        match text {
+            "auto" => Ok(Self::Measured),
+            _ => match text.parse() {
+                Ok(batch) if batch >= 1 => Ok(Self::Fixed(batch)),
+                _ => Err(format!(
+                    "expected `auto` or a batch size of at least 1, got {text:?}"
+                )),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for GpuMinBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Measured => f.write_str("auto"),
+            Self::Fixed(batch) => write!(f, "{batch}"),
+        }
+    }
+}
+
 /// The GPU engine, when this build has one ([`cuda`], the `cuda` feature) and it finds a usable
-/// GPU; otherwise why not, in words for a start-up message.
-pub fn probe_gpu() -> std::result::Result<Box<dyn Engine>, String> {
+/// GPU; otherwise why not, in words for a start-up message. `min_batch` says which batches it
+/// leaves to the CPU.
+pub fn probe_gpu(min_batch: GpuMinBatch) -> std::result::Result<Box<dyn Engine>, String> {
     #[cfg(feature = "cuda")]
     {
-        cuda::CudaEngine::probe().map(|engine| Box::new(engine) as Box<dyn Engine>)
+        cuda::CudaEngine::probe()
+            .map(|engine| Box::new(engine.with_min_batch(min_batch)) as Box<dyn Engine>)
     }
     #[cfg(not(feature = "cuda"))]
     {
+        let _ = min_batch;
         Err("this build of aicp has no GPU engine (build it with the `cuda` feature)".into())
+    }
+}
+
+/// The bundled model, found from this package's directory as cargo gives it when it runs the
+/// tests (a build directory shared between clones may hold tests another clone compiled).
+#[cfg(test)]
+fn bundled_model() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(
+            || env!("CARGO_MANIFEST_DIR").into(),
+            std::path::PathBuf::from,
+        )
+        .join("../../models/mnist/1/model.onnx")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GpuMinBatch;
+
+    #[test]
+    fn gpu_min_batch_reads_auto_or_a_batch_size() {
+        assert_eq!("auto".parse(), Ok(GpuMinBatch::Measured));
+        assert_eq!("64".parse(), Ok(GpuMinBatch::Fixed(64)));
+        for bad in ["0", "-1", "all", ""] {
+            let err = bad.parse::<GpuMinBatch>().unwrap_err();
+            assert!(err.contains("expected `auto` or a batch size"), "{err}");
+        }
+        assert_eq!(GpuMinBatch::Fixed(1).to_string(), "1");
+        assert_eq!(GpuMinBatch::Measured.to_string(), "auto");
     }
 }

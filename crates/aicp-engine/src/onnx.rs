@@ -197,11 +197,8 @@ mod tests {
 
     use super::*;
     use crate::Engine;
+    use crate::bundled_model;
     use crate::tract::TractEngine;
-
-    fn bundled_model() -> std::path::PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/mnist/1/model.onnx")
-    }
 
     /// Runs `proto` on tract, fed `pixels` as uint8.
     fn run_uint8(proto: &pb::ModelProto, pixels: &Pixels) -> Tensor {

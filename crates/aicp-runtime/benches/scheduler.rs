@@ -21,8 +21,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const SUBMITTERS: usize = 64;
 const REQUESTS_PER_SUBMITTER: usize = 64;
 
+/// The repository, from where cargo runs the bench rather than where it was compiled (the
+/// build directory is shared between clones).
 fn root() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(
+            || env!("CARGO_MANIFEST_DIR").into(),
+            std::path::PathBuf::from,
+        )
+        .join("../..")
 }
 
 fn runtime(engines: &Arc<Engines>, dynamic: bool) -> (Arc<Runtime>, Arc<ServedModel>) {

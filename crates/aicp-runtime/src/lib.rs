@@ -11,7 +11,7 @@ pub mod service;
 pub mod stats;
 
 pub use aicp_core::Batching;
-pub use aicp_engine::EngineKind;
+pub use aicp_engine::{EngineKind, GpuMinBatch};
 pub use control::{ControlMode, ModelControl};
 pub use repository::{
     Engines, GpuUse, ModelEntry, ModelState, Repository, ServedModel, VersionState,

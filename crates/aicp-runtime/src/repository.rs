@@ -22,7 +22,7 @@ use aicp_core::{
 };
 use aicp_engine::onnxruntime::OnnxRuntimeEngine;
 use aicp_engine::tract::TractEngine;
-use aicp_engine::{Engine, EngineKind, LoadOptions, Runnable, onnx};
+use aicp_engine::{Engine, EngineKind, GpuMinBatch, LoadOptions, Runnable, onnx};
 use serde::Serialize;
 
 use crate::scheduler::{Policy, Scheduler};
@@ -38,13 +38,21 @@ pub struct Engines {
 }
 
 /// Whether models may run on a GPU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GpuUse {
-    /// Look for a usable GPU at start-up; models on `auto` or `cuda` run there when one is found.
-    #[default]
-    Auto,
+    /// Look for a usable GPU at start-up; models on `auto` or `cuda` run there when one is
+    /// found, but for the batches `min_batch` leaves to the CPU.
+    Auto { min_batch: GpuMinBatch },
     /// Never touch a GPU, even for models that ask for one.
     Off,
+}
+
+impl Default for GpuUse {
+    fn default() -> Self {
+        Self::Auto {
+            min_batch: GpuMinBatch::default(),
+        }
+    }
 }
 
 impl Engines {
@@ -52,7 +60,7 @@ impl Engines {
     /// [`aicp_engine::onnxruntime::find_library`]). A library that was asked for explicitly but
     /// cannot be loaded is logged as an error; models on `auto` are then served by tract.
     pub fn new(ort_library: Option<&Path>) -> Self {
-        Self::with_gpu(ort_library, GpuUse::Auto)
+        Self::with_gpu(ort_library, GpuUse::default())
     }
 
     /// As [`Engines::new`], and a GPU engine when `gpu` allows it and one is found. Without
@@ -75,7 +83,7 @@ impl Engines {
         }
         let gpu = match gpu {
             GpuUse::Off => Err("GPU use is off (--gpu off)".to_string()),
-            GpuUse::Auto => aicp_engine::probe_gpu(),
+            GpuUse::Auto { min_batch } => aicp_engine::probe_gpu(min_batch),
         };
         match &gpu {
             Ok(engine) => {

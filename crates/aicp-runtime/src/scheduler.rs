@@ -687,22 +687,37 @@ mod tests {
         })
     }
 
+    /// Submits `inputs` to `scheduler` and returns once the request is in the queue, so that
+    /// requests submitted one after another wait in that order (spawned at once, they would
+    /// race to the queue).
+    async fn queued(
+        scheduler: Arc<Scheduler>,
+        inputs: Inputs,
+        samples: usize,
+    ) -> tokio::task::JoinHandle<Result<Completed>> {
+        let mut request = Box::pin(async move { scheduler.submit(inputs, samples, None).await });
+        // The first poll runs `submit` until it waits for its answer: the request is queued.
+        let first_poll = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(request.as_mut().poll(cx).is_pending())
+        });
+        assert!(first_poll.await, "the request finished before it was run");
+        tokio::spawn(request)
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn pixels_batch_with_pixels_and_floats_with_floats() {
         let test = gated(policy(true, 64));
-        let submit = |inputs: Inputs, samples: usize| {
-            let scheduler = test.scheduler.clone();
-            tokio::spawn(async move { scheduler.submit(inputs, samples, None).await })
-        };
-        let first = submit(sample(0.0, 1), 1);
+        let submit =
+            |inputs: Inputs, samples: usize| queued(test.scheduler.clone(), inputs, samples);
+        let first = submit(sample(0.0, 1), 1).await;
         test.wait_for_a_run();
-        // Waiting: pixels, pixels, floats, pixels. The first two pixel requests make one run;
-        // the floats cannot join them, so they run next, then the last pixels.
+        // Waiting, in this order: pixels, pixels, floats, pixels. The first two pixel requests
+        // make one run; the floats cannot join them, so they run next, then the last pixels.
         let waiting = vec![
-            (submit(pixels(2, 1), 1), 1.0 * 2.0),
-            (submit(pixels(4, 2), 2), 2.0 * 2.0),
-            (submit(sample(7.0, 1), 1), 7.0 * 2.0),
-            (submit(pixels(6, 1), 1), 3.0 * 2.0),
+            (submit(pixels(2, 1), 1).await, 1.0 * 2.0),
+            (submit(pixels(4, 2), 2).await, 2.0 * 2.0),
+            (submit(sample(7.0, 1), 1).await, 7.0 * 2.0),
+            (submit(pixels(6, 1), 1).await, 3.0 * 2.0),
         ];
         tokio::time::sleep(Duration::from_millis(50)).await;
         for _ in 0..4 {

@@ -12,8 +12,16 @@ use std::time::{Duration, Instant};
 use aicp_train::{Dataset, DatasetKind, Fetch};
 use serde_json::Value;
 
+/// This package's directory as cargo gives it when it runs the test, not as it was when the
+/// test was compiled: a build directory shared between clones (CI's) may hold a test binary
+/// that another clone compiled.
+pub fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), PathBuf::from)
+}
+
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    manifest_dir().join("../..")
 }
 
 /// A running `aicp serve`, killed when dropped.

@@ -12,8 +12,13 @@ use std::path::{Path, PathBuf};
 use aicp_train::{Dataset, DatasetKind, Fetch};
 use tract_onnx::prelude::*;
 
+/// The repository, from this package's directory as cargo gives it when it runs the test, not as it was when the
+/// test was compiled: a build directory shared between clones (CI's) may hold a test binary
+/// that another clone compiled.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), PathBuf::from)
+        .join("../..")
 }
 
 /// The real-digit dataset shipped in the repository.
