@@ -1,22 +1,16 @@
 //! `aicp train` as a user runs it: the real binary on the repository's real digits.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// The repository, from this package's directory as cargo gives it when it runs the test, not as it was when the
-/// test was compiled: a build directory shared between clones (CI's) may hold a test binary
-/// that another clone compiled.
-fn repo_root() -> PathBuf {
-    std::env::var_os("CARGO_MANIFEST_DIR")
-        .map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), PathBuf::from)
-        .join("../..")
-}
-
 fn aicp() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_aicp"));
-    command.current_dir(repo_root()).env_remove("AICP_LOG");
+    command
+        .current_dir(common::repo_root())
+        .env_remove("AICP_LOG");
     command
 }
 

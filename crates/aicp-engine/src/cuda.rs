@@ -56,8 +56,8 @@ const CROSS_CHECK_TOLERANCE: f32 = 1e-3;
 /// Samples in the load-time cross-check.
 const CROSS_CHECK_BATCH: usize = 5;
 
-/// Inputs from this many bytes up are copied into pinned memory in chunks of this size, by
-/// several threads.
+/// Inputs of two chunks of this many bytes or more are copied into pinned memory a chunk per
+/// task, by several threads.
 const PARALLEL_COPY_BYTES: usize = 256 << 10;
 
 /// Runs models on GPU 0 through tract-cuda.

@@ -68,9 +68,10 @@ pub fn measure_min_batch(
 ) -> Result<Crossover> {
     first_batch_where_large_wins(|batch| {
         let inputs = inputs(batch);
+        let copy = || inputs.clone();
         Ok(Timings {
-            small: median_time(|| small.run(inputs.clone()))?,
-            large: median_time(|| large.run(inputs.clone()))?,
+            small: median_time(copy, |inputs| small.run(inputs))?,
+            large: median_time(copy, |inputs| large.run(inputs))?,
         })
     })
 }
@@ -118,13 +119,18 @@ fn first_batch_where_large_wins(
     })
 }
 
-/// The median of five timed runs of `run`, after one untimed.
-fn median_time(mut run: impl FnMut() -> Result<Vec<Tensor>>) -> Result<Duration> {
-    run()?;
+/// The median of five timed runs of `run`, after one untimed; `inputs` makes each run's
+/// inputs (the engines take them by value), outside the time.
+fn median_time(
+    inputs: impl Fn() -> Vec<Tensor>,
+    run: impl Fn(Vec<Tensor>) -> Result<Vec<Tensor>>,
+) -> Result<Duration> {
+    run(inputs())?;
     let mut times = (0..5)
         .map(|_| {
+            let inputs = inputs();
             let started = Instant::now();
-            run().map(|_| started.elapsed())
+            run(inputs).map(|_| started.elapsed())
         })
         .collect::<Result<Vec<_>>>()?;
     times.sort();

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use aicp_train::{Dataset, DatasetKind, Fetch};
 use tract_onnx::prelude::*;
 
-/// The repository, from this package's directory as cargo gives it when it runs the test, not as it was when the
-/// test was compiled: a build directory shared between clones (CI's) may hold a test binary
-/// that another clone compiled.
+/// The repository, from this package's directory as cargo gives it when it runs the test, not
+/// as it was when the test was compiled: a build directory shared between clones (CI's) may
+/// hold a test binary that another clone compiled.
 pub fn repo_root() -> PathBuf {
     std::env::var_os("CARGO_MANIFEST_DIR")
         .map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), PathBuf::from)
