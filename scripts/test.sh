@@ -13,10 +13,11 @@ cd "$(dirname "$0")/.."
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # From Debian: Fashion-MNIST (the full-size dataset) for the dataset-loading tests; libb64,
-# which perf_analyzer links against; Chromium and Node.js for the browser test of the page.
+# which perf_analyzer links against; Chromium and Node.js for the browser test of the page;
+# nginx, the load balancer of the replica test; curl, a client of the TLS test.
 missing=()
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || missing+=(dataset-fashion-mnist)
-for package in libb64-0d chromium; do
+for package in libb64-0d chromium nginx curl; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'ok installed' || missing+=("$package")
 done
 # Node.js by command, not by package: a machine may have it from elsewhere (NodeSource).
@@ -33,7 +34,9 @@ if [ ! -x .venv/bin/python ]; then
     echo "== creating .venv"
     python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import onnx, onnxruntime, numpy, tritonclient.http, tritonclient.grpc, nvidia.cuda_runtime, prometheus_client, kubernetes_validate, yaml, openapi_spec_validator" 2>/dev/null; then
+# kserve is checked on its own: it cannot be imported beside tritonclient.grpc.
+if ! .venv/bin/python -c "import onnx, onnxruntime, numpy, tritonclient.http, tritonclient.grpc, nvidia.cuda_runtime, prometheus_client, kubernetes_validate, yaml, openapi_spec_validator" 2>/dev/null \
+    || ! .venv/bin/python -c "import kserve" 2>/dev/null; then
     echo "== installing test requirements into .venv"
     .venv/bin/pip install --quiet --disable-pip-version-check -r scripts/test-requirements.txt
 fi

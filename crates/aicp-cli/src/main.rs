@@ -40,13 +40,17 @@ enum LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve every model in a model directory over HTTP.
-    Serve(serve::ServeArgs),
+    // Boxed: its many settings would make every other command's value as large.
+    Serve(Box<serve::ServeArgs>),
     /// List the models in a model directory and whether each loads.
     Models(serve::RepositoryArgs),
     /// Run one inference offline from a JSON file and print the top classes.
     Predict(serve::PredictArgs),
     /// Load-test a running server: throughput, latency percentiles and server batch sizes.
     Bench(bench::BenchArgs),
+    /// Soak-test a running server: every protocol at once with bad requests mixed in and a
+    /// model reloading, for a set time; errors by kind and the server's memory over time.
+    Soak(bench::soak::SoakArgs),
     /// Check and measure the GPU engine on this machine's NVIDIA GPU.
     Gpu {
         #[command(subcommand)]
@@ -73,10 +77,11 @@ fn main() -> std::process::ExitCode {
             .init(),
     }
     let result = match cli.command {
-        Command::Serve(args) => serve::serve(args),
+        Command::Serve(args) => serve::serve(*args),
         Command::Models(args) => serve::models(args),
         Command::Predict(args) => serve::predict(args),
         Command::Bench(args) => bench::run(args),
+        Command::Soak(args) => bench::soak::run(args),
         Command::Gpu { command } => gpu::run(command),
         #[cfg(feature = "train")]
         Command::Train(args) => train::run(args),

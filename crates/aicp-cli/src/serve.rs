@@ -11,6 +11,8 @@ use aicp_runtime::{
 };
 use aicp_server::ServeOptions;
 use aicp_server::auth::Access;
+use aicp_server::connections::ConnectionLimits;
+use aicp_server::tls::TlsFiles;
 use clap::Args;
 
 /// Where the models are and which engines may run them.
@@ -129,9 +131,57 @@ pub struct ServeArgs {
     #[arg(long, env = "AICP_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     max_body_bytes: usize,
 
+    /// Bytes of request bodies being received at once, all connections together: a body that
+    /// would go past it is refused as overloaded. Counts bytes that arrived, not what headers
+    /// announce.
+    #[arg(long, env = "AICP_UPLOAD_MEMORY_BYTES", default_value_t = 256 * 1024 * 1024)]
+    upload_memory_bytes: usize,
+
+    /// A request body (a gRPC message) must arrive whole within this many seconds of its start,
+    /// or the request fails with 408 (gRPC: DEADLINE_EXCEEDED).
+    #[arg(long, env = "AICP_BODY_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    body_timeout_secs: u64,
+
+    /// An HTTP/1 request head must arrive whole within this many seconds of its first byte,
+    /// and a TLS handshake must end within it; else the connection is closed.
+    #[arg(long, env = "AICP_HEADER_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout_secs: u64,
+
+    /// A connection with no request in progress (HTTP/1 keep-alive, HTTP/2 with no stream, a
+    /// gRPC stream between messages) is closed after this many seconds.
+    #[arg(long, env = "AICP_IDLE_TIMEOUT_SECS", default_value_t = 75, value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout_secs: u64,
+
+    /// Open connections, HTTP, gRPC and metrics together; past it, new connections wait to be
+    /// accepted. The open-files limit is raised to fit when the system allows.
+    #[arg(long, env = "AICP_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+
+    /// Concurrent streams (requests) on one HTTP/2 connection.
+    #[arg(long, env = "AICP_HTTP2_MAX_STREAMS", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    http2_max_streams: u32,
+
+    /// How often an HTTP/2 connection with requests in progress pings its peer, in seconds; a
+    /// peer that does not answer within 20 s is dropped.
+    #[arg(long, env = "AICP_HTTP2_KEEPALIVE_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    http2_keepalive_secs: u64,
+
+    /// Serve HTTP and gRPC over TLS with this certificate chain (PEM, leaf first). Read again
+    /// when the file changes.
+    #[arg(long, env = "AICP_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "AICP_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// Require client certificates that chain to these CA certificates (PEM): mutual TLS on
+    /// the HTTP and gRPC ports.
+    #[arg(long, env = "AICP_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+
     /// Inference requests in flight (HTTP and gRPC together) before new ones are refused as
-    /// overloaded, before their bodies are read. Memory for bodies stays under this times
-    /// --max-body-bytes.
+    /// overloaded. A request takes its place once its body has arrived whole.
     #[arg(long, env = "AICP_MAX_IN_FLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     max_in_flight: u32,
 
@@ -225,6 +275,9 @@ impl BatchingArgs {
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     args.repository.set_cuda_cache_dir();
+    let secs = std::time::Duration::from_secs;
+    // Every connection is a file descriptor, and listeners, models and logs need some more.
+    raise_open_files_limit(u64::from(args.max_connections) + 256);
     let options = ServeOptions {
         addr: SocketAddr::new(args.host, args.port),
         grpc_addr: Some(SocketAddr::new(args.host, args.grpc_port)),
@@ -232,6 +285,20 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         models: args.repository.models,
         ort_library: args.repository.ort_lib,
         max_body_bytes: args.max_body_bytes,
+        upload_memory_bytes: args.upload_memory_bytes,
+        body_timeout: secs(args.body_timeout_secs),
+        connections: ConnectionLimits {
+            max_connections: args.max_connections as usize,
+            header_timeout: secs(args.header_timeout_secs),
+            idle_timeout: secs(args.idle_timeout_secs),
+            http2_max_streams: args.http2_max_streams,
+            http2_keepalive: secs(args.http2_keepalive_secs),
+        },
+        tls: args.tls_cert.zip(args.tls_key).map(|(cert, key)| TlsFiles {
+            cert,
+            key,
+            client_ca: args.tls_client_ca,
+        }),
         max_in_flight: args.max_in_flight as usize,
         batching: args.batching.defaults(),
         model_control: args.model_control.into(),
@@ -240,13 +307,38 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics_addr: args
             .metrics_port
             .map(|port| SocketAddr::new(args.host, port)),
-        shutdown_delay: std::time::Duration::from_secs(args.shutdown_delay_secs),
-        drain_timeout: std::time::Duration::from_secs(args.drain_timeout_secs),
+        shutdown_delay: secs(args.shutdown_delay_secs),
+        drain_timeout: secs(args.drain_timeout_secs),
     };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
         .block_on(aicp_server::serve(options, shutdown_signal()))
+}
+
+/// Raises the soft limit on open files towards `wanted` (as far as the hard limit allows), and
+/// warns when the connection cap cannot be reached.
+fn raise_open_files_limit(wanted: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 || limit.rlim_cur >= wanted
+    {
+        return;
+    }
+    let raised = libc::rlimit {
+        rlim_cur: wanted.min(limit.rlim_max),
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 || raised.rlim_cur < wanted {
+        eprintln!(
+            "warning: the open-files limit is {} (ulimit -n); --max-connections needs about {wanted}",
+            raised.rlim_cur.max(limit.rlim_cur)
+        );
+    }
 }
 
 /// Ctrl-C or SIGTERM.

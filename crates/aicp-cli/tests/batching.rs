@@ -117,6 +117,37 @@ fn grpc_infer(server: &Server, timeout: Option<Duration>) -> tonic::Status {
     })
 }
 
+/// The `Retry-After` of an overloaded answer on each protocol: the ML API's 429, V2's 503 and
+/// gRPC's RESOURCE_EXHAUSTED (as `grpc-retry-pushback-ms`).
+fn retry_after(server: &Server) -> (String, String, String) {
+    let header = |path: &str, body: Value| {
+        let response = server
+            .client
+            .post(format!("{}{path}", server.base))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .unwrap();
+        assert!(
+            matches!(response.status().as_u16(), 429 | 503),
+            "{response:?}"
+        );
+        response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let v2 = json!({"inputs": [{"name": "x", "shape": [1, 512], "datatype": "FP32", "data": vec![0.5; 512]}]});
+    let status = grpc_infer(server, None);
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let pushback = status.metadata().get("grpc-retry-pushback-ms").unwrap();
+    (
+        header("/api/v1/ml/inference", ml_row(json!({}))),
+        header("/v2/models/slow/infer", v2),
+        pushback.to_str().unwrap().to_string(),
+    )
+}
+
 /// One row of the slow model through the ML API's inference route.
 fn ml_row(extra: Value) -> Value {
     let mut body = json!({"model_name": "slow", "input_data": vec![0.5; 512]});
@@ -272,6 +303,9 @@ fn a_full_model_queue_is_refused_fast_on_every_protocol() {
 
     let status = grpc_infer(&server, None);
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    // Each says when to come back.
+    let told = ("1".to_string(), "1".to_string(), "1000".to_string());
+    assert_eq!(retry_after(&server), told);
     // Refused at once: the queued request ahead of them has not even started.
     assert!(!queued.is_finished(), "the refusals waited for the engine");
     assert_eq!(busy.join().unwrap(), 200);
@@ -279,7 +313,7 @@ fn a_full_model_queue_is_refused_fast_on_every_protocol() {
 }
 
 #[test]
-fn the_in_flight_cap_sheds_load_before_reading_bodies_and_spares_health() {
+fn the_in_flight_cap_sheds_load_and_spares_health() {
     let models = slow_models();
     let server = Server::start(models.path(), &["--instances", "1", "--max-in-flight", "1"]);
     let busy = occupy(&server);
@@ -300,6 +334,8 @@ fn the_in_flight_cap_sheds_load_before_reading_bodies_and_spares_health() {
     );
     let status = grpc_infer(&server, None);
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let told = ("1".to_string(), "1".to_string(), "1000".to_string());
+    assert_eq!(retry_after(&server), told);
     // Health, readiness and metadata are not inference: never shed.
     assert_eq!(server.get("/v2/health/ready").0, 200);
     assert_eq!(server.get("/readyz").0, 200);

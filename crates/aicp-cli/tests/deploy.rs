@@ -30,9 +30,11 @@ fn documents(files: &[&str]) -> Vec<Value> {
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
+/// The manifests of `deploy/kubernetes` and of its TLS variant, `deploy/kubernetes/tls`.
 fn kubernetes_files() -> Vec<String> {
-    let mut files: Vec<String> = std::fs::read_dir(repo_root().join("deploy/kubernetes"))
-        .unwrap()
+    let mut files: Vec<String> = ["deploy/kubernetes", "deploy/kubernetes/tls"]
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(repo_root().join(dir)).unwrap())
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .map(|p| p.strip_prefix(repo_root()).unwrap().display().to_string())
@@ -107,25 +109,53 @@ fn strings(value: &Value) -> Vec<String> {
 fn the_manifests_give_aicp_settings_it_accepts_and_probe_open_routes() {
     let files = kubernetes_files();
     let docs = documents(&files.iter().map(String::as_str).collect::<Vec<_>>());
-    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
-    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
-    let env: Vec<(String, String)> = container["env"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            let value = e["value"].as_str().unwrap_or("from-a-secret");
-            (e["name"].as_str().unwrap().to_string(), value.to_string())
-        })
-        .collect();
-    accepted(&strings(&container["args"]), &env);
-
-    // The probes' routes answer without credentials, even with an API key set.
+    let deployments: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "Deployment").collect();
+    assert_eq!(deployments.len(), 2, "the plain Deployment and the TLS one");
     let server = Server::start(&repo_root().join("models"), &["--api-key", "k"]);
-    for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
-        let path = container[probe]["httpGet"]["path"].as_str().unwrap();
-        let (status, _) = server.get(path);
-        assert_eq!(status, 200, "{probe} {path}");
+    for deployment in deployments {
+        let spec = &deployment["spec"]["template"]["spec"];
+        let container = &spec["containers"][0];
+        let env: Vec<(String, String)> = container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let value = e["value"].as_str().unwrap_or("from-a-secret");
+                (e["name"].as_str().unwrap().to_string(), value.to_string())
+            })
+            .collect();
+        accepted(&strings(&container["args"]), &env);
+
+        // The probes' routes answer without credentials, even with an API key set.
+        for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+            let path = container[probe]["httpGet"]["path"].as_str().unwrap();
+            let (status, _) = server.get(path);
+            assert_eq!(status, 200, "{probe} {path}");
+        }
+
+        // The TLS files come from the mounted Secret, and the probes speak HTTPS to them.
+        if let Some((_, cert)) = env.iter().find(|(name, _)| name == "AICP_TLS_CERT") {
+            let mount = &container["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| cert.starts_with(m["mountPath"].as_str().unwrap()))
+                .expect("the certificate's directory is mounted");
+            assert!(
+                mount.get("subPath").is_none(),
+                "a subPath mount is never updated"
+            );
+            let volume = spec["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["name"] == mount["name"])
+                .unwrap();
+            assert!(volume["secret"]["secretName"].is_string(), "{volume}");
+            for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+                assert_eq!(container[probe]["httpGet"]["scheme"], "HTTPS", "{probe}");
+            }
+        }
     }
 
     let kserve = documents(&[

@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use aicp_server::grpc::proto::ModelInferRequest;
 use aicp_server::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
 use common::{Server, digits, repo_root, run_python};
@@ -63,10 +61,9 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64>
 fn metrics_count_requests_samples_and_runs_per_model_on_their_own_port() {
     let server = Server::start(&repo_root().join("models"), &["--metrics-port", "0"]);
     let metrics_url = server
-        .lines
-        .recv_timeout(Duration::from_secs(10))
-        .ok()
-        .and_then(|line| line.strip_prefix("aicp metrics on ").map(str::to_string))
+        .startup
+        .iter()
+        .find_map(|line| line.strip_prefix("aicp metrics on ").map(str::to_string))
         .expect("the server should say where its metrics are");
 
     let images: Vec<Vec<f32>> = digits(3).into_iter().map(|(pixels, _)| pixels).collect();

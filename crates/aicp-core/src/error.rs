@@ -23,6 +23,8 @@ pub enum ErrorKind {
     /// The model is not ready, or the server is shutting down.
     Unavailable,
     DeadlineExceeded,
+    /// The client did not send its request (its body) in the time allowed.
+    RequestTimeout,
     /// An engine failed or panicked.
     Internal,
 }
@@ -41,6 +43,7 @@ impl ErrorKind {
             Self::Overloaded => "overloaded",
             Self::Unavailable => "unavailable",
             Self::DeadlineExceeded => "deadline_exceeded",
+            Self::RequestTimeout => "request_timeout",
             Self::Internal => "internal",
         }
     }

@@ -167,20 +167,37 @@ impl<T: Element> NestedArray<T> {
     }
 }
 
-/// The fast reader behind [`NestedArray::from_json`], for valid JSON text: brackets, commas,
-/// whitespace and numbers only, rectangular, every value fitting `T`. Anything else is `None`.
+/// How deeply arrays may nest: serde_json's own limit (it refuses a 128th level), which the fast
+/// reader keeps too so that both readers accept the same texts.
+const MAX_DEPTH: usize = 127;
+
+/// The fast reader behind [`NestedArray::from_json`]: brackets, commas, whitespace and numbers
+/// only, in JSON's grammar, at most [`MAX_DEPTH`] deep, rectangular, every value fitting `T`.
+/// Anything else (including text that is not JSON at all) is `None`, for the serde reader to
+/// explain.
 fn scan<T: Element>(text: &str) -> Option<NestedArray<T>> {
     let bytes = text.as_bytes();
     let mut shape: Vec<usize> = Vec::new();
     // Elements seen so far in each array still open, outermost first.
     let mut open: Vec<usize> = Vec::new();
     let mut leaf_depth = None;
+    // Where JSON's grammar is: after a value or a `]` comes a `,` or a `]`; after a `[` or a `,`
+    // comes a value or a `[` (or, right after a `[`, its `]`).
+    let mut after_value = false;
+    let mut after_comma = false;
     // Room for values written like "0.12, "; a body of shorter ones grows the vector once or twice.
     let mut data = Vec::with_capacity(bytes.len() / 6 + 1);
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
             b'[' => {
+                // A second value at the top level, or a value where a separator belongs.
+                if after_value
+                    || open.len() >= MAX_DEPTH
+                    || open.is_empty() && (!shape.is_empty() || !data.is_empty())
+                {
+                    return None;
+                }
                 if let Some(count) = open.last_mut() {
                     *count += 1;
                 }
@@ -188,9 +205,13 @@ fn scan<T: Element>(text: &str) -> Option<NestedArray<T>> {
                     shape.push(usize::MAX);
                 }
                 open.push(0);
+                after_comma = false;
                 i += 1;
             }
             b']' => {
+                if after_comma {
+                    return None;
+                }
                 let count = open.pop()?;
                 let depth = open.len();
                 match shape[depth] {
@@ -204,10 +225,22 @@ fn scan<T: Element>(text: &str) -> Option<NestedArray<T>> {
                 if leaf_depth.is_some_and(|leaf| leaf < depth + 1) {
                     return None;
                 }
+                after_value = true;
                 i += 1;
             }
-            b',' | b' ' | b'\n' | b'\r' | b'\t' => i += 1,
+            b',' => {
+                if !after_value || open.is_empty() {
+                    return None;
+                }
+                after_value = false;
+                after_comma = true;
+                i += 1;
+            }
+            b' ' | b'\n' | b'\r' | b'\t' => i += 1,
             b'-' | b'0'..=b'9' => {
+                if after_value || open.is_empty() && !data.is_empty() {
+                    return None;
+                }
                 // One pass reads the token and, for the common short plain decimal such as
                 // `0.123`, its value; anything else goes to the element's own parser.
                 let start = i;
@@ -222,13 +255,22 @@ fn scan<T: Element>(text: &str) -> Option<NestedArray<T>> {
                             digits += 1;
                             scale += u32::from(dot);
                         }
-                        b'.' => dot = true,
-                        b'e' | b'E' | b'+' | b'-' => plain = false,
+                        b'.' if !dot => dot = true,
+                        b'.' | b'e' | b'E' | b'+' | b'-' => plain = false,
                         _ => break,
                     }
                     i += 1;
                 }
-                if *leaf_depth.get_or_insert(open.len()) != open.len() {
+                let token = &bytes[start..i];
+                // JSON's number: no leading zeros, digits on both sides of the dot.
+                let well_formed = if plain {
+                    let integer = digits - scale;
+                    let unsigned = &token[usize::from(negative)..];
+                    integer >= 1 && (!dot || scale >= 1) && !(integer > 1 && unsigned[0] == b'0')
+                } else {
+                    json_number(token)
+                };
+                if !well_formed || *leaf_depth.get_or_insert(open.len()) != open.len() {
                     return None;
                 }
                 let value = match (plain && digits <= 7)
@@ -242,6 +284,8 @@ fn scan<T: Element>(text: &str) -> Option<NestedArray<T>> {
                 if let Some(count) = open.last_mut() {
                     *count += 1;
                 }
+                after_value = true;
+                after_comma = false;
             }
             _ => return None,
         }
@@ -250,6 +294,35 @@ fn scan<T: Element>(text: &str) -> Option<NestedArray<T>> {
         return None;
     }
     Some(NestedArray { shape, data })
+}
+
+/// Whether `token` is a number as JSON writes it: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]?
+/// [0-9]+)?`.
+fn json_number(token: &[u8]) -> bool {
+    let digits = |t: &[u8]| t.iter().take_while(|c| c.is_ascii_digit()).count();
+    let mut rest = token.strip_prefix(b"-").unwrap_or(token);
+    match digits(rest) {
+        0 => return false,
+        n if n > 1 && rest[0] == b'0' => return false,
+        n => rest = &rest[n..],
+    }
+    if let Some(fraction) = rest.strip_prefix(b".") {
+        match digits(fraction) {
+            0 => return false,
+            n => rest = &fraction[n..],
+        }
+    }
+    if let Some(exponent) = rest.strip_prefix(b"e").or_else(|| rest.strip_prefix(b"E")) {
+        let exponent = exponent
+            .strip_prefix(b"+")
+            .or_else(|| exponent.strip_prefix(b"-"))
+            .unwrap_or(exponent);
+        match digits(exponent) {
+            0 => return false,
+            n => rest = &exponent[n..],
+        }
+    }
+    rest.is_empty()
 }
 
 impl<'de, T: Element> Deserialize<'de> for NestedArray<T> {
@@ -468,9 +541,37 @@ mod tests {
             "[1, \"2\"]",
             "[1e39]",
             "[true]",
+            // Not JSON: found by the fuzz tests (tests/fuzz.rs) or in their spirit.
+            "0 -",
+            "-",
+            "1 2",
+            "[1 2]",
+            "[1,,2]",
+            "[,1]",
+            "[1,]",
+            "[1] [2]",
+            "[1] 2",
+            "1.2.3",
+            "01",
+            "1.",
+            ".5",
+            "1e",
+            "1e+",
+            "--1",
+            "1-2",
+            ",",
         ] {
             assert_eq!(scan::<f32>(json), None, "{json}");
             assert!(NestedArray::<f32>::from_json(json).is_err(), "{json}");
+        }
+        // Nesting: as deep as serde's reader goes, and no deeper.
+        for depth in [MAX_DEPTH - 1, MAX_DEPTH, MAX_DEPTH + 1] {
+            let json = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+            assert_eq!(
+                scan::<f32>(&json).ok_or(()),
+                parse(&json).map_err(|_| ()),
+                "{depth}"
+            );
         }
         assert_eq!(scan::<i8>("[1, 300]"), None);
         assert_eq!(scan::<i64>("[1.5]"), None);

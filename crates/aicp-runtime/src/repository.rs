@@ -18,7 +18,7 @@ use std::time::SystemTime;
 
 use aicp_core::{
     Backend, Batching, DataType, Error, ErrorKind, ModelMetadata, ModelSignature, OutputKind,
-    PixelScale, Result, Tensor, validate_model_name,
+    PixelScale, Result, Tensor, TensorSpec, validate_model_name,
 };
 use aicp_engine::onnxruntime::OnnxRuntimeEngine;
 use aicp_engine::tract::TractEngine;
@@ -694,6 +694,7 @@ fn load_version(
     batching: &Batching,
 ) -> std::result::Result<ServedModel, String> {
     let info = onnx::inspect(file).map_err(|e| e.message)?;
+    check_sample_sizes(&info.signature)?;
     let backend = metadata.backend.unwrap_or_default();
     let engine = engines.pick(backend)?;
     if let (Backend::Cuda, Some(reason)) = (backend, engines.gpu_unavailable()) {
@@ -803,19 +804,50 @@ fn start_instances(
     Ok((policy, stats, scheduler))
 }
 
+/// The most values one sample of a model's input may declare: 2^26, 256 MiB as FP32, far past
+/// any request body a server takes (`--max-body-bytes`). A model file that declares more is
+/// refused at load, before anything allocates a sample of it (a crafted file could otherwise
+/// declare terabytes and take the server down at its warm-up).
+pub const MAX_SAMPLE_VALUES: usize = 1 << 26;
+
+/// The shape of one sample of `spec` as the warm-up feeds it (variable dimensions as 1), and its
+/// number of values.
+fn sample_shape(spec: &TensorSpec) -> (Vec<usize>, Option<usize>) {
+    let shape: Vec<usize> = spec.shape.iter().map(|d| d.unwrap_or(1)).collect();
+    let values = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+    (shape, values)
+}
+
+/// Refuses a model whose input samples are larger than [`MAX_SAMPLE_VALUES`].
+fn check_sample_sizes(signature: &ModelSignature) -> std::result::Result<(), String> {
+    for spec in &signature.inputs {
+        match sample_shape(spec) {
+            (_, Some(values)) if values <= MAX_SAMPLE_VALUES => {}
+            (shape, _) => {
+                return Err(format!(
+                    "input {:?} declares samples of shape {shape:?}, more than {MAX_SAMPLE_VALUES} \
+                     values (256 MiB as FP32): no request could carry one, and the model is \
+                     refused rather than allocate it",
+                    spec.name
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs one all-zero sample through a model instance, so the first request does not pay for
 /// lazy initialisation, and a model that cannot run is reported now rather than at the first
-/// request.
+/// request. The sample's size was checked at load ([`check_sample_sizes`]).
 fn warm_up(runnable: &dyn Runnable, signature: &ModelSignature) -> std::result::Result<(), String> {
     let inputs = signature
         .inputs
         .iter()
         .map(|spec| {
-            let shape: Vec<usize> = spec.shape.iter().map(|d| d.unwrap_or(1)).collect();
-            let count = shape.iter().product();
+            let (shape, values) = sample_shape(spec);
             Tensor {
                 shape,
-                data: vec![0.0; count],
+                data: vec![0.0; values.unwrap_or(0)],
             }
         })
         .collect::<Vec<_>>();

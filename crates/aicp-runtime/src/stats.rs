@@ -48,7 +48,7 @@ pub fn failure_reason(kind: ErrorKind) -> &'static str {
         | ErrorKind::UnsupportedMediaType => "invalid",
         ErrorKind::NotFound => "not_found",
         ErrorKind::Overloaded => "overloaded",
-        ErrorKind::DeadlineExceeded => "timeout",
+        ErrorKind::DeadlineExceeded | ErrorKind::RequestTimeout => "timeout",
         ErrorKind::Unavailable => "unavailable",
         ErrorKind::Unauthorized | ErrorKind::Forbidden => "unauthorized",
         ErrorKind::Internal => "internal",

@@ -32,6 +32,7 @@ pub fn status(kind: ErrorKind) -> StatusCode {
         ErrorKind::Overloaded => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -41,7 +42,7 @@ impl IntoResponse for ApiError {
         log(&self.0);
         let Error { kind, message } = self.0;
         let body = serde_json::json!({"error": {"code": kind.code(), "message": message}});
-        closing_if_unread(kind, (status(kind), Json(body)).into_response())
+        with_headers(kind, (status(kind), Json(body)).into_response())
     }
 }
 
@@ -69,7 +70,7 @@ impl IntoResponse for V2Error {
     fn into_response(self) -> Response {
         log(&self.0);
         let body = serde_json::json!({"error": self.0.message});
-        closing_if_unread(
+        with_headers(
             self.0.kind,
             (v2_status(self.0.kind), Json(body)).into_response(),
         )
@@ -86,14 +87,25 @@ pub fn for_path(path: &str, error: Error) -> Response {
     }
 }
 
-/// A body too large is left unread, so the connection cannot carry another request: say so
-/// (`Connection: close`), or a client that reuses it fails its next request.
-fn closing_if_unread(kind: ErrorKind, mut response: Response) -> Response {
-    if kind == ErrorKind::BodyTooLarge {
-        response.headers_mut().insert(
-            axum::http::header::CONNECTION,
-            axum::http::HeaderValue::from_static("close"),
-        );
+/// How long an overloaded server asks clients to wait before they retry, in seconds: the
+/// `Retry-After` of a 429 or 503 and the gRPC `grpc-retry-pushback-ms` of RESOURCE_EXHAUSTED.
+pub const RETRY_AFTER_SECS: u64 = 1;
+
+/// The headers an error's kind calls for. A body too large is left unread, so the connection
+/// cannot carry another request: say so (`Connection: close`), or a client that reuses it fails
+/// its next request; likewise a body that stopped arriving. An overloaded server says when to
+/// come back (`Retry-After`).
+fn with_headers(kind: ErrorKind, mut response: Response) -> Response {
+    use axum::http::{HeaderValue, header};
+    let headers = response.headers_mut();
+    match kind {
+        ErrorKind::BodyTooLarge | ErrorKind::RequestTimeout => {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        ErrorKind::Overloaded => {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        _ => {}
     }
     response
 }

@@ -15,6 +15,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::auth::{Access, Class, Credentials};
 use crate::oip::{self, Output, OutputData, OutputRequest};
+use crate::shed::InFlight;
 
 /// The generated protocol types, server and client.
 pub mod proto {
@@ -44,30 +45,48 @@ pub fn status(error: Error) -> Status {
         ErrorKind::Unauthorized => Code::Unauthenticated,
         ErrorKind::Forbidden => Code::PermissionDenied,
         ErrorKind::Unavailable => Code::Unavailable,
-        ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
+        ErrorKind::DeadlineExceeded | ErrorKind::RequestTimeout => Code::DeadlineExceeded,
         ErrorKind::Internal => Code::Internal,
     };
     if code == Code::Internal {
         tracing::error!("{}", error.message);
     }
-    Status::new(code, error.message)
+    let mut status = Status::new(code, error.message);
+    if error.kind == ErrorKind::Overloaded {
+        // gRPC's own retry policy reads this to wait before its next attempt.
+        status.metadata_mut().insert(
+            "grpc-retry-pushback-ms",
+            (crate::error::RETRY_AFTER_SECS * 1000).into(),
+        );
+    }
+    status
 }
 
 /// The service over a runtime. Liveness and readiness are open; every other call needs the API
 /// key when the server has one, and loading and unloading need the admin token (see
 /// [`crate::auth`]).
+#[derive(Clone)]
 pub struct InferenceService {
     runtime: Arc<Runtime>,
     control: Arc<ModelControl>,
     access: Access,
+    /// Inference requests in flight, HTTP and gRPC together: a request takes its place once
+    /// its message is whole.
+    in_flight: InFlight,
 }
 
 impl InferenceService {
-    pub fn new(runtime: Arc<Runtime>, control: Arc<ModelControl>, access: Access) -> Self {
+    pub fn new(
+        runtime: Arc<Runtime>,
+        control: Arc<ModelControl>,
+        access: Access,
+        in_flight: InFlight,
+    ) -> Self {
         Self {
             runtime,
             control,
             access,
+            in_flight,
         }
     }
 
@@ -76,6 +95,16 @@ impl InferenceService {
         self.access
             .check(class, Credentials::from_metadata(request.metadata()))
             .map_err(status)
+    }
+
+    /// [`Self::infer`] under the in-flight cap.
+    async fn infer_in_flight(
+        &self,
+        request: ModelInferRequest,
+        deadline: Option<Instant>,
+    ) -> Result<ModelInferResponse> {
+        let _in_flight = self.in_flight.enter()?;
+        self.infer(request, deadline).await
     }
 
     /// One inference: the protocol's request in, its response out. `deadline` is the call's
@@ -386,7 +415,7 @@ impl GrpcInferenceService for InferenceService {
     ) -> RpcResult<ModelInferResponse> {
         self.authorize(&request, Class::Inference)?;
         let deadline = call_deadline(&request);
-        let _in_flight = request.extensions().get::<crate::shed::Permit>().cloned();
+        let _in_flight = self.in_flight.enter().map_err(status)?;
         self.infer(request.into_inner(), deadline)
             .await
             .map(Response::new)
@@ -404,20 +433,15 @@ impl GrpcInferenceService for InferenceService {
     ) -> RpcResult<Self::ModelStreamInferStream> {
         self.authorize(&request, Class::Inference)?;
         let deadline = call_deadline(&request);
-        let in_flight = request.extensions().get::<crate::shed::Permit>().cloned();
         let mut requests = request.into_inner();
-        let service = InferenceService::new(
-            self.runtime.clone(),
-            self.control.clone(),
-            self.access.clone(),
-        );
+        let service = self.clone();
         let responses = async_stream_of(move |sender| async move {
-            // The stream counts as one request in flight for as long as it is open.
-            let _in_flight = in_flight;
             while let Some(next) = requests.next().await {
                 let reply = match next {
                     Err(status) => Err(status),
-                    Ok(request) => Ok(match service.infer(request, deadline).await {
+                    // Each message takes a place in flight while it runs, as a unary call
+                    // does: an open stream waiting for its next message holds none.
+                    Ok(request) => Ok(match service.infer_in_flight(request, deadline).await {
                         Ok(response) => ModelStreamInferResponse {
                             error_message: String::new(),
                             infer_response: Some(response),

