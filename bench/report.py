@@ -34,7 +34,7 @@ def row(what, value, baseline, ratio, target=None, higher_is_better=True):
     rows.append(f"| {what} | {value} | {baseline} | {ratio:.2f}x | {goal} | {verdict} |")
 
 
-engines = {f["batch"]: f for f in read("engines")}
+engines = {f["batch"]: f for f in read("engines") if f.get("model", "mlp") == "mlp"}
 python = {f["batch"]: f for f in read("python_onnxruntime")}
 for batch in (1, 1024):
     ours, theirs = engines[batch], python[batch]["samples_per_s"]

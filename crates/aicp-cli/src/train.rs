@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use aicp_train::{DatasetKind, Destination, Fetch, TrainJob, TrainOptions};
+use aicp_train::{
+    Arch, Augmentation, DatasetKind, Destination, Fetch, Shape, TrainJob, TrainOptions,
+};
 use clap::Args;
 
 #[derive(Debug, Args)]
@@ -36,14 +38,33 @@ pub struct TrainArgs {
     #[arg(long, env = "AICP_LEARNING_RATE", default_value_t = 1e-3)]
     learning_rate: f64,
 
-    /// Hidden layer widths, comma-separated.
-    #[arg(
-        long,
-        env = "AICP_HIDDEN",
-        value_delimiter = ',',
-        default_value = "128,64"
-    )]
-    hidden: Vec<usize>,
+    /// The network: mlp (dense layers, the seed's model) or cnn (convolutions, then dense
+    /// layers).
+    #[arg(long, env = "AICP_ARCH", default_value = "mlp")]
+    arch: Arch,
+
+    /// Hidden dense layer widths, comma-separated. Default: 128,64 for mlp, 128 for cnn.
+    #[arg(long, env = "AICP_HIDDEN", value_delimiter = ',')]
+    hidden: Option<Vec<usize>>,
+
+    /// cnn: output channels of each block (a convolution, ReLU and 2x2 max pooling),
+    /// comma-separated. Default: 16,32.
+    #[arg(long, env = "AICP_CHANNELS", value_delimiter = ',')]
+    channels: Option<Vec<usize>>,
+
+    /// cnn: the side of each convolution's square kernel. Default: 5.
+    #[arg(long, env = "AICP_KERNEL")]
+    kernel: Option<usize>,
+
+    /// cnn: the probability of dropping an activation before each dense layer, in training
+    /// only. Default: 0.25.
+    #[arg(long, env = "AICP_DROPOUT")]
+    dropout: Option<f64>,
+
+    /// Redraw each training image with a small random shift (up to 2 pixels), rotation (up to
+    /// 10 degrees) and scaling (up to 10%) each epoch, drawn from the seed.
+    #[arg(long, env = "AICP_AUGMENT")]
+    augment: bool,
 
     /// Fraction of the training data held out to choose the best epoch.
     #[arg(long, env = "AICP_VALIDATION_SPLIT", default_value_t = 0.1)]
@@ -79,6 +100,7 @@ pub struct TrainArgs {
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let shape = network_shape(&args)?;
     let data_dir = args
         .data_dir
         .unwrap_or_else(|| PathBuf::from("data").join(args.dataset.name()));
@@ -110,7 +132,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             epochs: args.epochs,
             batch_size: args.batch_size,
             learning_rate: args.learning_rate,
-            hidden: args.hidden,
+            shape,
+            augment: args.augment.then(Augmentation::default),
             validation_split: args.validation_split,
             patience: args.patience,
             threads: args.threads,
@@ -169,4 +192,28 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     writeln!(out, "report:   {}", written.report.display())?;
     writeln!(out, "plot:     {}", written.plot.display())?;
     Ok(())
+}
+
+/// The network the flags describe: `--arch`'s defaults, with the given flags in their place.
+fn network_shape(args: &TrainArgs) -> anyhow::Result<Shape> {
+    let mut shape = Shape::default_for(args.arch);
+    if args.arch == Arch::Mlp {
+        let cnn_only = [
+            ("--channels", args.channels.is_some()),
+            ("--kernel", args.kernel.is_some()),
+            ("--dropout", args.dropout.is_some()),
+        ];
+        if let Some((flag, _)) = cnn_only.iter().find(|(_, given)| *given) {
+            anyhow::bail!("{flag} applies to --arch cnn, not to --arch mlp");
+        }
+    }
+    if let Some(hidden) = &args.hidden {
+        shape.hidden = hidden.clone();
+    }
+    if let Some(channels) = &args.channels {
+        shape.channels = channels.clone();
+    }
+    shape.kernel = args.kernel.unwrap_or(shape.kernel);
+    shape.dropout = args.dropout.unwrap_or(shape.dropout);
+    Ok(shape)
 }

@@ -1,7 +1,8 @@
 //! Pictures of digits: MNIST's held-out digits written as PNG and JPEG files (plain, inverted,
-//! off-centre, scaled up), classified through the image path; the image endpoint of the real
-//! server, raw and multipart, with `debug`; bad pictures refused with the right status; and
-//! `aicp predict` on a picture.
+//! off-centre, scaled up, drawn on the page's pad), classified through the image path by both
+//! bundled models; the bundled CNN's accuracy over HTTP through the ML API and the image
+//! endpoint; the image endpoint of the real server, raw and multipart, with `debug`; bad
+//! pictures refused with the right status; and `aicp predict` on a picture.
 
 mod common;
 
@@ -27,15 +28,22 @@ enum Variant {
     OffCentre,
     /// Three times larger, dark on light, in a 110x100 picture, JPEG: a photo-like input.
     Scaled,
+    /// What the drawing page sends for a dropped picture: drawn to fill its 280x280 white pad
+    /// (smoothed, as a canvas scales), dark on light, PNG.
+    Page,
 }
 
-const VARIANTS: [Variant; 5] = [
+const VARIANTS: [Variant; 6] = [
     Variant::Png,
     Variant::Inverted,
     Variant::Jpeg,
     Variant::OffCentre,
     Variant::Scaled,
+    Variant::Page,
 ];
+
+/// The bundled models that read 28x28 digits.
+const MODELS: [&str; 2] = ["mnist", "mnist-cnn"];
 
 fn gray(pixels: &[f32]) -> GrayImage {
     let bytes = pixels.iter().map(|&p| (p * 255.0).round() as u8).collect();
@@ -77,12 +85,18 @@ fn picture(pixels: &[f32], variant: Variant) -> Vec<u8> {
             image::imageops::invert(&mut photo);
             encode(&photo, ImageFormat::Jpeg)
         }
+        Variant::Page => {
+            let mut pad =
+                image::imageops::resize(&digit, 280, 280, image::imageops::FilterType::Triangle);
+            image::imageops::invert(&mut pad);
+            encode(&pad, ImageFormat::Png)
+        }
     }
 }
 
-/// The bundled model on tract, in this process.
-fn model() -> Box<dyn Runnable> {
-    let file = repo_root().join("models/mnist/1/model.onnx");
+/// A bundled model on tract, in this process.
+fn model(name: &str) -> Box<dyn Runnable> {
+    let file = repo_root().join(format!("models/{name}/1/model.onnx"));
     let info = onnx::inspect(&file).unwrap();
     TractEngine
         .load(&file, &info.signature, &Default::default())
@@ -115,26 +129,95 @@ fn accuracy_holds_through_pictures() {
     let samples = digits(2000);
     let labels: Vec<u8> = samples.iter().map(|(_, label)| *label).collect();
     let floats: Vec<Vec<f32>> = samples.iter().map(|(pixels, _)| pixels.clone()).collect();
-    let model = model();
-    let baseline = correct(model.as_ref(), &floats, &labels);
     let total = samples.len() as f64;
-    println!("float path: {:.2}%", 100.0 * baseline as f64 / total);
-    for variant in VARIANTS {
-        let seen: Vec<Vec<f32>> = floats
-            .iter()
-            .map(|pixels| through_image_path(&picture(pixels, variant)))
-            .collect();
-        let right = correct(model.as_ref(), &seen, &labels);
-        let gap = 100.0 * (baseline as f64 - right as f64) / total;
-        println!(
-            "{variant:?}: {:.2}% ({gap:+.2} points below the float path)",
-            100.0 * right as f64 / total
-        );
-        assert!(
-            gap <= 1.0,
-            "{variant:?} pictures lose {gap:.2} points of accuracy (float path {baseline}, pictures {right} of {total})"
-        );
+    let pictures: Vec<(Variant, Vec<Vec<f32>>)> = VARIANTS
+        .iter()
+        .map(|&variant| {
+            let seen = floats
+                .iter()
+                .map(|pixels| through_image_path(&picture(pixels, variant)))
+                .collect();
+            (variant, seen)
+        })
+        .collect();
+    for name in MODELS {
+        let model = model(name);
+        let baseline = correct(model.as_ref(), &floats, &labels);
+        println!("{name}: float path {:.2}%", 100.0 * baseline as f64 / total);
+        for (variant, seen) in &pictures {
+            let right = correct(model.as_ref(), seen, &labels);
+            let gap = 100.0 * (baseline as f64 - right as f64) / total;
+            println!(
+                "{name}: {variant:?} {:.2}% ({gap:+.2} points below the float path)",
+                100.0 * right as f64 / total
+            );
+            assert!(
+                gap <= 1.0,
+                "{name}: {variant:?} pictures lose {gap:.2} points of accuracy (float path {baseline}, pictures {right} of {total})"
+            );
+        }
     }
+}
+
+/// The bundled CNN over HTTP, as a user reaches it: all 2,000 held-out digits through
+/// `/api/v1/ml/classify` give the accuracy its training report states (at least 98%), and the
+/// same digits as the page's pictures through the image endpoint stay within a point of it.
+#[test]
+fn the_bundled_cnn_reads_the_held_out_digits_over_http() {
+    let server = Server::start(&repo_root().join("models"), &[]);
+    let samples = digits(2000);
+    let mut right = 0;
+    for chunk in samples.chunks(200) {
+        let images: Vec<&Vec<f32>> = chunk.iter().map(|(pixels, _)| pixels).collect();
+        let (status, answer) = server.post(
+            "/api/v1/ml/classify",
+            &serde_json::json!({"image_data": images, "model_name": "mnist-cnn", "top_k": 1}),
+        );
+        assert_eq!(status, 200, "{answer}");
+        let results = answer["results"].as_array().unwrap();
+        assert_eq!(results.len(), chunk.len());
+        right += results
+            .iter()
+            .zip(chunk)
+            .filter(|(result, (_, label))| result["predictions"][0]["class"] == *label)
+            .count();
+    }
+    let total = samples.len() as f64;
+    let accuracy = right as f64 / total;
+    let report: Value = serde_json::from_slice(
+        &std::fs::read(repo_root().join("models/mnist-cnn/1/training_report.json")).unwrap(),
+    )
+    .unwrap();
+    let reported = report["test_accuracy"].as_f64().unwrap();
+    println!(
+        "mnist-cnn over /api/v1/ml/classify: {:.2}% (report: {:.2}%)",
+        100.0 * accuracy,
+        100.0 * reported
+    );
+    // The served engine may differ from burn in the last bits: one digit at most changes side.
+    assert!(
+        (accuracy - reported).abs() <= 1.0 / total,
+        "{accuracy} vs {reported}"
+    );
+    assert!(accuracy >= 0.98, "{accuracy}");
+
+    let mut pictures_right = 0;
+    for (pixels, label) in &samples {
+        let (status, answer) = post(
+            &server,
+            "?model_name=mnist-cnn&top_k=1",
+            Some("image/png"),
+            picture(pixels, Variant::Page),
+        );
+        assert_eq!(status, 200, "{answer}");
+        pictures_right += usize::from(answer["predictions"][0]["class"] == *label);
+    }
+    let gap = 100.0 * (right as f64 - pictures_right as f64) / total;
+    println!(
+        "mnist-cnn over the image endpoint, the page's pictures: {:.2}% ({gap:+.2} points below)",
+        100.0 * pictures_right as f64 / total
+    );
+    assert!(gap <= 1.0, "pictures lose {gap:.2} points");
 }
 
 /// A multipart/form-data body with one file field.
@@ -164,7 +247,7 @@ fn post(server: &Server, query: &str, content_type: Option<&str>, body: Vec<u8>)
 #[test]
 fn the_image_endpoint_classifies_pictures_and_shows_what_the_model_saw() {
     let server = Server::start(&repo_root().join("models"), &[]);
-    let model = model();
+    let model = model("mnist");
     for (pixels, _) in digits(12) {
         let png = picture(&pixels, Variant::Inverted);
         let (status, answer) = post(
@@ -340,6 +423,25 @@ fn predict_classifies_a_picture_file() {
     assert_eq!(classes.len(), 3, "{stdout}");
     assert_eq!(
         classes[0].split_whitespace().next(),
+        Some(label.to_string().as_str()),
+        "{stdout}"
+    );
+
+    // The CNN, by name, unchanged.
+    let output = Command::new(env!("CARGO_BIN_EXE_aicp"))
+        .current_dir(repo_root())
+        .args(["predict", "--model", "mnist-cnn", "--top-k", "1"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    let best = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("model mnist-cnn"))
+        .nth(1);
+    assert_eq!(
+        best.and_then(|l| l.split_whitespace().next()),
         Some(label.to_string().as_str()),
         "{stdout}"
     );

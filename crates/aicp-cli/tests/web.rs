@@ -63,17 +63,39 @@ fn a_digit_drawn_in_the_browser_is_classified() {
     let seen = browse(&server, &shots, None);
     println!("{seen}\nscreenshots in {}", shots.display());
 
-    assert_eq!(seen["models"], serde_json::json!(["mnist"]), "{seen}");
+    // Both bundled models are offered, the CNN (the more accurate) first and chosen.
+    assert_eq!(
+        seen["models"],
+        serde_json::json!(["mnist-cnn", "mnist"]),
+        "{seen}"
+    );
+    assert_eq!(seen["chosen"], "mnist-cnn", "{seen}");
     assert_eq!(seen["errors"], serde_json::json!([]), "{seen}");
     // The stroke is a "1", its top-5 bars show, and the 28x28 preview shows the stroke.
     assert_eq!(seen["drawn"]["top"], "1", "{seen}");
     assert_eq!(seen["drawn"]["bars"], 5, "{seen}");
+    // Each bar is drawn as long as the percentage beside it says (to a pixel's rounding),
+    // and the top one can be seen.
+    for bar in seen["drawn"]["drawn"].as_array().unwrap() {
+        let (filled, written) = (
+            bar["filled"].as_f64().unwrap(),
+            bar["written"].as_f64().unwrap(),
+        );
+        assert!(
+            (filled - written).abs() < 1.5,
+            "bar drawn at {filled}% for {written}%: {seen}"
+        );
+    }
+    assert!(
+        seen["drawn"]["drawn"][0]["filled"].as_f64().unwrap() > 20.0,
+        "{seen}"
+    );
     assert!(seen["drawn"]["ink"].as_u64().unwrap() > 15, "{seen}");
     assert!(
         seen["drawn"]["status"]
             .as_str()
             .unwrap()
-            .starts_with("mnist: 1"),
+            .starts_with("mnist-cnn: 1"),
         "{seen}"
     );
     // The picture is the first held-out digit.

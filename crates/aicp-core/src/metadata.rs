@@ -51,7 +51,8 @@ pub struct ModelMetadata {
     pub backend: Option<Backend>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batching: Option<Batching>,
-    /// How the model was made, for people; not interpreted.
+    /// How the model was made, for people; only `test_accuracy` is read (the drawing page
+    /// picks the most accurate model).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub training: Option<toml::Table>,
 }
@@ -161,6 +162,12 @@ pub enum MetadataError {
 }
 
 impl ModelMetadata {
+    /// The accuracy training reported on held-out data (`[training] test_accuracy`), when
+    /// given as a number.
+    pub fn test_accuracy(&self) -> Option<f64> {
+        self.training.as_ref()?.get("test_accuracy")?.as_float()
+    }
+
     pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
         toml::from_str(text)
     }

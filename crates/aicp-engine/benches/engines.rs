@@ -1,7 +1,8 @@
-//! In-process inference on the bundled MNIST model, tract against ONNX Runtime, at batch 1 and
-//! 1024. After criterion's measurements, both engines are timed again in this same process and
-//! the ratio tract/onnxruntime is printed; with `AICP_BENCH_JSON=FILE` those figures are also
-//! written to FILE (bench/run.sh compares them with the onnxruntime Python package).
+//! In-process inference on the bundled models, tract against ONNX Runtime: the MLP
+//! (`models/mnist`) at batch 1 and 1024, the CNN (`models/mnist-cnn`) at batch 1, 64 and 1024.
+//! After criterion's measurements, both engines are timed again in this same process and the
+//! ratio tract/onnxruntime is printed; with `AICP_BENCH_JSON=FILE` those figures are also
+//! written to FILE (bench/run.sh compares the MLP's with the onnxruntime Python package).
 //!
 //!   scripts/test.sh creates .venv with onnxruntime; then: cargo bench --workspace --bench engines
 
@@ -20,7 +21,13 @@ use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn engines() -> Vec<(&'static str, Box<dyn Runnable>)> {
+/// The bundled models measured, with the batch sizes each is measured at.
+const MODELS: [(&str, &str, &[usize]); 2] = [
+    ("mlp", "models/mnist/1/model.onnx", &[1, 1024]),
+    ("cnn", "models/mnist-cnn/1/model.onnx", &[1, 64, 1024]),
+];
+
+fn engines(model: &str) -> Vec<(&'static str, Box<dyn Runnable>)> {
     // Where cargo runs the bench from, not where it was compiled (the build directory is shared).
     let root = std::env::var_os("CARGO_MANIFEST_DIR")
         .map_or_else(
@@ -30,7 +37,7 @@ fn engines() -> Vec<(&'static str, Box<dyn Runnable>)> {
         .join("../..");
     // Library discovery looks in ./.venv, so look from the repository root.
     std::env::set_current_dir(&root).expect("repository root");
-    let model = root.join("models/mnist/1/model.onnx");
+    let model = root.join(model);
     let signature = onnx::inspect(&model).expect("bundled model").signature;
     let library = find_library(std::env::var_os("AICP_ORT_LIB").as_deref().map(Path::new)).expect(
         "no ONNX Runtime library: run scripts/test.sh (it creates .venv) or set AICP_ORT_LIB",
@@ -60,10 +67,22 @@ fn input(batch: usize) -> Tensor {
 }
 
 fn bench(c: &mut Criterion) {
-    let engines = engines();
-    for batch in [1, 1024] {
+    let mut figures = Vec::new();
+    for (kind, path, batches) in MODELS {
+        figures.extend(bench_model(c, kind, path, batches));
+    }
+    if let Some(path) = std::env::var_os("AICP_BENCH_JSON") {
+        std::fs::write(&path, format!("[{}]\n", figures.join(", ")))
+            .expect("writing AICP_BENCH_JSON");
+    }
+}
+
+/// Criterion's measurements of one model, then the in-process ratio; its JSON figures.
+fn bench_model(c: &mut Criterion, kind: &str, path: &str, batches: &[usize]) -> Vec<String> {
+    let engines = engines(path);
+    for &batch in batches {
         let input = input(batch);
-        let mut group = c.benchmark_group(format!("mlp_batch_{batch}"));
+        let mut group = c.benchmark_group(format!("{kind}_batch_{batch}"));
         group.throughput(Throughput::Elements(batch as u64));
         for (name, model) in &engines {
             group.bench_with_input(BenchmarkId::from_parameter(name), &input, |b, input| {
@@ -78,9 +97,13 @@ fn bench(c: &mut Criterion) {
         group.finish();
     }
     let mut figures = Vec::new();
-    for batch in [1, 1024] {
+    for &batch in batches {
         let input = input(batch);
-        let runs = if batch == 1 { 20_000 } else { 250 };
+        // About the same work per round whatever the model and batch.
+        let probe = Instant::now();
+        black_box(engines[0].1.run(vec![input.clone()]).expect("inference"));
+        let once = probe.elapsed().as_secs_f64().max(1e-6);
+        let runs = ((2.0 / once) as usize).clamp(50, 20_000);
         // The best of five rounds: on a shared machine, noise only ever slows a round down.
         let mean = |model: &dyn Runnable| {
             (0..5)
@@ -99,7 +122,7 @@ fn bench(c: &mut Criterion) {
         let tract = mean(engines[0].1.as_ref());
         let ort = mean(engines[1].1.as_ref());
         println!(
-            "batch {batch:>4}: tract {:>9.1} us, onnxruntime {:>9.1} us, {:>8.0} vs {:>8.0} samples/s; tract/onnxruntime time ratio {:.2}",
+            "{kind} batch {batch:>4}: tract {:>9.1} us, onnxruntime {:>9.1} us, {:>8.0} vs {:>8.0} samples/s; tract/onnxruntime time ratio {:.2}",
             tract * 1e6,
             ort * 1e6,
             batch as f64 / tract,
@@ -107,15 +130,12 @@ fn bench(c: &mut Criterion) {
             tract / ort
         );
         figures.push(format!(
-            r#"{{"batch": {batch}, "tract_samples_per_s": {:.1}, "onnxruntime_samples_per_s": {:.1}}}"#,
+            r#"{{"model": "{kind}", "batch": {batch}, "tract_samples_per_s": {:.1}, "onnxruntime_samples_per_s": {:.1}}}"#,
             batch as f64 / tract,
             batch as f64 / ort
         ));
     }
-    if let Some(path) = std::env::var_os("AICP_BENCH_JSON") {
-        std::fs::write(&path, format!("[{}]\n", figures.join(", ")))
-            .expect("writing AICP_BENCH_JSON");
-    }
+    figures
 }
 
 // No plots: they need system fonts, which the plotters features this workspace builds with

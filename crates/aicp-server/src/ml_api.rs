@@ -355,6 +355,7 @@ pub fn describe(entry: &ModelEntry) -> Value {
         "labels": entry.metadata.labels,
         "description": entry.metadata.description,
         "task": entry.metadata.task,
+        "test_accuracy": entry.metadata.test_accuracy(),
         "source": entry.source.display().to_string(),
     })
 }

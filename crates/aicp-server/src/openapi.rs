@@ -263,6 +263,9 @@ pub struct ModelInfo {
     description: Option<String>,
     /// From model.toml, for example `classification`.
     task: Option<String>,
+    /// The accuracy its training reported on held-out data (`[training] test_accuracy` in
+    /// model.toml); the drawing page offers the most accurate model first.
+    test_accuracy: Option<f64>,
     /// Its file or directory in the model directory.
     source: String,
 }

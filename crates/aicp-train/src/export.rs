@@ -1,13 +1,15 @@
-//! Writing a trained MLP as an ONNX model: `input` float32 `[N, C, H, W]` -> Flatten ->
-//! (Gemm -> Relu)* -> Gemm -> `logits` `[N, classes]`, with a dynamic batch dimension and the
-//! weights as initializers. The protobuf types are tract-onnx's (generated from onnx.proto).
+//! Writing a trained network as an ONNX model: `input` float32 `[N, C, H, W]` -> the network's
+//! layers as ONNX nodes (Conv, Relu, MaxPool, Flatten, Gemm) -> `logits` `[N, classes]`, with a
+//! dynamic batch dimension and the weights as initializers. Dropout is not part of the graph:
+//! it only acts in training. The protobuf types are tract-onnx's (generated from onnx.proto).
 
 use prost::Message;
 use tract_onnx::pb;
 
-use crate::model::DenseLayer;
+use crate::model::Layer;
 
-/// The opset the graph is written against; Flatten, Gemm and Relu have been stable since.
+/// The opset the graph is written against; Conv, MaxPool, Flatten, Gemm and Relu have been
+/// stable since.
 pub const OPSET: i64 = 13;
 /// ONNX IR version 8 goes with opset 13..=17 and is read by every current runtime.
 const IR_VERSION: i64 = 8;
@@ -25,67 +27,120 @@ pub struct ExportInfo<'a> {
     pub metadata: Vec<(String, String)>,
 }
 
-/// Encodes the model as ONNX protobuf bytes.
-pub fn onnx_bytes(layers: &[DenseLayer], info: &ExportInfo) -> anyhow::Result<Vec<u8>> {
-    let features: usize = info.sample_shape.iter().product();
-    let Some(first) = layers.first() else {
-        anyhow::bail!("cannot export a network without layers");
-    };
-    if first.inputs != features {
-        anyhow::bail!(
-            "the first layer takes {} inputs but samples of shape {:?} have {features}",
-            first.inputs,
-            info.sample_shape
-        );
-    }
-    let mut nodes = vec![node(
-        "Flatten",
-        "flatten",
-        &[INPUT_NAME],
-        "flat",
-        vec![int_attr("axis", 1)],
-    )];
+/// The shape of one sample between layers, checked as the graph is written.
+#[derive(Debug, Clone, Copy)]
+enum Activation {
+    Image([usize; 3]),
+    Rows(usize),
+}
+
+/// Encodes the network as ONNX protobuf bytes, or says where its layers do not fit the images.
+pub fn onnx_bytes(layers: &[Layer], info: &ExportInfo) -> anyhow::Result<Vec<u8>> {
+    anyhow::ensure!(
+        layers.iter().any(|l| matches!(l, Layer::Dense(_))),
+        "cannot export a network without dense layers"
+    );
+    let mut nodes = Vec::new();
     let mut initializers = Vec::new();
-    let mut current = "flat".to_string();
+    let mut current = INPUT_NAME.to_string();
+    let mut shape = Activation::Image(info.sample_shape);
     for (i, layer) in layers.iter().enumerate() {
-        let (weight, bias) = (format!("dense{i}.weight"), format!("dense{i}.bias"));
-        initializers.push(float_tensor(
-            &weight,
-            &[layer.inputs, layer.outputs],
-            &layer.weight,
-        ));
-        initializers.push(float_tensor(&bias, &[layer.outputs], &layer.bias));
         let is_last = i + 1 == layers.len();
-        let gemm_out = if is_last {
+        let output = if is_last {
             OUTPUT_NAME.to_string()
         } else {
-            format!("dense{i}")
+            format!("layer{i}")
         };
-        // burn stores weights as [inputs, outputs], which is Gemm's B without transposition.
-        nodes.push(node(
-            "Gemm",
-            &format!("gemm{i}"),
-            &[&current, &weight, &bias],
-            &gemm_out,
-            vec![int_attr("transB", 0)],
-        ));
-        current = gemm_out;
-        if !is_last {
-            let relu_out = format!("relu{i}");
-            nodes.push(node(
-                "Relu",
-                &format!("relu{i}"),
-                &[&current],
-                &relu_out,
-                vec![],
-            ));
-            current = relu_out;
+        let name = format!("layer{i}");
+        match (layer, shape) {
+            (Layer::Flatten, Activation::Image([c, h, w])) => {
+                nodes.push(node(
+                    "Flatten",
+                    &name,
+                    &[&current],
+                    &output,
+                    vec![int_attr("axis", 1)],
+                ));
+                shape = Activation::Rows(c * h * w);
+            }
+            (Layer::Relu, _) => nodes.push(node("Relu", &name, &[&current], &output, vec![])),
+            (Layer::Conv(conv), Activation::Image([c, h, w])) => {
+                anyhow::ensure!(
+                    conv.inputs == c && conv.kernel <= h && conv.kernel <= w,
+                    "layer {i}: a {k}x{k} convolution of {} channels does not fit a {c}x{h}x{w} \
+                     activation",
+                    conv.inputs,
+                    k = conv.kernel
+                );
+                let (weight, bias) = (format!("conv{i}.weight"), format!("conv{i}.bias"));
+                let k = conv.kernel;
+                initializers.push(float_tensor(
+                    &weight,
+                    &[conv.outputs, c, k, k],
+                    &conv.weight,
+                ));
+                initializers.push(float_tensor(&bias, &[conv.outputs], &conv.bias));
+                nodes.push(node(
+                    "Conv",
+                    &name,
+                    &[&current, &weight, &bias],
+                    &output,
+                    vec![ints_attr("kernel_shape", &[k, k])],
+                ));
+                shape = Activation::Image([conv.outputs, h - k + 1, w - k + 1]);
+            }
+            (&Layer::MaxPool { size }, Activation::Image([c, h, w])) => {
+                anyhow::ensure!(
+                    size >= 1 && size <= h && size <= w,
+                    "layer {i}: {size}x{size} pooling does not fit a {c}x{h}x{w} activation"
+                );
+                nodes.push(node(
+                    "MaxPool",
+                    &name,
+                    &[&current],
+                    &output,
+                    vec![
+                        ints_attr("kernel_shape", &[size, size]),
+                        ints_attr("strides", &[size, size]),
+                    ],
+                ));
+                shape = Activation::Image([c, h / size, w / size]);
+            }
+            (Layer::Dense(dense), Activation::Rows(features)) => {
+                anyhow::ensure!(
+                    dense.inputs == features,
+                    "layer {i}: a dense layer that takes {} inputs follows one that gives {features}",
+                    dense.inputs
+                );
+                let (weight, bias) = (format!("dense{i}.weight"), format!("dense{i}.bias"));
+                initializers.push(float_tensor(
+                    &weight,
+                    &[dense.inputs, dense.outputs],
+                    &dense.weight,
+                ));
+                initializers.push(float_tensor(&bias, &[dense.outputs], &dense.bias));
+                // burn stores weights as [inputs, outputs], which is Gemm's B without transposition.
+                nodes.push(node(
+                    "Gemm",
+                    &name,
+                    &[&current, &weight, &bias],
+                    &output,
+                    vec![int_attr("transB", 0)],
+                ));
+                shape = Activation::Rows(dense.outputs);
+            }
+            (layer, shape) => {
+                anyhow::bail!("layer {i}: {layer:?} cannot follow an activation of shape {shape:?}")
+            }
         }
+        current = output;
     }
+    let Activation::Rows(classes) = shape else {
+        anyhow::bail!("the network must end in rows of logits, not an image {shape:?}");
+    };
     let [c, h, w] = info.sample_shape;
-    let classes = layers.last().map_or(0, |l| l.outputs);
     let graph = pb::GraphProto {
-        name: "mlp".into(),
+        name: "aicp".into(),
         node: nodes,
         initializer: initializers,
         input: vec![value_info(
@@ -145,6 +200,15 @@ fn int_attr(name: &str, value: i64) -> pb::AttributeProto {
         name: name.into(),
         r#type: pb::attribute_proto::AttributeType::Int as i32,
         i: value,
+        ..Default::default()
+    }
+}
+
+fn ints_attr(name: &str, values: &[usize]) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Ints as i32,
+        ints: values.iter().map(|&v| v as i64).collect(),
         ..Default::default()
     }
 }

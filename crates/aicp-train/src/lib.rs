@@ -1,9 +1,11 @@
 //! Training for aicp: MNIST-style datasets (read from IDX files, downloaded and verified when
-//! missing), an MLP trained with burn on the CPU, and its export to an ONNX model that the
-//! server loads, with metadata, a JSON report and a plot beside it.
+//! missing), an MLP or a CNN trained with burn on the CPU (optionally on augmented images), and
+//! its export to an ONNX model that the server loads, with metadata, a JSON report and a plot
+//! beside it.
 //!
 //! [`run`] does all of it for one [`TrainJob`]; the pieces are public for tests and tools.
 
+pub mod augment;
 pub mod dataset;
 mod denormals;
 pub mod download;
@@ -21,7 +23,9 @@ use aicp_core::{InputSpec, ModelMetadata, OutputKind};
 use burn::prelude::Device;
 use serde::Serialize;
 
+pub use augment::Augmentation;
 pub use dataset::{Dataset, DatasetKind, Fetch};
+pub use model::{Arch, Shape};
 pub use output::{Destination, Written};
 pub use trainer::{EpochStats, TrainOptions, Trained};
 
@@ -84,6 +88,7 @@ pub struct DatasetReport {
 pub fn run(job: &TrainJob, stop: &AtomicBool) -> anyhow::Result<TrainOutcome> {
     let dataset = Dataset::load(job.dataset, &job.data_dir, &job.fetch)?;
     let features = dataset.pixels_per_image();
+    let image = [1, dataset.rows, dataset.cols];
     let classes = dataset.class_count();
     let options = &job.options;
     anyhow::ensure!(
@@ -111,7 +116,7 @@ pub fn run(job: &TrainJob, stop: &AtomicBool) -> anyhow::Result<TrainOutcome> {
         options.seed,
         features,
     );
-    let as_inputs = |samples| trainer::Inputs { samples, features };
+    let as_inputs = |samples| trainer::Inputs { samples, image };
     let trained = trainer::train(
         &as_inputs(&train),
         &as_inputs(&validation),
@@ -128,12 +133,12 @@ pub fn run(job: &TrainJob, stop: &AtomicBool) -> anyhow::Result<TrainOutcome> {
     let test_accuracy = correct as f64 / dataset.test.len().max(1) as f64;
 
     let labels = job.dataset.labels();
-    let sample_shape = [1, dataset.rows, dataset.cols];
-    let description = describe(job.dataset, &options.hidden, features, classes);
+    let network = options.shape.describe(image, classes);
+    let description = describe(job.dataset, &network);
     let onnx = export::onnx_bytes(
-        &trained.model.dense_layers(),
+        &trained.model.layers(),
         &export::ExportInfo {
-            sample_shape,
+            sample_shape: image,
             doc: &description,
             metadata: vec![
                 ("labels".into(), labels.join(",")),
@@ -148,7 +153,7 @@ pub fn run(job: &TrainJob, stop: &AtomicBool) -> anyhow::Result<TrainOutcome> {
         dataset: DatasetReport {
             name: job.dataset.name().into(),
             dir: dataset.dir.display().to_string(),
-            image_shape: sample_shape,
+            image_shape: image,
             train_samples: trained.train_samples,
             validation_samples: trained.validation_samples,
             test_samples: dataset.test.len(),
@@ -168,8 +173,7 @@ pub fn run(job: &TrainJob, stop: &AtomicBool) -> anyhow::Result<TrainOutcome> {
     };
     let plot_png = plot::report_png(
         &format!(
-            "{model_name}: {} on {}, test accuracy {:.2}%",
-            layer_widths(&options.hidden, features, classes),
+            "{model_name}: {network} on {}, test accuracy {:.2}%",
             job.dataset,
             100.0 * test_accuracy
         ),
@@ -192,27 +196,17 @@ pub fn run(job: &TrainJob, stop: &AtomicBool) -> anyhow::Result<TrainOutcome> {
     })
 }
 
-fn layer_widths(hidden: &[usize], features: usize, classes: usize) -> String {
-    std::iter::once(features)
-        .chain(hidden.iter().copied())
-        .chain(std::iter::once(classes))
-        .map(|w| w.to_string())
-        .collect::<Vec<_>>()
-        .join("-")
-}
-
-fn describe(kind: DatasetKind, hidden: &[usize], features: usize, classes: usize) -> String {
+fn describe(kind: DatasetKind, network: &str) -> String {
     let what = match kind {
         DatasetKind::Mnist => "handwritten digit classifier",
         DatasetKind::FashionMnist => "clothing classifier",
     };
     format!(
-        "{} {what}: MLP {} with ReLU, trained by aicp train",
+        "{} {what}: {network} with ReLU, trained by aicp train",
         match kind {
             DatasetKind::Mnist => "MNIST",
             DatasetKind::FashionMnist => "Fashion-MNIST",
-        },
-        layer_widths(hidden, features, classes)
+        }
     )
 }
 
@@ -229,6 +223,8 @@ fn metadata(report: &Report, description: String) -> ModelMetadata {
         "test_samples".into(),
         (report.dataset.test_samples as i64).into(),
     );
+    training.insert("architecture".into(), h.shape.arch.name().into());
+    training.insert("augment".into(), h.augment.is_some().into());
     training.insert("epochs".into(), (report.epochs.len() as i64).into());
     training.insert("batch_size".into(), (h.batch_size as i64).into());
     training.insert("learning_rate".into(), h.learning_rate.into());

@@ -13,8 +13,9 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::Serialize;
 
+use crate::augment::Augmentation;
 use crate::dataset::Samples;
-use crate::model::Mlp;
+use crate::model::{Arch, ImageShape, Network, Shape};
 
 /// The hyperparameters of one training run.
 #[derive(Debug, Clone, Serialize)]
@@ -22,7 +23,10 @@ pub struct TrainOptions {
     pub epochs: usize,
     pub batch_size: usize,
     pub learning_rate: f64,
-    pub hidden: Vec<usize>,
+    #[serde(flatten)]
+    pub shape: Shape,
+    /// Redraw each training image through a random transform each time it is used.
+    pub augment: Option<Augmentation>,
     /// The fraction of the training data held out to choose the best epoch.
     pub validation_split: f64,
     /// Stop when validation accuracy has not improved for this many epochs.
@@ -38,7 +42,8 @@ impl Default for TrainOptions {
             epochs: 5,
             batch_size: 64,
             learning_rate: 1e-3,
-            hidden: vec![128, 64],
+            shape: Shape::default_for(Arch::Mlp),
+            augment: None,
             validation_split: 0.1,
             patience: None,
             threads: 1,
@@ -61,7 +66,7 @@ pub struct EpochStats {
 #[derive(Debug)]
 pub struct Trained {
     /// The model of the best epoch on the validation split (without autodiff).
-    pub model: Mlp,
+    pub model: Network,
     pub best_epoch: usize,
     pub best_validation_accuracy: f64,
     pub history: Vec<EpochStats>,
@@ -77,32 +82,52 @@ pub struct Trained {
 /// A dataset's samples normalised for the network: pixels scaled to [0, 1].
 pub struct Inputs<'a> {
     pub samples: &'a Samples,
-    pub features: usize,
+    pub image: ImageShape,
 }
 
 impl Inputs<'_> {
-    fn batch(&self, indices: &[usize], device: &Device) -> (Tensor<2>, Tensor<1, Int>) {
-        let mut x = Vec::with_capacity(indices.len() * self.features);
+    pub fn features(&self) -> usize {
+        self.image.iter().product()
+    }
+
+    /// The samples at `indices` as flat rows and their labels; each image redrawn through
+    /// `augment` when given.
+    fn batch(
+        &self,
+        indices: &[usize],
+        augment: Option<(&Augmentation, &mut StdRng)>,
+        device: &Device,
+    ) -> (Tensor<2>, Tensor<1, Int>) {
+        let features = self.features();
+        let [_, rows, cols] = self.image;
+        let mut x = Vec::with_capacity(indices.len() * features);
         let mut y = Vec::with_capacity(indices.len());
+        let mut augment = augment;
         for &i in indices {
-            let pixels = &self.samples.pixels[i * self.features..][..self.features];
-            x.extend(pixels.iter().map(|&p| f32::from(p) / 255.0));
+            let pixels = &self.samples.pixels[i * features..][..features];
+            match augment.as_mut() {
+                // Each channel plane gets its own draw; MNIST-style images have one.
+                Some((how, rng)) => pixels
+                    .chunks(rows * cols)
+                    .for_each(|plane| how.distort(plane, rows, cols, rng, &mut x)),
+                None => x.extend(pixels.iter().map(|&p| f32::from(p) / 255.0)),
+            }
             y.push(i64::from(self.samples.labels[i]));
         }
         (
-            Tensor::from_data(TensorData::new(x, [indices.len(), self.features]), device),
+            Tensor::from_data(TensorData::new(x, [indices.len(), features]), device),
             Tensor::from_data(TensorData::new(y, [indices.len()]), device),
         )
     }
 }
 
 /// Rows of logits for every sample, in order, computed in batches on `device`.
-pub fn logits(model: &Mlp, inputs: &Inputs, device: &Device) -> Vec<f32> {
+pub fn logits(model: &Network, inputs: &Inputs, device: &Device) -> Vec<f32> {
     const BATCH: usize = 1024;
     let all: Vec<usize> = (0..inputs.samples.len()).collect();
     let mut out = Vec::new();
     for chunk in all.chunks(BATCH) {
-        let (x, _) = inputs.batch(chunk, device);
+        let (x, _) = inputs.batch(chunk, None, device);
         let data = model.forward(x).into_data().convert::<f32>();
         out.extend_from_slice(data.as_slice::<f32>().unwrap_or_default());
     }
@@ -125,7 +150,7 @@ pub fn argmax_rows(logits: &[f32], classes: usize) -> Vec<usize> {
 }
 
 /// The fraction of samples whose largest logit is their label.
-pub fn accuracy(model: &Mlp, inputs: &Inputs, classes: usize, device: &Device) -> f64 {
+pub fn accuracy(model: &Network, inputs: &Inputs, classes: usize, device: &Device) -> f64 {
     if inputs.samples.is_empty() {
         return 0.0;
     }
@@ -159,7 +184,7 @@ pub fn split_validation(
     )
 }
 
-/// Trains an MLP on `train`, choosing the best epoch on `validation`. Training stops early,
+/// Trains a network on `train`, choosing the best epoch on `validation`. Training stops early,
 /// keeping the best model so far, as soon as `stop` is set.
 pub fn train(
     train: &Inputs,
@@ -171,21 +196,16 @@ pub fn train(
 ) -> anyhow::Result<Trained> {
     anyhow::ensure!(!train.samples.is_empty(), "no training samples");
     anyhow::ensure!(options.batch_size > 0, "batch size must be at least 1");
+    anyhow::ensure!(
+        train.image == validation.image,
+        "training and validation images differ in shape"
+    );
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(options.threads.max(1))
         .start_handler(|_| crate::denormals::flush_to_zero())
         .build()?;
     // Flex runs its kernels on the current rayon pool, so this bounds every thread it uses.
-    pool.install(|| {
-        Ok(train_in_pool(
-            train,
-            validation,
-            classes,
-            options,
-            stop,
-            show_progress,
-        ))
-    })
+    pool.install(|| train_in_pool(train, validation, classes, options, stop, show_progress))
 }
 
 fn train_in_pool(
@@ -195,11 +215,11 @@ fn train_in_pool(
     options: &TrainOptions,
     stop: &AtomicBool,
     show_progress: bool,
-) -> Trained {
+) -> anyhow::Result<Trained> {
     let device = Device::flex();
     device.seed(options.seed);
     let autodiff = device.clone().autodiff();
-    let mut model = Mlp::new(train.features, &options.hidden, classes, &autodiff);
+    let mut model = Network::new(&options.shape, train.image, classes, &autodiff)?;
     // PyTorch's epsilon (burn's default is 1e-5): the seed recipe is PyTorch's Adam.
     let mut optimizer = AdamConfig::new().with_epsilon(1e-8).init();
     let loss_fn = CrossEntropyLossConfig::new().init(&autodiff);
@@ -221,7 +241,8 @@ fn train_in_pool(
                 interrupted = true;
                 break;
             }
-            let (x, y) = train.batch(chunk, &autodiff);
+            let augment = options.augment.as_ref().map(|how| (how, &mut rng));
+            let (x, y) = train.batch(chunk, augment, &autodiff);
             let loss = loss_fn.forward(model.forward(x), y);
             loss_sum += f64::from(loss.clone().into_scalar::<f32>()) * chunk.len() as f64;
             seen += chunk.len();
@@ -274,7 +295,7 @@ fn train_in_pool(
         }
     }
     let (model, best_epoch, best_validation_accuracy) = best;
-    Trained {
+    Ok(Trained {
         model,
         best_epoch,
         best_validation_accuracy,
@@ -284,7 +305,7 @@ fn train_in_pool(
         train_seconds: started.elapsed().as_secs_f64(),
         stopped_early,
         interrupted,
-    }
+    })
 }
 
 fn epoch_bar(epoch: usize, epochs: usize, batches: usize, visible: bool) -> ProgressBar {

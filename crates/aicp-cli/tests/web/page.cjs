@@ -30,8 +30,17 @@ async function seen(page) {
     let ink = 0;
     for (let i = 0; i < pixels.length; i += 4) if (pixels[i] > 128) ink++;
     const bars = [...document.querySelectorAll("#bars .bar")];
+    // What a person sees: how much of each bar's track its fill covers, in percent of the
+    // track's rendered width, beside the percentage written next to it.
+    const drawn = bars.map(bar => {
+      const track = bar.querySelector(".track").getBoundingClientRect().width;
+      const fill = bar.querySelector(".fill").getBoundingClientRect().width;
+      return { filled: track > 0 ? 100 * fill / track : 0,
+               written: parseFloat(bar.querySelector(".value").textContent) };
+    });
     return {
       top: bars[0].dataset.class,
+      drawn,
       bars: bars.length,
       ink,
       status: document.getElementById("status").textContent,
@@ -57,6 +66,7 @@ async function seen(page) {
     watch(page);
     await ready(page);
     const models = await page.$$eval("#model option", options => options.map(o => o.value));
+    const chosen = await page.$eval("#model", select => select.value);
 
     // A "1": one stroke down the middle of the pad.
     const pad = await page.locator("#pad").boundingBox();
@@ -103,7 +113,7 @@ async function seen(page) {
       document.getElementById("pad").getBoundingClientRect().right <= window.innerWidth);
     await phone.screenshot({ path: path.join(shots, "phone.png"), fullPage: true });
 
-    console.log(JSON.stringify({ models, drawn, picked, drop, fits, errors }));
+    console.log(JSON.stringify({ models, chosen, drawn, picked, drop, fits, errors }));
   } finally {
     await browser.close();
   }

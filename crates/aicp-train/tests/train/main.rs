@@ -21,6 +21,18 @@ pub fn repo_root() -> PathBuf {
         .join("../..")
 }
 
+/// Held while a test trains. burn's CPU backend draws every random number (initial weights,
+/// dropout) from one generator per process, which `seed` resets: two trainings at once, on
+/// the test harness's threads, would take turns drawing from it and neither would be
+/// reproducible. (`aicp train` runs one training per process.)
+pub fn training_lock() -> std::sync::MutexGuard<'static, ()> {
+    static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A test that panicked while training leaves nothing behind to protect.
+    TRAINING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// The real-digit dataset shipped in the repository.
 pub fn real_digits() -> Dataset {
     Dataset::load(
