@@ -160,7 +160,84 @@ fn bad_arguments_get_clear_errors_before_any_training() {
     let out = train(&["--output", "model.bin"]);
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("must name an .onnx file"));
+
+    let out = train(&["--arch", "rnn"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("expected mlp or cnn"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = train(&["--channels", "8", "--models", models_arg]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--channels applies to --arch cnn, not to --arch mlp"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Three 5x5 blocks with pooling leave nothing of 28x28 (28 -> 12 -> 4 -> 0).
+    let out = train(&[
+        "--arch",
+        "cnn",
+        "--channels",
+        "4,4,4",
+        "--models",
+        models_arg,
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains(
+            "3 convolution blocks with 5x5 kernels and 2x2 pooling leave nothing of a 28x28 image"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = train(&["--arch", "cnn", "--dropout", "1", "--models", models_arg]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("dropout must be in [0, 1), got 1"));
     assert!(std::fs::read_dir(models.path()).unwrap().next().is_none());
+}
+
+#[test]
+fn trains_a_cnn_into_a_model_repository_and_says_what_it_is() {
+    let models = tempfile::tempdir().unwrap();
+    let out = train(&[
+        "--arch",
+        "cnn",
+        "--channels",
+        "4,8",
+        "--hidden",
+        "32",
+        "--augment",
+        "--epochs",
+        "1",
+        "--name",
+        "digits-cnn",
+        "--models",
+        models.path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let model = models.path().join("digits-cnn");
+    let toml = std::fs::read_to_string(model.join("model.toml")).unwrap();
+    assert!(
+        toml.contains("CNN conv5x5 4-8 with 2x2 max pooling, dense 128-32-10"),
+        "{toml}"
+    );
+    assert!(
+        toml.contains("architecture = \"cnn\"") && toml.contains("augment = true"),
+        "{toml}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(model.join("1/training_report.json")).unwrap())
+            .unwrap();
+    let h = &report["hyperparameters"];
+    assert_eq!(h["arch"], "cnn");
+    assert_eq!(h["channels"], serde_json::json!([4, 8]));
+    assert_eq!(h["kernel"], 5);
+    assert_eq!(h["augment"]["max_shift"], 2.0);
+    assert!(report["test_accuracy"].as_f64().unwrap() > 0.5, "{report}");
+    let onnx = aicp_engine::onnx::inspect(&model.join("1/model.onnx")).unwrap();
+    assert_eq!(onnx.signature.inputs[0].name, "input");
 }
 
 #[test]

@@ -27,7 +27,8 @@ const MODELS: [(&str, &str, &[usize]); 2] = [
     ("cnn", "models/mnist-cnn/1/model.onnx", &[1, 64, 1024]),
 ];
 
-fn engines(model: &str) -> Vec<(&'static str, Box<dyn Runnable>)> {
+/// ONNX Runtime, loaded once: it allows one environment per process.
+fn onnxruntime() -> OnnxRuntimeEngine {
     // Where cargo runs the bench from, not where it was compiled (the build directory is shared).
     let root = std::env::var_os("CARGO_MANIFEST_DIR")
         .map_or_else(
@@ -35,24 +36,27 @@ fn engines(model: &str) -> Vec<(&'static str, Box<dyn Runnable>)> {
             std::path::PathBuf::from,
         )
         .join("../..");
-    // Library discovery looks in ./.venv, so look from the repository root.
+    // Library discovery looks in ./.venv, and the models are found, from the repository root.
     std::env::set_current_dir(&root).expect("repository root");
-    let model = root.join(model);
-    let signature = onnx::inspect(&model).expect("bundled model").signature;
     let library = find_library(std::env::var_os("AICP_ORT_LIB").as_deref().map(Path::new)).expect(
         "no ONNX Runtime library: run scripts/test.sh (it creates .venv) or set AICP_ORT_LIB",
     );
-    let ort = OnnxRuntimeEngine::load(&library).expect("loading ONNX Runtime");
+    OnnxRuntimeEngine::load(&library).expect("loading ONNX Runtime")
+}
+
+fn engines(model: &str, ort: &OnnxRuntimeEngine) -> Vec<(&'static str, Box<dyn Runnable>)> {
+    let model = Path::new(model);
+    let signature = onnx::inspect(model).expect("bundled model").signature;
     vec![
         (
             "tract",
             TractEngine
-                .load(&model, &signature, &Default::default())
+                .load(model, &signature, &Default::default())
                 .expect("tract"),
         ),
         (
             "onnxruntime",
-            ort.load(&model, &signature, &Default::default())
+            ort.load(model, &signature, &Default::default())
                 .expect("onnxruntime"),
         ),
     ]
@@ -67,9 +71,10 @@ fn input(batch: usize) -> Tensor {
 }
 
 fn bench(c: &mut Criterion) {
+    let ort = onnxruntime();
     let mut figures = Vec::new();
     for (kind, path, batches) in MODELS {
-        figures.extend(bench_model(c, kind, path, batches));
+        figures.extend(bench_model(c, &engines(path, &ort), kind, batches));
     }
     if let Some(path) = std::env::var_os("AICP_BENCH_JSON") {
         std::fs::write(&path, format!("[{}]\n", figures.join(", ")))
@@ -78,13 +83,17 @@ fn bench(c: &mut Criterion) {
 }
 
 /// Criterion's measurements of one model, then the in-process ratio; its JSON figures.
-fn bench_model(c: &mut Criterion, kind: &str, path: &str, batches: &[usize]) -> Vec<String> {
-    let engines = engines(path);
+fn bench_model(
+    c: &mut Criterion,
+    engines: &[(&str, Box<dyn Runnable>)],
+    kind: &str,
+    batches: &[usize],
+) -> Vec<String> {
     for &batch in batches {
         let input = input(batch);
         let mut group = c.benchmark_group(format!("{kind}_batch_{batch}"));
         group.throughput(Throughput::Elements(batch as u64));
-        for (name, model) in &engines {
+        for (name, model) in engines {
             group.bench_with_input(BenchmarkId::from_parameter(name), &input, |b, input| {
                 // Engines take their inputs by value; the copy made for each run is not timed.
                 b.iter_batched(

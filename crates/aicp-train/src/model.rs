@@ -115,9 +115,6 @@ impl Shape {
             }
         }
     }
-}
-
-impl Shape {
     /// Rows and columns left after every convolution block (a valid convolution, then 2x2
     /// pooling), or `None` once nothing is left.
     fn side_after_convolutions(&self, [_, rows, cols]: ImageShape) -> Option<[usize; 2]> {
