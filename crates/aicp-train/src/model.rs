@@ -133,6 +133,9 @@ impl Shape {
 pub type ImageShape = [usize; 3];
 
 /// A network of either kind.
+// One network exists per training run (two with the best epoch's copy), so the size of the
+// enum does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Network {
     Mlp(Mlp),
