@@ -87,34 +87,43 @@ impl Shape {
         }
     }
 
-    /// A short description, for example `784-128-64-10` or `conv5x5 16-32, dense 512-128-10`.
+    /// A short description, for example `MLP 784-128-64-10` or
+    /// `CNN conv5x5 16-32 with 2x2 max pooling, dense 512-128-10`.
     pub fn describe(&self, image: ImageShape, classes: usize) -> String {
-        let widths = |first: usize| {
-            std::iter::once(first)
-                .chain(self.hidden.iter().copied())
-                .chain(std::iter::once(classes))
-                .map(|w| w.to_string())
+        let joined = |values: &[usize]| {
+            values
+                .iter()
+                .map(|v| v.to_string())
                 .collect::<Vec<_>>()
                 .join("-")
         };
+        let dense = joined(&layer_widths(
+            self.dense_inputs(image).unwrap_or(0),
+            &self.hidden,
+            classes,
+        ));
         match self.arch {
-            Arch::Mlp => format!("MLP {}", widths(image.iter().product())),
+            Arch::Mlp => format!("MLP {dense}"),
+            Arch::Cnn => format!(
+                "CNN conv{k}x{k} {} with 2x2 max pooling, dense {dense}",
+                joined(&self.channels),
+                k = self.kernel
+            ),
+        }
+    }
+
+    /// How many values reach the first dense layer: the image's, or what the convolution
+    /// blocks leave of it (`None` when they leave nothing).
+    fn dense_inputs(&self, image: ImageShape) -> Option<usize> {
+        match self.arch {
+            Arch::Mlp => Some(image.iter().product()),
             Arch::Cnn => {
-                let [rows, cols] = self.side_after_convolutions(image).unwrap_or([0, 0]);
-                let channels = self.channels.last().copied().unwrap_or(0);
-                format!(
-                    "CNN conv{k}x{k} {} with 2x2 max pooling, dense {}",
-                    self.channels
-                        .iter()
-                        .map(|c| c.to_string())
-                        .collect::<Vec<_>>()
-                        .join("-"),
-                    widths(channels * rows * cols),
-                    k = self.kernel
-                )
+                let [rows, cols] = self.side_after_convolutions(image)?;
+                Some(self.channels.last().copied().unwrap_or(image[0]) * rows * cols)
             }
         }
     }
+
     /// Rows and columns left after every convolution block (a valid convolution, then 2x2
     /// pooling), or `None` once nothing is left.
     fn side_after_convolutions(&self, [_, rows, cols]: ImageShape) -> Option<[usize; 2]> {
@@ -153,7 +162,7 @@ impl Network {
     ) -> anyhow::Result<Self> {
         Ok(match shape.arch {
             Arch::Mlp => Self::Mlp(Mlp::new(
-                image.iter().product(),
+                shape.dense_inputs(image).unwrap_or(0),
                 &shape.hidden,
                 classes,
                 device,
@@ -288,7 +297,7 @@ impl Cnn {
             "a convolution needs at least one channel, got --channels {:?}",
             shape.channels
         );
-        let Some(side) = shape.side_after_convolutions([channels, rows, cols]) else {
+        let Some(flat) = shape.dense_inputs([channels, rows, cols]) else {
             anyhow::bail!(
                 "{} convolution blocks with {k}x{k} kernels and 2x2 pooling leave nothing of a \
                  {rows}x{cols} image: use fewer --channels or a smaller --kernel",
@@ -302,7 +311,6 @@ impl Cnn {
             convs.push(Conv2dConfig::new([inputs, outputs], [shape.kernel; 2]).init(device));
             inputs = outputs;
         }
-        let flat = inputs * side[0] * side[1];
         Ok(Self {
             convs,
             pool: MaxPool2dConfig::new([2, 2]).init(),
@@ -352,12 +360,16 @@ impl Cnn {
     }
 }
 
-fn dense_stack(inputs: usize, hidden: &[usize], classes: usize, device: &Device) -> Vec<Linear> {
-    let widths: Vec<usize> = std::iter::once(inputs)
+/// The widths of dense layers `inputs -> hidden... -> classes`.
+fn layer_widths(inputs: usize, hidden: &[usize], classes: usize) -> Vec<usize> {
+    std::iter::once(inputs)
         .chain(hidden.iter().copied())
         .chain(std::iter::once(classes))
-        .collect();
-    widths
+        .collect()
+}
+
+fn dense_stack(inputs: usize, hidden: &[usize], classes: usize, device: &Device) -> Vec<Linear> {
+    layer_widths(inputs, hidden, classes)
         .windows(2)
         .map(|w| LinearConfig::new(w[0], w[1]).init(device))
         .collect()

@@ -95,14 +95,13 @@ impl Inputs<'_> {
     fn batch(
         &self,
         indices: &[usize],
-        augment: Option<(&Augmentation, &mut StdRng)>,
+        mut augment: Option<(&Augmentation, &mut StdRng)>,
         device: &Device,
     ) -> (Tensor<2>, Tensor<1, Int>) {
         let features = self.features();
         let [_, rows, cols] = self.image;
         let mut x = Vec::with_capacity(indices.len() * features);
         let mut y = Vec::with_capacity(indices.len());
-        let mut augment = augment;
         for &i in indices {
             let pixels = &self.samples.pixels[i * features..][..features];
             match augment.as_mut() {
