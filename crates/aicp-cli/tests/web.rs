@@ -102,6 +102,21 @@ fn a_digit_drawn_in_the_browser_is_classified() {
     let (_, label) = digits(1).remove(0);
     assert_eq!(seen["picked"]["top"], label.to_string(), "{seen}");
     assert_eq!(seen["drop"]["top"], label.to_string(), "{seen}");
+    // On a phone too: the answer, its five bars drawn to their percentages, and the preview.
+    let phone = &seen["onPhone"];
+    assert_eq!(phone["top"], label.to_string(), "{seen}");
+    assert_eq!(phone["bars"], 5, "{seen}");
+    assert!(phone["ink"].as_u64().unwrap() > 15, "{seen}");
+    for bar in phone["drawn"].as_array().unwrap() {
+        let (filled, written) = (
+            bar["filled"].as_f64().unwrap(),
+            bar["written"].as_f64().unwrap(),
+        );
+        assert!(
+            (filled - written).abs() < 1.5,
+            "bar drawn at {filled}% for {written}%: {seen}"
+        );
+    }
     assert_eq!(seen["fits"], true, "{seen}");
     for shot in ["drawn.png", "picture.png", "phone.png"] {
         assert!(is_png(&shots.join(shot)), "{shot} was not saved");

@@ -48,6 +48,21 @@ async function seen(page) {
   });
 }
 
+// Drops the picture file on the pad, as a person dragging it from their files would, and
+// waits for the answer's bars.
+async function dropPicture(page) {
+  const bytes = require("fs").readFileSync(picture).toString("base64");
+  const dropped = await page.evaluateHandle(base64 => {
+    const data = Uint8Array.from(atob(base64), c => c.charCodeAt(0));
+    const transfer = new DataTransfer();
+    transfer.items.add(new File([data], "digit.png", { type: "image/png" }));
+    return transfer;
+  }, bytes);
+  await page.dispatchEvent("#pad", "dragover", { dataTransfer: dropped });
+  await page.dispatchEvent("#pad", "drop", { dataTransfer: dropped });
+  await page.waitForFunction(() => !!document.querySelector("#bars .bar"), null, { timeout: 10000 });
+}
+
 (async () => {
   const browser = await chromium.launch({
     executablePath: process.env.AICP_CHROMIUM || "/usr/bin/chromium",
@@ -92,28 +107,22 @@ async function seen(page) {
 
     // The same picture dropped on the pad.
     await page.click("#clear");
-    const bytes = require("fs").readFileSync(picture).toString("base64");
-    const dropped = await page.evaluateHandle(base64 => {
-      const data = Uint8Array.from(atob(base64), c => c.charCodeAt(0));
-      const transfer = new DataTransfer();
-      transfer.items.add(new File([data], "digit.png", { type: "image/png" }));
-      return transfer;
-    }, bytes);
-    await page.dispatchEvent("#pad", "dragover", { dataTransfer: dropped });
-    await page.dispatchEvent("#pad", "drop", { dataTransfer: dropped });
-    await page.waitForFunction(() => !!document.querySelector("#bars .bar"), null, { timeout: 10000 });
+    await dropPicture(page);
     const drop = await seen(page);
 
     // A phone: the page fits its width, and the pad is the first thing on it.
     const phone = await browser.newPage({ ...devices["Pixel 7"] });
     watch(phone);
     await ready(phone);
+    // A picture dropped there too: results, bars and preview must show on a narrow screen.
+    await dropPicture(phone);
+    const onPhone = await seen(phone);
     const fits = await phone.evaluate(() =>
       document.documentElement.scrollWidth <= window.innerWidth &&
       document.getElementById("pad").getBoundingClientRect().right <= window.innerWidth);
     await phone.screenshot({ path: path.join(shots, "phone.png"), fullPage: true });
 
-    console.log(JSON.stringify({ models, chosen, drawn, picked, drop, fits, errors }));
+    console.log(JSON.stringify({ models, chosen, drawn, picked, drop, onPhone, fits, errors }));
   } finally {
     await browser.close();
   }
