@@ -10,6 +10,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod bench;
 mod config;
 mod gpu;
+#[cfg(feature = "train")]
+mod quantize;
 mod serve;
 #[cfg(feature = "train")]
 mod train;
@@ -59,6 +61,10 @@ enum Command {
     /// Train an MNIST-style classifier and export it to ONNX.
     #[cfg(feature = "train")]
     Train(train::TrainArgs),
+    /// Quantise a model in the repository to INT8, calibrated on real samples, and add the
+    /// result to the repository as a new model.
+    #[cfg(feature = "train")]
+    Quantize(quantize::QuantizeArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -85,6 +91,8 @@ fn main() -> std::process::ExitCode {
         Command::Gpu { command } => gpu::run(command),
         #[cfg(feature = "train")]
         Command::Train(args) => train::run(args),
+        #[cfg(feature = "train")]
+        Command::Quantize(args) => quantize::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -23,6 +23,9 @@
 //!
 //! [training]          # free-form: how the model was trained
 //! dataset = "mnist"
+//!
+//! [quantization]      # free-form: how `aicp quantize` made it from a float model
+//! origin = "mnist version 1"
 //! ```
 
 use std::path::Path;
@@ -55,6 +58,10 @@ pub struct ModelMetadata {
     /// picks the most accurate model).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub training: Option<toml::Table>,
+    /// How the model was quantised (`aicp quantize`), for people; its `test_accuracy`, the
+    /// quantised model's own, takes the place of the training's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<toml::Table>,
 }
 
 /// What a model's first output holds.
@@ -162,10 +169,11 @@ pub enum MetadataError {
 }
 
 impl ModelMetadata {
-    /// The accuracy training reported on held-out data (`[training] test_accuracy`), when
-    /// given as a number.
+    /// The model's accuracy on held-out data, when given as a number: `[quantization]
+    /// test_accuracy` for a quantised model, else `[training] test_accuracy`.
     pub fn test_accuracy(&self) -> Option<f64> {
-        self.training.as_ref()?.get("test_accuracy")?.as_float()
+        let read = |table: &Option<toml::Table>| table.as_ref()?.get("test_accuracy")?.as_float();
+        read(&self.quantization).or_else(|| read(&self.training))
     }
 
     pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
@@ -216,12 +224,29 @@ mod tests {
                 instances: Some(2),
                 max_queue_size: Some(256),
             }),
-            training: Some(training),
+            training: Some(training.clone()),
+            quantization: None,
         };
         assert_eq!(
             ModelMetadata::from_toml(&metadata.to_toml()).unwrap(),
             metadata
         );
+    }
+
+    #[test]
+    fn a_quantised_models_own_accuracy_comes_first() {
+        let table = |accuracy: f64| {
+            let mut t = toml::Table::new();
+            t.insert("test_accuracy".into(), accuracy.into());
+            Some(t)
+        };
+        let mut metadata = ModelMetadata {
+            training: table(0.98),
+            ..Default::default()
+        };
+        assert_eq!(metadata.test_accuracy(), Some(0.98));
+        metadata.quantization = table(0.97);
+        assert_eq!(metadata.test_accuracy(), Some(0.97));
     }
 
     #[test]

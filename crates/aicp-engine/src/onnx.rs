@@ -16,7 +16,22 @@ pub struct OnnxInfo {
     pub signature: ModelSignature,
     /// The operator type of the node producing the first output, e.g. "Softmax".
     pub final_op: Option<String>,
+    /// Whether the model computes in integers: QDQ pairs (`aicp quantize`, onnxruntime's
+    /// `quantize_static`) or quantised operators.
+    pub quantized: bool,
 }
+
+/// Operators that only a quantised model has.
+const QUANTIZED_OPS: [&str; 8] = [
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "DynamicQuantizeLinear",
+    "QLinearConv",
+    "QLinearMatMul",
+    "MatMulInteger",
+    "ConvInteger",
+    "QGemm",
+];
 
 /// Reads the signature and a few facts from the ONNX file at `path`.
 pub fn inspect(path: &Path) -> Result<OnnxInfo> {
@@ -52,16 +67,22 @@ pub fn inspect(path: &Path) -> Result<OnnxInfo> {
         .iter()
         .find(|n| n.output.iter().any(|o| *o == outputs[0].name))
         .map(|n| n.op_type.clone());
+    let quantized = graph
+        .node
+        .iter()
+        .any(|n| QUANTIZED_OPS.contains(&n.op_type.as_str()));
     Ok(OnnxInfo {
         signature: ModelSignature { inputs, outputs },
         final_op,
+        quantized,
     })
 }
 
 /// The model at `path` with its one float32 input turned into uint8 pixels, normalised inside
 /// the graph by `Cast`, `Mul` and `Add` nodes placed before everything else: an engine that
 /// runs the graph on a GPU then moves one byte per value to the device instead of four, and
-/// converts there.
+/// converts there. A quantised model whose input is quantised to the pixels' own scale needs
+/// no conversion at all: the pixels are its quantised input, and its QuantizeLinear goes.
 pub fn with_pixel_input(path: &Path, scale: PixelScale) -> Result<pb::ModelProto> {
     let failed = |why: String| Error::invalid(format!("{}: {why}", path.display()));
     let mut proto = tract_onnx::onnx()
@@ -93,6 +114,17 @@ pub fn with_pixel_input(path: &Path, scale: PixelScale) -> Result<pb::ModelProto
     }
     tensor.elem_type = T::Uint8 as i32;
     let name = input.name.clone();
+    if let Some(quantizers) = pixel_quantizers(graph, &name, scale) {
+        // The input's only readers quantise it to exactly the pixels: drop them, and let
+        // what read their output read the pixels.
+        graph.node.retain(|n| !quantizers.contains(&n.output[0]));
+        for node in &mut graph.node {
+            for value in node.input.iter_mut().filter(|v| quantizers.contains(*v)) {
+                value.clone_from(&name);
+            }
+        }
+        return Ok(proto);
+    }
     // Every node that read the float input reads the normalised pixels instead.
     let normalised = format!("{name}__normalised");
     for node in &mut graph.node {
@@ -135,6 +167,84 @@ pub fn with_pixel_input(path: &Path, scale: PixelScale) -> Result<pb::ModelProto
     ];
     graph.node.splice(0..0, prologue);
     Ok(proto)
+}
+
+/// Whether [`with_pixel_input`] hands the pixels straight to a quantised model: its input is
+/// read only by QuantizeLinear nodes to uint8 whose scale and zero point are the pixels' own
+/// (`value = (pixel - zero point) * scale` is `scale`'s map of 0-255, as `[0, 1]` with scale
+/// 1/255 and zero point 0).
+pub fn takes_quantized_pixels(path: &Path, scale: PixelScale) -> bool {
+    let Ok(proto) = tract_onnx::onnx().proto_model_for_path(path) else {
+        return false;
+    };
+    let Some(graph) = proto.graph.as_ref() else {
+        return false;
+    };
+    let initializers: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let mut fed = graph
+        .input
+        .iter()
+        .filter(|v| !initializers.contains(v.name.as_str()));
+    match (fed.next(), fed.next()) {
+        (Some(input), None) => pixel_quantizers(graph, &input.name, scale).is_some(),
+        _ => false,
+    }
+}
+
+/// The outputs of the QuantizeLinear nodes that read `input`, if they are its only readers
+/// and each quantises it to the pixels themselves.
+fn pixel_quantizers(graph: &pb::GraphProto, input: &str, scale: PixelScale) -> Option<Vec<String>> {
+    let readers: Vec<&pb::NodeProto> = graph
+        .node
+        .iter()
+        .filter(|n| n.input.iter().any(|i| i == input))
+        .collect();
+    let initializer = |name: &str| graph.initializer.iter().find(|t| t.name == name);
+    let mut outputs = Vec::new();
+    for node in readers {
+        let [x, node_scale, zero_point] = node.input.as_slice() else {
+            return None;
+        };
+        if node.op_type != "QuantizeLinear" || !node.domain.is_empty() || x != input {
+            return None;
+        }
+        let node_scale = scalar_f32(initializer(node_scale)?)?;
+        let zero_point = scalar_u8(initializer(zero_point)?)?;
+        let expected_zero = -scale.offset / scale.step;
+        let same_scale = (node_scale - scale.step).abs() <= 1e-6 * scale.step.abs();
+        if !same_scale || (f32::from(zero_point) - expected_zero).abs() > 1e-3 {
+            return None;
+        }
+        outputs.push(node.output.first()?.clone());
+    }
+    (!outputs.is_empty()).then_some(outputs)
+}
+
+fn scalar_f32(t: &pb::TensorProto) -> Option<f32> {
+    if t.data_type != pb::tensor_proto::DataType::Float as i32
+        || t.dims.iter().product::<i64>() != 1
+    {
+        return None;
+    }
+    match (t.float_data.as_slice(), t.raw_data.as_slice()) {
+        ([v], _) => Some(*v),
+        ([], &[a, b, c, d]) => Some(f32::from_le_bytes([a, b, c, d])),
+        _ => None,
+    }
+}
+
+/// A uint8 scalar, as ONNX stores one: in `raw_data`, or widened in `int32_data`.
+fn scalar_u8(t: &pb::TensorProto) -> Option<u8> {
+    if t.data_type != pb::tensor_proto::DataType::Uint8 as i32
+        || t.dims.iter().product::<i64>() != 1
+    {
+        return None;
+    }
+    match (t.int32_data.as_slice(), t.raw_data.as_slice()) {
+        ([v], _) => u8::try_from(*v).ok(),
+        ([], &[v]) => Some(v),
+        _ => None,
+    }
 }
 
 fn spec(value: &pb::ValueInfoProto) -> Result<TensorSpec> {

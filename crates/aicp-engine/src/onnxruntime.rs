@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-use aicp_core::{Error, ModelSignature, Result, Tensor};
+use aicp_core::{Error, ModelSignature, Pixels, Result, Tensor};
 use ort::environment::Environment;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionInputValue};
 use ort::value::TensorRef;
 
-use crate::{Engine, EngineKind, LoadOptions, Runnable};
+use crate::{Engine, EngineKind, LoadOptions, Runnable, onnx};
 
 /// ONNX Runtime, loaded from a shared library. One per process: the library is global.
 pub struct OnnxRuntimeEngine {
@@ -65,8 +65,35 @@ impl OnnxRuntimeEngine {
 /// callers of one model take turns.
 struct OrtModel {
     session: Mutex<Session>,
+    /// For a quantised model whose input is quantised to the pixels' own scale: the same
+    /// model taking the pixels as its quantised input ([`onnx::with_pixel_input`]), a quarter
+    /// of the bytes and no quantisation step.
+    pixels: Option<Mutex<Session>>,
     inputs: Vec<String>,
     outputs: Vec<String>,
+}
+
+impl OnnxRuntimeEngine {
+    fn session(&self, path: &Path, model: Option<&[u8]>) -> Result<Session> {
+        let failed = |e: ort::Error| {
+            Error::invalid(format!("onnxruntime cannot load {}: {e}", path.display()))
+        };
+        let mut builder = Session::builder(&self.environment)
+            .map_err(failed)?
+            // Python onnxruntime's default, so both give the same numbers.
+            .with_optimization_level(GraphOptimizationLevel::All)
+            .map_err(|e| failed(e.into()))?
+            .with_intra_threads(1)
+            .map_err(|e| failed(e.into()))?
+            // Spinning threads steal the cores other requests need.
+            .with_intra_op_spinning(false)
+            .map_err(|e| failed(e.into()))?;
+        match model {
+            Some(bytes) => builder.commit_from_memory(bytes),
+            None => builder.commit_from_file(path),
+        }
+        .map_err(failed)
+    }
 }
 
 impl Engine for OnnxRuntimeEngine {
@@ -78,42 +105,35 @@ impl Engine for OnnxRuntimeEngine {
         &self,
         path: &Path,
         signature: &ModelSignature,
-        _options: &LoadOptions,
+        options: &LoadOptions,
     ) -> Result<Box<dyn Runnable>> {
-        let failed = |e: ort::Error| {
-            Error::invalid(format!("onnxruntime cannot load {}: {e}", path.display()))
+        let session = self.session(path, None)?;
+        let pixels = match options.pixels {
+            Some(scale) if onnx::takes_quantized_pixels(path, scale) => {
+                let proto = onnx::with_pixel_input(path, scale)?;
+                let bytes = prost::Message::encode_to_vec(&proto);
+                Some(Mutex::new(self.session(path, Some(&bytes))?))
+            }
+            _ => None,
         };
-        let session = Session::builder(&self.environment)
-            .map_err(failed)?
-            // Python onnxruntime's default, so both give the same numbers.
-            .with_optimization_level(GraphOptimizationLevel::All)
-            .map_err(|e| failed(e.into()))?
-            .with_intra_threads(1)
-            .map_err(|e| failed(e.into()))?
-            // Spinning threads steal the cores other requests need.
-            .with_intra_op_spinning(false)
-            .map_err(|e| failed(e.into()))?
-            .commit_from_file(path)
-            .map_err(failed)?;
         Ok(Box::new(OrtModel {
             session: Mutex::new(session),
+            pixels,
             inputs: signature.inputs.iter().map(|s| s.name.clone()).collect(),
             outputs: signature.outputs.iter().map(|s| s.name.clone()).collect(),
         }))
     }
 }
 
-impl Runnable for OrtModel {
-    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+impl OrtModel {
+    fn run_session<'v>(
+        &self,
+        session: &Mutex<Session>,
+        feed: Vec<(Cow<'_, str>, SessionInputValue<'v>)>,
+    ) -> Result<Vec<Tensor>> {
         let failed = |e: ort::Error| Error::internal(format!("onnxruntime inference failed: {e}"));
-        let mut feed: Vec<(Cow<str>, SessionInputValue)> = Vec::with_capacity(inputs.len());
-        for (name, tensor) in self.inputs.iter().zip(&inputs) {
-            let value = TensorRef::from_array_view((tensor.shape.clone(), tensor.data.as_slice()))
-                .map_err(failed)?;
-            feed.push((Cow::Borrowed(name.as_str()), value.into()));
-        }
         // A panic while the lock was held cannot leave the session half-updated: keep going.
-        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let mut session = session.lock().unwrap_or_else(|p| p.into_inner());
         let outputs = session.run(feed).map_err(failed)?;
         self.outputs
             .iter()
@@ -130,6 +150,28 @@ impl Runnable for OrtModel {
                 })
             })
             .collect()
+    }
+}
+
+impl Runnable for OrtModel {
+    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        let failed = |e: ort::Error| Error::internal(format!("onnxruntime inference failed: {e}"));
+        let mut feed: Vec<(Cow<str>, SessionInputValue)> = Vec::with_capacity(inputs.len());
+        for (name, tensor) in self.inputs.iter().zip(&inputs) {
+            let value = TensorRef::from_array_view((tensor.shape.clone(), tensor.data.as_slice()))
+                .map_err(failed)?;
+            feed.push((Cow::Borrowed(name.as_str()), value.into()));
+        }
+        self.run_session(&self.session, feed)
+    }
+
+    fn run_pixels(&self, pixels: Pixels) -> Result<Vec<Tensor>> {
+        let (Some(session), [name]) = (&self.pixels, self.inputs.as_slice()) else {
+            return self.run(vec![pixels.to_tensor()]);
+        };
+        let value = TensorRef::from_array_view((pixels.shape.clone(), pixels.data.as_slice()))
+            .map_err(|e| Error::internal(format!("onnxruntime inference failed: {e}")))?;
+        self.run_session(session, vec![(Cow::Borrowed(name.as_str()), value.into())])
     }
 }
 

@@ -100,9 +100,16 @@ impl Engines {
 
     /// The engine for a model's `backend`: `auto` is the fastest available (the GPU, then ONNX
     /// Runtime, then tract). `cuda` without a usable GPU falls back to `auto`'s CPU choice:
-    /// a server is never down because its GPU is.
-    pub fn pick(&self, backend: Backend) -> std::result::Result<&dyn Engine, String> {
+    /// a server is never down because its GPU is. A `quantized` model on `auto` goes to ONNX
+    /// Runtime first: its integer kernels are what INT8 is for, where tract runs QDQ graphs
+    /// slower than their float originals (and the GPU engine was not measured with them).
+    pub fn pick(
+        &self,
+        backend: Backend,
+        quantized: bool,
+    ) -> std::result::Result<&dyn Engine, String> {
         match backend {
+            Backend::Auto if quantized => Ok(self.cpu()),
             Backend::Tract => Ok(&self.tract),
             Backend::OnnxRuntime => match &self.onnxruntime {
                 Ok(engine) => Ok(engine),
@@ -696,7 +703,14 @@ fn load_version(
     let info = onnx::inspect(file).map_err(|e| e.message)?;
     check_sample_sizes(&info.signature)?;
     let backend = metadata.backend.unwrap_or_default();
-    let engine = engines.pick(backend)?;
+    let engine = engines.pick(backend, info.quantized)?;
+    if info.quantized && engine.kind() == EngineKind::Tract {
+        tracing::warn!(
+            "model {name:?} version {version} is quantised (INT8); tract runs it slower than its \
+             float original (the bundled MLP at about 0.4x, ONNX Runtime at over 2x): serve it \
+             with ONNX Runtime (pip install onnxruntime, or --ort-lib), or serve the float model"
+        );
+    }
     if let (Backend::Cuda, Some(reason)) = (backend, engines.gpu_unavailable()) {
         tracing::warn!(
             "model {name:?} asks for backend \"cuda\", but there is no usable GPU ({reason}); \

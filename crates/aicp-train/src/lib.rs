@@ -243,6 +243,7 @@ fn metadata(report: &Report, description: String) -> ModelMetadata {
         backend: None,
         batching: None,
         training: Some(training),
+        quantization: None,
     }
 }
 

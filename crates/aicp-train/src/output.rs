@@ -60,7 +60,8 @@ impl Destination {
     }
 }
 
-fn next_free_version(model_dir: &Path) -> anyhow::Result<u64> {
+/// The version after the highest numbered one in `model_dir` (1 when there is none).
+pub fn next_free_version(model_dir: &Path) -> anyhow::Result<u64> {
     let entries = match std::fs::read_dir(model_dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(1),
@@ -74,6 +75,40 @@ fn next_free_version(model_dir: &Path) -> anyhow::Result<u64> {
 }
 
 fn write_version(model_dir: &Path, files: &ModelFiles) -> anyhow::Result<Written> {
+    let written = write_new_version(
+        model_dir,
+        &[
+            ("model.onnx", &files.onnx),
+            ("training_report.json", files.report_json.as_bytes()),
+            ("training_report.png", &files.plot_png),
+        ],
+        &files.metadata_toml,
+    )?;
+    Ok(Written {
+        model: written.dir.join("model.onnx"),
+        metadata: written.metadata,
+        report: written.dir.join("training_report.json"),
+        plot: written.dir.join("training_report.png"),
+        version: Some(written.version),
+    })
+}
+
+/// A version directory [`write_new_version`] made.
+#[derive(Debug, Clone)]
+pub struct NewVersion {
+    pub dir: PathBuf,
+    pub version: u64,
+    /// The model's `model.toml`, when it was written (`None`: one existed and was kept).
+    pub metadata: Option<PathBuf>,
+}
+
+/// Writes `files` (name, contents) as the next free version of the model in `model_dir`, all
+/// at once, and `metadata_toml` as its `model.toml` unless one exists.
+pub fn write_new_version(
+    model_dir: &Path,
+    files: &[(&str, &[u8])],
+    metadata_toml: &str,
+) -> anyhow::Result<NewVersion> {
     std::fs::create_dir_all(model_dir)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", model_dir.display()))?;
     // Everything is written into a hidden staging directory first, so a model server watching
@@ -81,16 +116,19 @@ fn write_version(model_dir: &Path, files: &ModelFiles) -> anyhow::Result<Written
     let staging = tempfile::Builder::new()
         .prefix(".staging-")
         .tempdir_in(model_dir)?;
-    std::fs::write(staging.path().join("model.onnx"), &files.onnx)?;
-    std::fs::write(
-        staging.path().join("training_report.json"),
-        &files.report_json,
+    // A temporary directory is private; a model is read by servers running as other users.
+    #[cfg(unix)]
+    std::fs::set_permissions(
+        staging.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )?;
-    std::fs::write(staging.path().join("training_report.png"), &files.plot_png)?;
+    for (name, bytes) in files {
+        std::fs::write(staging.path().join(name), bytes)?;
+    }
 
     // Another process may take a version between our scan and our rename: then take the next.
     let mut version = next_free_version(model_dir)?;
-    let version_dir = loop {
+    let dir = loop {
         let candidate = model_dir.join(version.to_string());
         if !candidate.exists() {
             match std::fs::rename(staging.path(), &candidate) {
@@ -104,14 +142,11 @@ fn write_version(model_dir: &Path, files: &ModelFiles) -> anyhow::Result<Written
         version += 1;
     };
     let metadata_path = model_dir.join("model.toml");
-    let metadata =
-        write_new(&metadata_path, files.metadata_toml.as_bytes())?.then_some(metadata_path);
-    Ok(Written {
-        model: version_dir.join("model.onnx"),
+    let metadata = write_new(&metadata_path, metadata_toml.as_bytes())?.then_some(metadata_path);
+    Ok(NewVersion {
+        dir,
+        version,
         metadata,
-        report: version_dir.join("training_report.json"),
-        plot: version_dir.join("training_report.png"),
-        version: Some(version),
     })
 }
 

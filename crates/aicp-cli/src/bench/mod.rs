@@ -85,6 +85,12 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1)]
     batch: usize,
 
+    /// v2-binary: send the input as 8-bit pixels (UINT8, a quarter of the bytes), which the
+    /// server scales into an image model's input range (or, for a quantised model, feeds as
+    /// its quantised input).
+    #[arg(long)]
+    pixels: bool,
+
     /// A request that takes longer than this many milliseconds counts as an error.
     #[arg(long, default_value_t = 10_000)]
     request_timeout_ms: u64,
@@ -378,6 +384,9 @@ enum Transport {
 
 impl Client {
     async fn connect(args: &BenchArgs) -> anyhow::Result<Self> {
+        if args.pixels && args.protocol != Protocol::V2Binary {
+            bail!("--pixels goes with --protocol v2-binary");
+        }
         let default_port = if args.protocol == Protocol::Grpc {
             8001
         } else {
@@ -470,7 +479,9 @@ impl Client {
                         let bodies = (0..INPUTS)
                             .map(|_| {
                                 let values = random_values(&mut rng, count);
-                                if protocol == Protocol::V2Binary {
+                                if protocol == Protocol::V2Binary && args.pixels {
+                                    v2_pixels_body(name, &shape, &values)
+                                } else if protocol == Protocol::V2Binary {
                                     v2_binary_body(name, &shape, &values)
                                 } else {
                                     json(json!({"inputs": [{"name": name, "shape": shape, "datatype": "FP32", "data": values}]}))
@@ -620,9 +631,31 @@ fn v2_binary_body(
     shape: &[i64],
     values: &[f64],
 ) -> (Bytes, Vec<(HeaderName, HeaderValue)>) {
+    binary_body(name, shape, "FP32", f32_le_bytes(values))
+}
+
+/// As [`v2_binary_body`], with values in [0, 1] sent as 8-bit pixels.
+fn v2_pixels_body(
+    name: &str,
+    shape: &[i64],
+    values: &[f64],
+) -> (Bytes, Vec<(HeaderName, HeaderValue)>) {
+    let pixels = values
+        .iter()
+        .map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
+        .collect();
+    binary_body(name, shape, "UINT8", pixels)
+}
+
+fn binary_body(
+    name: &str,
+    shape: &[i64],
+    datatype: &str,
+    data: Vec<u8>,
+) -> (Bytes, Vec<(HeaderName, HeaderValue)>) {
     let header = json!({
-        "inputs": [{"name": name, "shape": shape, "datatype": "FP32",
-                    "parameters": {"binary_data_size": values.len() * 4}}],
+        "inputs": [{"name": name, "shape": shape, "datatype": datatype,
+                    "parameters": {"binary_data_size": data.len()}}],
         "parameters": {"binary_data_output": true},
     })
     .to_string();
@@ -637,7 +670,7 @@ fn v2_binary_body(
         ),
     ];
     let mut body = header.into_bytes();
-    body.extend(f32_le_bytes(values));
+    body.extend(data);
     (Bytes::from(body), headers)
 }
 

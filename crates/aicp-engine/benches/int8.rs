@@ -1,0 +1,117 @@
+//! INT8 models on ONNX Runtime, in process, at batch 1024 on one thread: each float model
+//! against its `aicp quantize` model (fed float32, and fed 8-bit pixels as its quantised
+//! input) and against onnxruntime's own `quantize_static` model of it. Criterion measures
+//! each; then all are timed again in this same process and the ratios printed.
+//!
+//! `bench/quantize.sh` makes the models (in `AICP_INT8_MODELS`, as `<model>-float.onnx`,
+//! `<model>-aicp.onnx` and `<model>-ort.onnx` for `mlp` and `cnn`) and runs this.
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use aicp_core::{PixelScale, Pixels, Tensor};
+use aicp_engine::onnxruntime::{OnnxRuntimeEngine, find_library};
+use aicp_engine::{Engine, LoadOptions, Runnable, onnx};
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const BATCH: usize = 1024;
+
+/// How a model is fed.
+enum Feed {
+    Floats(Tensor),
+    Pixels(Pixels),
+}
+
+fn run(model: &dyn Runnable, feed: &Feed) {
+    black_box(match feed {
+        Feed::Floats(t) => model.run(vec![t.clone()]),
+        Feed::Pixels(p) => model.run_pixels(p.clone()),
+    })
+    .expect("inference");
+}
+
+fn bench(c: &mut Criterion) {
+    let dir = PathBuf::from(
+        std::env::var_os("AICP_INT8_MODELS").expect("AICP_INT8_MODELS: run bench/quantize.sh"),
+    );
+    let library = find_library(std::env::var_os("AICP_ORT_LIB").as_deref().map(Path::new))
+        .expect("no ONNX Runtime library: set AICP_ORT_LIB");
+    let ort = OnnxRuntimeEngine::load(&library).expect("loading ONNX Runtime");
+    let scale = PixelScale::for_range([0.0, 1.0]);
+    // Digit-like values, each a pixel value.
+    let pixels: Vec<u8> = (0..BATCH * 784).map(|i| ((i * 37) % 251) as u8).collect();
+    let floats = Feed::Floats(Tensor {
+        shape: vec![BATCH, 1, 28, 28],
+        data: pixels.iter().map(|&p| scale.apply(p)).collect(),
+    });
+    let as_pixels = Feed::Pixels(Pixels {
+        shape: vec![BATCH, 1, 28, 28],
+        data: pixels,
+        scale,
+    });
+    for model in ["mlp", "cnn"] {
+        let load = |variant: &str, pixels: Option<PixelScale>| {
+            let path = dir.join(format!("{model}-{variant}.onnx"));
+            let signature = onnx::inspect(&path).expect("model").signature;
+            ort.load(&path, &signature, &LoadOptions { pixels })
+                .expect("onnxruntime")
+        };
+        let runs: Vec<(&str, Box<dyn Runnable>, &Feed)> = vec![
+            ("float", load("float", None), &floats),
+            ("aicp_int8", load("aicp", None), &floats),
+            (
+                "aicp_int8_uint8_input",
+                load("aicp", Some(scale)),
+                &as_pixels,
+            ),
+            ("ort_quantize_static", load("ort", None), &floats),
+        ];
+        let mut group = c.benchmark_group(format!("int8_{model}_batch_{BATCH}"));
+        group.throughput(Throughput::Elements(BATCH as u64));
+        for (name, runnable, feed) in &runs {
+            group.bench_function(BenchmarkId::from_parameter(name), |b| {
+                b.iter_batched(
+                    || (),
+                    |()| run(runnable.as_ref(), feed),
+                    BatchSize::SmallInput,
+                )
+            });
+        }
+        group.finish();
+
+        // The same again, interleaved round by round, best of seven: noise only slows.
+        let mut best = vec![f64::INFINITY; runs.len()];
+        for _ in 0..7 {
+            for ((_, runnable, feed), best) in runs.iter().zip(&mut best) {
+                let started = Instant::now();
+                let mut n = 0;
+                while started.elapsed() < Duration::from_millis(300) {
+                    run(runnable.as_ref(), feed);
+                    n += 1;
+                }
+                *best = best.min(started.elapsed().as_secs_f64() / n as f64);
+            }
+        }
+        let rate = |i: usize| BATCH as f64 / best[i];
+        for (i, (name, _, _)) in runs.iter().enumerate() {
+            println!("{model} {name:<22} {:>10.0} samples/s", rate(i));
+        }
+        println!(
+            "{model}: aicp int8 / float {:.2}x; aicp int8 / quantize_static {:.2}x; uint8 input / float input {:.2}x",
+            rate(1) / rate(0),
+            rate(1) / rate(3),
+            rate(2) / rate(1)
+        );
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().without_plots();
+    targets = bench
+}
+criterion_main!(benches);

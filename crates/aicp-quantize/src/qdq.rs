@@ -1,0 +1,455 @@
+//! The rewrite of a float graph into QDQ form: which nodes are quantised ([`plan`]), and the
+//! new initializers and QuantizeLinear/DequantizeLinear nodes around them
+//! ([`quantize_graph`]).
+
+use std::collections::{HashMap, HashSet};
+
+use tract_onnx::pb::tensor_proto::DataType;
+use tract_onnx::pb::{self, ModelProto, NodeProto, TensorProto};
+
+use crate::Options;
+use crate::calibrate::Ranges;
+
+/// Operators whose weight (input 1) is quantised.
+const QUANTISED_OPS: [&str; 3] = ["Gemm", "MatMul", "Conv"];
+/// Operators that pass quantised values through: their output keeps their input's scale and
+/// zero point (a ReLU's input takes its output's, whose range starts at 0), so that ONNX
+/// Runtime runs them on uint8 without leaving the integer domain.
+const PASS_THROUGH_OPS: [&str; 4] = ["Relu", "MaxPool", "Flatten", "Reshape"];
+/// QuantizeLinear with per-axis scales, and int32 DequantizeLinear, are opset 13's.
+const MIN_OPSET: i64 = 13;
+
+/// What will be quantised in a graph.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The nodes (by index) whose weights become int8.
+    pub nodes: Vec<usize>,
+    /// The float activations that get a QuantizeLinear/DequantizeLinear pair: what those nodes
+    /// read and write, except the graph's outputs.
+    pub activations: Vec<String>,
+}
+
+/// Finds the quantisable nodes of `proto`'s graph, or says why there are none.
+pub fn plan(proto: &ModelProto) -> anyhow::Result<Plan> {
+    let graph = proto
+        .graph
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("the model has no graph"))?;
+    let opset = proto
+        .opset_import
+        .iter()
+        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map_or(0, |o| o.version);
+    anyhow::ensure!(
+        opset >= MIN_OPSET,
+        "the model uses ONNX opset {opset}; quantisation needs {MIN_OPSET} or later"
+    );
+    let floats: HashSet<&str> = graph
+        .initializer
+        .iter()
+        .filter(|t| t.data_type == DataType::Float as i32)
+        .map(|t| t.name.as_str())
+        .collect();
+    let outputs: HashSet<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
+    let mut nodes = Vec::new();
+    let mut activations = Vec::new();
+    for (index, node) in graph.node.iter().enumerate() {
+        let quantisable = QUANTISED_OPS.contains(&node.op_type.as_str())
+            && node.domain.is_empty()
+            && node.input.len() >= 2
+            && floats.contains(node.input[1].as_str())
+            && !floats.contains(node.input[0].as_str())
+            && node
+                .input
+                .get(2)
+                .is_none_or(|b| b.is_empty() || floats.contains(b.as_str()));
+        if !quantisable {
+            continue;
+        }
+        nodes.push(index);
+        // A graph input that reaches this node only through reshapes is quantised where it
+        // enters: a caller holding 8-bit pixels can then feed the quantised tensor itself.
+        if let Some(input) = reshaped_graph_input(graph, &node.input[0])
+            && !activations.contains(&input)
+        {
+            activations.push(input);
+        }
+        for tensor in [&node.input[0], &node.output[0]] {
+            if !outputs.contains(tensor.as_str()) && !activations.contains(tensor) {
+                activations.push(tensor.clone());
+            }
+        }
+    }
+    anyhow::ensure!(
+        !nodes.is_empty(),
+        "nothing to quantise: no Gemm, MatMul or Conv node with a float weight initializer"
+    );
+    // Activations flow on through pass-through operators.
+    for node in &graph.node {
+        if PASS_THROUGH_OPS.contains(&node.op_type.as_str())
+            && node.domain.is_empty()
+            && activations.contains(&node.input[0])
+            && !outputs.contains(node.output[0].as_str())
+            && !activations.contains(&node.output[0])
+        {
+            activations.push(node.output[0].clone());
+        }
+    }
+    Ok(Plan { nodes, activations })
+}
+
+/// Operators that only change a tensor's shape.
+const RESHAPE_OPS: [&str; 2] = ["Flatten", "Reshape"];
+
+/// The graph input `tensor` is made from by a chain of reshapes (one or more), if it is.
+fn reshaped_graph_input(graph: &pb::GraphProto, tensor: &str) -> Option<String> {
+    let mut current = tensor;
+    let mut steps = 0;
+    while let Some(producer) = graph
+        .node
+        .iter()
+        .find(|n| n.output.first().is_some_and(|o| o == current))
+    {
+        if !RESHAPE_OPS.contains(&producer.op_type.as_str()) || !producer.domain.is_empty() {
+            return None;
+        }
+        current = producer.input.first()?;
+        steps += 1;
+    }
+    (steps > 0 && graph.input.iter().any(|i| i.name == current)).then(|| current.to_string())
+}
+
+/// uint8 scale and zero point covering `[low, high]` (which includes 0).
+fn activation_params([low, high]: [f32; 2]) -> (f32, u8) {
+    let (low, high) = (low.min(0.0), high.max(0.0));
+    let scale = (high - low) / 255.0;
+    if scale <= 0.0 || !scale.is_finite() {
+        return (1.0, 0);
+    }
+    let zero_point = (-low / scale).round().clamp(0.0, 255.0) as u8;
+    (scale, zero_point)
+}
+
+/// The quantised model: `plan`'s weights in int8, its activations between Q/DQ pairs.
+pub fn quantize_graph(
+    mut proto: ModelProto,
+    plan: &Plan,
+    ranges: &Ranges,
+    options: &Options,
+) -> anyhow::Result<ModelProto> {
+    let graph = proto
+        .graph
+        .as_mut()
+        .ok_or_else(|| anyhow::anyhow!("the model has no graph"))?;
+    let initializers: HashMap<String, TensorProto> = graph
+        .initializer
+        .iter()
+        .map(|t| (t.name.clone(), t.clone()))
+        .collect();
+    let mut new_initializers = Vec::new();
+    let mut replaced: HashSet<String> = HashSet::new();
+    // Weight and bias dequantisation: they read initializers only, so they go first.
+    let mut weight_nodes: Vec<NodeProto> = Vec::new();
+    // Each activation's QuantizeLinear and DequantizeLinear, placed after what makes it.
+    let mut pairs: HashMap<String, Vec<NodeProto>> = HashMap::new();
+
+    // Each activation's scale and zero point: calibrated, then shared along pass-through
+    // operators in graph order.
+    let mut params: HashMap<String, (f32, u8)> = HashMap::new();
+    let graph_inputs: HashSet<&str> = graph.input.iter().map(|i| i.name.as_str()).collect();
+    for name in &plan.activations {
+        let range = match options.input_range {
+            // The declared range: for pixels in [0, 1], scale 1/255 and zero point 0, so the
+            // quantised input is the pixels themselves.
+            Some(declared) if graph_inputs.contains(name.as_str()) => declared,
+            _ => ranges.get(name)?,
+        };
+        params.insert(name.clone(), activation_params(range));
+    }
+    let readers = |tensor: &str| {
+        graph
+            .node
+            .iter()
+            .filter(|n| n.input.iter().any(|i| i == tensor))
+            .count()
+    };
+    for n in &graph.node {
+        let (Some(input), Some(output)) = (n.input.first(), n.output.first()) else {
+            continue;
+        };
+        if !PASS_THROUGH_OPS.contains(&n.op_type.as_str()) {
+            continue;
+        }
+        match (params.get(input).copied(), params.get(output).copied()) {
+            // A ReLU read only here: its input takes the output's range, which clips below 0
+            // as the ReLU would.
+            (Some(_), Some(out)) if n.op_type == "Relu" && readers(input) == 1 => {
+                params.insert(input.clone(), out);
+            }
+            (Some(inp), Some(_)) if n.op_type != "Relu" => {
+                params.insert(output.clone(), inp);
+            }
+            _ => {}
+        }
+    }
+
+    // Activations: `x` is replaced by `x_dq` = DequantizeLinear(QuantizeLinear(x)) wherever a
+    // node reads it.
+    let mut activation_scales = HashMap::new();
+    for name in &plan.activations {
+        let (scale, zero_point) = params[name];
+        activation_scales.insert(name.clone(), scale);
+        let (s, z) = (format!("{name}_scale"), format!("{name}_zero_point"));
+        new_initializers.push(scalar_f32(&s, scale));
+        new_initializers.push(tensor_u8(&z, &[], &[zero_point]));
+        let quantize = node(
+            "QuantizeLinear",
+            &format!("{name}_quantize"),
+            &[name, &s, &z],
+            &format!("{name}_q"),
+            vec![],
+        );
+        let dequantize = node(
+            "DequantizeLinear",
+            &format!("{name}_dequantize"),
+            &[&format!("{name}_q"), &s, &z],
+            &format!("{name}_dq"),
+            vec![],
+        );
+        pairs.insert(name.clone(), vec![quantize, dequantize]);
+    }
+
+    let quantised: HashSet<usize> = plan.nodes.iter().copied().collect();
+    let mut rewritten = Vec::with_capacity(graph.node.len());
+    for (index, original) in graph.node.iter().enumerate() {
+        let mut n = original.clone();
+        // Every reader of a quantised activation reads its dequantised copy.
+        for input in n.input.iter_mut() {
+            if activation_scales.contains_key(input.as_str()) {
+                *input = format!("{input}_dq");
+            }
+        }
+        if quantised.contains(&index) {
+            let input_scale = *activation_scales
+                .get(&original.input[0])
+                .ok_or_else(|| anyhow::anyhow!("{} was not calibrated", original.input[0]))?;
+            let weight = &initializers[&original.input[1]];
+            let axis = output_axis(original, weight)?;
+            let (q, scales) = quantize_weight(weight, axis, options.per_channel)?;
+            let w = &original.input[1];
+            let (ws, wz) = (format!("{w}_scale"), format!("{w}_zero_point"));
+            new_initializers.push(tensor_i8(&format!("{w}_q"), &weight.dims, &q));
+            new_initializers.push(vector_or_scalar_f32(&ws, &scales));
+            new_initializers.push(tensor_i8(&wz, &shape_of(&scales), &vec![0; scales.len()]));
+            let axis_attr = (scales.len() > 1).then(|| int_attr("axis", axis as i64));
+            weight_nodes.push(node(
+                "DequantizeLinear",
+                &format!("{w}_dequantize"),
+                &[&format!("{w}_q"), &ws, &wz],
+                &format!("{w}_dq"),
+                axis_attr.into_iter().collect(),
+            ));
+            replaced.insert(w.clone());
+            n.input[1] = format!("{w}_dq");
+            if let Some(b) = original.input.get(2).filter(|b| !b.is_empty()) {
+                let bias = float_values(&initializers[b])?;
+                // int32 at the scale of input times weight, as the integer kernels accumulate.
+                let bias_scales: Vec<f32> = (0..bias.len())
+                    .map(|c| input_scale * scales[if scales.len() > 1 { c } else { 0 }])
+                    .collect();
+                let q: Vec<i32> = bias
+                    .iter()
+                    .zip(&bias_scales)
+                    .map(|(&v, &s)| {
+                        (f64::from(v) / f64::from(s))
+                            .round()
+                            .clamp(f64::from(i32::MIN), f64::from(i32::MAX))
+                            as i32
+                    })
+                    .collect();
+                let (bs, bz) = (format!("{b}_scale"), format!("{b}_zero_point"));
+                new_initializers.push(tensor_i32(&format!("{b}_q"), &[bias.len()], &q));
+                new_initializers.push(vector_or_scalar_f32(&bs, &bias_scales));
+                new_initializers.push(tensor_i32(&bz, &[bias.len()], &vec![0; bias.len()]));
+                weight_nodes.push(node(
+                    "DequantizeLinear",
+                    &format!("{b}_dequantize"),
+                    &[&format!("{b}_q"), &bs, &bz],
+                    &format!("{b}_dq"),
+                    vec![int_attr("axis", 0)],
+                ));
+                replaced.insert(b.clone());
+                n.input[2] = format!("{b}_dq");
+            }
+        }
+        rewritten.push(n);
+    }
+
+    // Topological order: weights first, a graph input's pair next, then each node followed by
+    // the pairs of what it makes.
+    let mut ordered = weight_nodes;
+    for input in &graph.input {
+        ordered.extend(pairs.remove(&input.name).unwrap_or_default());
+    }
+    for n in rewritten {
+        let made: Vec<NodeProto> = n
+            .output
+            .iter()
+            .flat_map(|o| pairs.remove(o).unwrap_or_default())
+            .collect();
+        ordered.push(n);
+        ordered.extend(made);
+    }
+    graph.node = ordered;
+    graph.initializer.retain(|t| !replaced.contains(&t.name));
+    graph.initializer.extend(new_initializers);
+    Ok(proto)
+}
+
+/// The axis of a node's weight that runs over its outputs.
+fn output_axis(node: &NodeProto, weight: &TensorProto) -> anyhow::Result<usize> {
+    let trans_b = node
+        .attribute
+        .iter()
+        .find(|a| a.name == "transB")
+        .is_some_and(|a| a.i != 0);
+    Ok(match (node.op_type.as_str(), weight.dims.len()) {
+        ("Conv", _) => 0,
+        ("Gemm", 2) if trans_b => 0,
+        ("Gemm", 2) | ("MatMul", 2) => 1,
+        (op, rank) => anyhow::bail!("cannot quantise a {op} weight of rank {rank}"),
+    })
+}
+
+/// Symmetric int8 weights (in `[-127, 127]`) and their scales: one, or one per index of `axis`.
+fn quantize_weight(
+    weight: &TensorProto,
+    axis: usize,
+    per_channel: bool,
+) -> anyhow::Result<(Vec<i8>, Vec<f32>)> {
+    let values = float_values(weight)?;
+    let dims: Vec<usize> = weight.dims.iter().map(|&d| d as usize).collect();
+    let channels = if per_channel { dims[axis] } else { 1 };
+    let inner: usize = dims[axis + 1..].iter().product();
+    let channel_of = |i: usize| {
+        if per_channel {
+            (i / inner) % dims[axis]
+        } else {
+            0
+        }
+    };
+    let mut largest = vec![0.0f32; channels];
+    for (i, v) in values.iter().enumerate() {
+        let c = channel_of(i);
+        largest[c] = largest[c].max(v.abs());
+    }
+    let scales: Vec<f32> = largest
+        .iter()
+        .map(|&m| if m > 0.0 { m / 127.0 } else { 1.0 })
+        .collect();
+    let q = values
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (v / scales[channel_of(i)]).round().clamp(-127.0, 127.0) as i8)
+        .collect();
+    Ok((q, scales))
+}
+
+fn float_values(t: &TensorProto) -> anyhow::Result<Vec<f32>> {
+    if !t.raw_data.is_empty() {
+        anyhow::ensure!(
+            t.raw_data.len().is_multiple_of(4),
+            "initializer {} has a partial float",
+            t.name
+        );
+        Ok(t.raw_data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
+    } else {
+        Ok(t.float_data.clone())
+    }
+}
+
+fn shape_of(values: &[f32]) -> Vec<usize> {
+    if values.len() > 1 {
+        vec![values.len()]
+    } else {
+        vec![]
+    }
+}
+
+fn vector_or_scalar_f32(name: &str, values: &[f32]) -> TensorProto {
+    raw(
+        name,
+        &shape_of(values),
+        DataType::Float,
+        values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    )
+}
+
+fn scalar_f32(name: &str, value: f32) -> TensorProto {
+    raw(name, &[], DataType::Float, value.to_le_bytes().to_vec())
+}
+
+fn tensor_u8(name: &str, dims: &[usize], values: &[u8]) -> TensorProto {
+    raw(name, dims, DataType::Uint8, values.to_vec())
+}
+
+fn tensor_i8(name: &str, dims: &[impl Copy + TryInto<i64>], values: &[i8]) -> TensorProto {
+    let dims: Vec<usize> = dims
+        .iter()
+        .map(|&d| d.try_into().ok().unwrap_or(0) as usize)
+        .collect();
+    raw(
+        name,
+        &dims,
+        DataType::Int8,
+        values.iter().map(|&v| v as u8).collect(),
+    )
+}
+
+fn tensor_i32(name: &str, dims: &[usize], values: &[i32]) -> TensorProto {
+    raw(
+        name,
+        dims,
+        DataType::Int32,
+        values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    )
+}
+
+fn raw(name: &str, dims: &[usize], data_type: DataType, raw_data: Vec<u8>) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: dims.iter().map(|&d| d as i64).collect(),
+        data_type: data_type as i32,
+        raw_data,
+        ..Default::default()
+    }
+}
+
+fn node(
+    op_type: &str,
+    name: &str,
+    inputs: &[&str],
+    output: &str,
+    attribute: Vec<pb::AttributeProto>,
+) -> NodeProto {
+    NodeProto {
+        op_type: op_type.into(),
+        name: name.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        attribute,
+        ..Default::default()
+    }
+}
+
+fn int_attr(name: &str, value: i64) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Int as i32,
+        i: value,
+        ..Default::default()
+    }
+}
