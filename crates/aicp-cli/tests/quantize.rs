@@ -214,7 +214,11 @@ fn both_bundled_models_quantise_within_half_a_point_and_run_alike_on_both_engine
 
         // The uint8 pixels are the quantised input itself: the same answers from a quarter
         // of the bytes.
-        assert!(aicp_engine::onnx::takes_quantized_pixels(&int8_path, scale));
+        assert!(
+            aicp_engine::onnx::with_pixel_input(&int8_path, scale)
+                .unwrap()
+                .quantized
+        );
         let pixels = Pixels {
             shape: batch.shape.clone(),
             data: batch

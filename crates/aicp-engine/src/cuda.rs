@@ -180,7 +180,7 @@ impl Engine for CudaEngine {
         let pixels = match options.pixels {
             None => None,
             Some(scale) => {
-                let proto = onnx::with_pixel_input(path, scale)?;
+                let proto = onnx::with_pixel_input(path, scale)?.proto;
                 let model = tract_onnx::onnx().model_for_proto_model(&proto);
                 Some(self.plan(model).map_err(failed)?)
             }

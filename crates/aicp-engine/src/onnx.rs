@@ -78,12 +78,21 @@ pub fn inspect(path: &Path) -> Result<OnnxInfo> {
     })
 }
 
+/// A model rewritten to take 8-bit pixels ([`with_pixel_input`]).
+#[derive(Debug)]
+pub struct PixelModel {
+    pub proto: pb::ModelProto,
+    /// Whether the pixels are the model's quantised input as they are (no conversion in
+    /// the graph), rather than normalised by a prologue.
+    pub quantized: bool,
+}
+
 /// The model at `path` with its one float32 input turned into uint8 pixels, normalised inside
 /// the graph by `Cast`, `Mul` and `Add` nodes placed before everything else: an engine that
 /// runs the graph on a GPU then moves one byte per value to the device instead of four, and
 /// converts there. A quantised model whose input is quantised to the pixels' own scale needs
 /// no conversion at all: the pixels are its quantised input, and its QuantizeLinear goes.
-pub fn with_pixel_input(path: &Path, scale: PixelScale) -> Result<pb::ModelProto> {
+pub fn with_pixel_input(path: &Path, scale: PixelScale) -> Result<PixelModel> {
     let failed = |why: String| Error::invalid(format!("{}: {why}", path.display()));
     let mut proto = tract_onnx::onnx()
         .proto_model_for_path(path)
@@ -123,7 +132,10 @@ pub fn with_pixel_input(path: &Path, scale: PixelScale) -> Result<pb::ModelProto
                 value.clone_from(&name);
             }
         }
-        return Ok(proto);
+        return Ok(PixelModel {
+            proto,
+            quantized: true,
+        });
     }
     // Every node that read the float input reads the normalised pixels instead.
     let normalised = format!("{name}__normalised");
@@ -166,33 +178,16 @@ pub fn with_pixel_input(path: &Path, scale: PixelScale) -> Result<pb::ModelProto
         node("Add", &[&scaled, &offset], &normalised),
     ];
     graph.node.splice(0..0, prologue);
-    Ok(proto)
-}
-
-/// Whether [`with_pixel_input`] hands the pixels straight to a quantised model: its input is
-/// read only by QuantizeLinear nodes to uint8 whose scale and zero point are the pixels' own
-/// (`value = (pixel - zero point) * scale` is `scale`'s map of 0-255, as `[0, 1]` with scale
-/// 1/255 and zero point 0).
-pub fn takes_quantized_pixels(path: &Path, scale: PixelScale) -> bool {
-    let Ok(proto) = tract_onnx::onnx().proto_model_for_path(path) else {
-        return false;
-    };
-    let Some(graph) = proto.graph.as_ref() else {
-        return false;
-    };
-    let initializers: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
-    let mut fed = graph
-        .input
-        .iter()
-        .filter(|v| !initializers.contains(v.name.as_str()));
-    match (fed.next(), fed.next()) {
-        (Some(input), None) => pixel_quantizers(graph, &input.name, scale).is_some(),
-        _ => false,
-    }
+    Ok(PixelModel {
+        proto,
+        quantized: false,
+    })
 }
 
 /// The outputs of the QuantizeLinear nodes that read `input`, if they are its only readers
-/// and each quantises it to the pixels themselves.
+/// and each quantises it to uint8 with the pixels' own scale and zero point
+/// (`value = (pixel - zero point) * scale` is `scale`'s map of 0-255, as `[0, 1]` with scale
+/// 1/255 and zero point 0): the pixels themselves.
 fn pixel_quantizers(graph: &pb::GraphProto, input: &str, scale: PixelScale) -> Option<Vec<String>> {
     let readers: Vec<&pb::NodeProto> = graph
         .node
@@ -336,7 +331,9 @@ mod tests {
     fn the_pixel_graph_normalises_as_the_host_does() {
         let model = bundled_model();
         let scale = PixelScale::for_range([-0.5, 2.0]);
-        let proto = with_pixel_input(&model, scale).unwrap();
+        let pixel_model = with_pixel_input(&model, scale).unwrap();
+        assert!(!pixel_model.quantized);
+        let proto = pixel_model.proto;
         let graph = proto.graph.as_ref().unwrap();
         let ops: Vec<&str> = graph
             .node

@@ -108,10 +108,15 @@ impl Engine for OnnxRuntimeEngine {
         options: &LoadOptions,
     ) -> Result<Box<dyn Runnable>> {
         let session = self.session(path, None)?;
-        let pixels = match options.pixels {
-            Some(scale) if onnx::takes_quantized_pixels(path, scale) => {
-                let proto = onnx::with_pixel_input(path, scale)?;
-                let bytes = prost::Message::encode_to_vec(&proto);
+        // Only a model that takes pixels as its quantised input gains from a session of its
+        // own; any other is fed pixels normalised on the host, as by default.
+        let pixel_model = options
+            .pixels
+            .map(|scale| onnx::with_pixel_input(path, scale))
+            .transpose()?;
+        let pixels = match pixel_model {
+            Some(model) if model.quantized => {
+                let bytes = prost::Message::encode_to_vec(&model.proto);
                 Some(Mutex::new(self.session(path, Some(&bytes))?))
             }
             _ => None,
