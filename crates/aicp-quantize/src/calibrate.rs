@@ -69,29 +69,32 @@ impl Ranges {
     }
 }
 
-/// Runs `proto` on `samples` (batches of its float input, `[batch, ...sample_shape]` flat)
-/// and measures the range of each tensor in `names`.
+/// Samples run through the model at once while calibrating.
+const CALIBRATION_BATCH: usize = 256;
+
+/// Runs `proto` on `samples` (its float input for each sample, each shaped `sample_shape`, one
+/// after another) and measures the range of each tensor in `names`.
 pub fn calibrate(
     proto: &ModelProto,
     names: &[String],
-    samples: &[Vec<f32>],
+    samples: &[f32],
     sample_shape: &[usize],
     method: Method,
 ) -> anyhow::Result<Ranges> {
-    anyhow::ensure!(!samples.is_empty(), "no calibration samples");
     let per_sample: usize = sample_shape.iter().product();
+    anyhow::ensure!(!samples.is_empty(), "no calibration samples");
+    anyhow::ensure!(
+        per_sample > 0 && samples.len().is_multiple_of(per_sample),
+        "{} calibration values are not whole samples of shape {sample_shape:?}",
+        samples.len()
+    );
     let plan = tract_onnx::onnx()
         .model_for_proto_model(proto)?
         .with_outputs_by_name(names)?
         .into_optimized()?
         .into_runnable()?;
     let mut seen: Vec<Seen> = names.iter().map(|_| Seen::new(method)).collect();
-    for batch in samples {
-        anyhow::ensure!(
-            per_sample > 0 && batch.len() % per_sample == 0,
-            "a calibration batch of {} values is not whole samples of shape {sample_shape:?}",
-            batch.len()
-        );
+    for batch in samples.chunks(CALIBRATION_BATCH * per_sample) {
         let shape: Vec<usize> = std::iter::once(batch.len() / per_sample)
             .chain(sample_shape.iter().copied())
             .collect();

@@ -44,11 +44,12 @@ impl Default for Options {
 }
 
 /// Quantises the float ONNX model in `model` (protobuf bytes), calibrating its activations on
-/// `samples`: batches of its single float input, each `[batch, ...sample shape]` flattened.
+/// `samples`: its single float input for each sample, shaped `sample_shape`, one after
+/// another.
 /// Returns the QDQ model's bytes.
 pub fn quantize(
     model: &[u8],
-    samples: &[Vec<f32>],
+    samples: &[f32],
     sample_shape: &[usize],
     options: &Options,
 ) -> anyhow::Result<Vec<u8>> {

@@ -52,10 +52,7 @@ fn accuracy(model: &[u8], data: &Dataset) -> f64 {
 fn check(name: &str, options: Options) {
     let data = digits();
     let float = std::fs::read(repo_root().join(format!("models/{name}/1/model.onnx"))).unwrap();
-    let calibration: Vec<Vec<f32>> = data.train.pixels[..1000 * 784]
-        .chunks(100 * 784)
-        .map(floats)
-        .collect();
+    let calibration = floats(&data.train.pixels[..1000 * 784]);
     let int8 = quantize(&float, &calibration, &[1, 28, 28], &options).unwrap();
     let (before, after) = (accuracy(&float, &data), accuracy(&int8, &data));
     println!(
