@@ -74,6 +74,37 @@ PY
     wait "$pid"
     return $status
 }
+# The batching defaults a CUDA-backed model gets: the GPU's (100 us queue delay, 2 instances,
+# batches of 8192) when no flag is given, the flag's value when one is (`aicp serve` once passed
+# its CPU default as if given, and GPU models never got theirs).
+serve_config() {
+    local expect_delay=$1 expect_instances=$2
+    shift 2
+    "$aicp" serve --models models --port 18000 --grpc-port 18001 "$@" >/tmp/aicp-serve-config.log 2>&1 &
+    local pid=$!
+    "$python" - "$expect_delay" "$expect_instances" <<'PY'
+import json, sys, time, urllib.request
+for _ in range(300):
+    try:
+        urllib.request.urlopen("http://127.0.0.1:18000/readyz", timeout=1)
+        break
+    except Exception:
+        time.sleep(0.2)
+config = json.load(urllib.request.urlopen("http://127.0.0.1:18000/v2/models/mnist/config"))
+delay = config["dynamic_batching"]["max_queue_delay_microseconds"]
+instances = config["instance_group"][0]["count"]
+print(f'config kind={config["instance_group"][0]["kind"]} max_batch_size={config["max_batch_size"]} '
+      f'max_queue_delay_us={delay} instances={instances}', flush=True)
+assert config["instance_group"][0]["kind"] == "KIND_GPU", config
+assert delay == int(sys.argv[1]) and instances == int(sys.argv[2]), config
+PY
+    local status=$?
+    kill "$pid"
+    wait "$pid"
+    return $status
+}
+step serve_config 100 2
+step serve_config 7 1 --max-queue-delay-us 7 --instances 1
 step serve_bench gpu
 step serve_bench gpu-only --gpu-min-batch 1
 step serve_bench cpu --gpu off

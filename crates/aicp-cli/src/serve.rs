@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use aicp_core::{NestedArray, Tensor};
 use aicp_runtime::{
-    Batching, ControlMode, Engines, GpuMinBatch, GpuUse, InferRequest, ModelState, Repository,
+    Batching, ControlMode, Engines, GpuMinBatch, GpuUse, InferInput, ModelState, Repository,
     Runtime, VersionState,
 };
 use aicp_server::ServeOptions;
@@ -231,44 +231,48 @@ impl From<ModelControlArg> for ControlMode {
     }
 }
 
-/// The scheduler's defaults for models whose model.toml `[batching]` table leaves them out.
+/// The scheduler's settings for models whose model.toml `[batching]` table leaves them out. Each
+/// is `None` unless given, so that a model on a GPU gets the GPU's defaults for the rest (see
+/// [`aicp_runtime::policy`], where every default is resolved).
 #[derive(Debug, Args)]
 pub struct BatchingArgs {
-    /// Merge concurrent requests to a model into one engine run.
-    #[arg(long, env = "AICP_DYNAMIC_BATCHING", default_value_t = true, action = clap::ArgAction::Set)]
-    dynamic_batching: bool,
+    /// Merge concurrent requests to a model into one engine run [default: true].
+    #[arg(long, env = "AICP_DYNAMIC_BATCHING", action = clap::ArgAction::Set)]
+    dynamic_batching: Option<bool>,
 
     /// How long a request may wait for others to join its batch, in microseconds. 0 never
-    /// waits: a batch holds the requests already waiting.
-    #[arg(long, env = "AICP_MAX_QUEUE_DELAY_US", default_value_t = 0)]
-    max_queue_delay_us: u64,
+    /// waits: a batch holds the requests already waiting [default: 0; 100 on a GPU].
+    #[arg(long, env = "AICP_MAX_QUEUE_DELAY_US")]
+    max_queue_delay_us: Option<u64>,
 
     /// How long an idle engine instance polls its queue (yielding its core to any thread that
     /// wants it) before it sleeps, in microseconds; a request arriving meanwhile skips a thread
-    /// wake-up. 0 sleeps at once.
-    #[arg(long, env = "AICP_IDLE_POLL_US", default_value_t = Batching::DEFAULT_IDLE_POLL_US)]
-    idle_poll_us: u64,
+    /// wake-up. 0 sleeps at once [default: 500].
+    #[arg(long, env = "AICP_IDLE_POLL_US")]
+    idle_poll_us: Option<u64>,
 
-    /// Engine instances per model, each on its own thread with one intra-op thread. Default: one
-    /// per two cores.
+    /// Engine instances per model, each on its own thread with one intra-op thread [default:
+    /// one per two cores; 2 on a GPU].
     #[arg(long, env = "AICP_INSTANCES", value_parser = clap::value_parser!(u32).range(1..))]
     instances: Option<u32>,
 
-    /// Requests that may wait in a model's queue; more are refused as overloaded.
-    #[arg(long, env = "AICP_MAX_QUEUE_SIZE", default_value_t = Batching::DEFAULT_MAX_QUEUE_SIZE as u32, value_parser = clap::value_parser!(u32).range(1..))]
-    max_queue_size: u32,
+    /// Requests that may wait in a model's queue; more are refused as overloaded [default:
+    /// 1024].
+    #[arg(long, env = "AICP_MAX_QUEUE_SIZE", value_parser = clap::value_parser!(u32).range(1..))]
+    max_queue_size: Option<u32>,
 }
 
 impl BatchingArgs {
-    fn defaults(&self) -> Batching {
+    /// The flags given, as a `[batching]` table.
+    fn given(&self) -> Batching {
         Batching {
             max_batch_size: None,
-            dynamic: Some(self.dynamic_batching),
-            max_queue_delay_us: Some(self.max_queue_delay_us),
+            dynamic: self.dynamic_batching,
+            max_queue_delay_us: self.max_queue_delay_us,
             preferred_batch_sizes: Vec::new(),
-            idle_poll_us: Some(self.idle_poll_us),
+            idle_poll_us: self.idle_poll_us,
             instances: self.instances.map(|n| n as usize),
-            max_queue_size: Some(self.max_queue_size as usize),
+            max_queue_size: self.max_queue_size.map(|n| n as usize),
         }
     }
 }
@@ -300,7 +304,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             client_ca: args.tls_client_ca,
         }),
         max_in_flight: args.max_in_flight as usize,
-        batching: args.batching.defaults(),
+        batching: args.batching.given(),
         model_control: args.model_control.into(),
         poll_interval: std::time::Duration::from_millis(args.poll_interval_ms),
         access: Access::new(args.api_key, args.admin_token),
@@ -459,6 +463,7 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<()> {
     let repository = load(&args.repository, &offline())?;
     let runtime = Runtime::new();
     runtime.set_repository(repository);
+    let ticket = runtime.model(&args.model, None)?;
     let is_json = bytes
         .iter()
         .find(|b| !b.is_ascii_whitespace())
@@ -494,17 +499,12 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<()> {
         if args.debug {
             print_digit(&digit.pixels);
         }
-        aicp_server::image_api::digit_input(&*runtime.model(&args.model, None)?, &digit)?
+        InferInput::picture(&ticket, &digit.pixels)?
     };
     let response = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(runtime.infer(InferRequest {
-            model: args.model.clone(),
-            version: None,
-            inputs: vec![input],
-            deadline: None,
-        }))?;
+        .block_on(runtime.run(ticket, vec![input], None))?;
     let model = &response.model;
     let Some(first) = response.outputs.first() else {
         anyhow::bail!("model {} returned no output", model.name);

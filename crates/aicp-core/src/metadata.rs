@@ -97,20 +97,21 @@ pub struct InputSpec {
     pub normalisation: Option<String>,
 }
 
-/// How requests to the model are queued, batched and run (Triton's dynamic batcher knobs).
+/// How requests to the model are queued, batched and run (Triton's dynamic batcher knobs). Also
+/// the shape of the server's batching flags. A key left out takes the server's flag, else the
+/// default for the model's device: `aicp_runtime::policy` resolves them all, in one place.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Batching {
     /// The most samples one request may carry, and one engine run (Triton's
-    /// `max_batch_size`); 1024 when absent (8192 on a GPU).
+    /// `max_batch_size`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_batch_size: Option<usize>,
-    /// Whether concurrent requests are merged into one engine run; true when absent.
+    /// Whether concurrent requests are merged into one engine run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dynamic: Option<bool>,
     /// How long the oldest waiting request may wait for others to join its batch, in
-    /// microseconds; 0 when absent (100 on a GPU): a batch holds what is already waiting, and
-    /// never waits.
+    /// microseconds; with 0, a batch holds what is already waiting, and never waits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_queue_delay_us: Option<u64>,
     /// Batch sizes that run at once, without waiting out the queue delay.
@@ -118,42 +119,15 @@ pub struct Batching {
     pub preferred_batch_sizes: Vec<usize>,
     /// How long an idle instance keeps polling its queue (yielding its core to any other thread
     /// that wants it) before it sleeps, in microseconds: a request arriving meanwhile starts
-    /// without a thread wake-up. 500 when absent; 0 sleeps at once.
+    /// without a thread wake-up; 0 sleeps at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_poll_us: Option<u64>,
-    /// Copies of the model, each run by its own thread; one per two cores when absent (two on
-    /// a GPU).
+    /// Copies of the model, each run by its own thread.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instances: Option<usize>,
-    /// Requests that may wait for an instance; more are refused as overloaded. 1024 when absent.
+    /// Requests that may wait for an instance; more are refused as overloaded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_queue_size: Option<usize>,
-}
-
-impl Batching {
-    pub const DEFAULT_MAX_BATCH_SIZE: usize = 1024;
-    pub const DEFAULT_MAX_QUEUE_SIZE: usize = 1024;
-    pub const DEFAULT_IDLE_POLL_US: u64 = 500;
-
-    /// On a GPU, a batch costs about the same up to thousands of samples, so a model takes
-    /// large ones...
-    pub const GPU_DEFAULT_MAX_BATCH_SIZE: usize = 8192;
-    /// ...and a request waits up to 100 us for others to join its batch...
-    pub const GPU_DEFAULT_MAX_QUEUE_DELAY_US: u64 = 100;
-    /// ...and two instances (two CUDA streams) overlap one batch's copies with another's
-    /// kernels.
-    pub const GPU_DEFAULT_INSTANCES: usize = 2;
-
-    /// These defaults, with the GPU's where they leave a key out.
-    pub fn for_gpu(&self) -> Self {
-        Self {
-            max_queue_delay_us: self
-                .max_queue_delay_us
-                .or(Some(Self::GPU_DEFAULT_MAX_QUEUE_DELAY_US)),
-            instances: self.instances.or(Some(Self::GPU_DEFAULT_INSTANCES)),
-            ..self.clone()
-        }
-    }
 }
 
 /// A `model.toml` that could not be read.

@@ -61,8 +61,9 @@ fn load(
                     for r in 0..REQUESTS_PER_SUBMITTER {
                         let value = ((s * REQUESTS_PER_SUBMITTER + r) % 256) as f32 / 255.0;
                         let input = Tensor::new(vec![1, 784], vec![value; 784]).unwrap();
+                        let ticket = runtime.model(&model.name, None).expect("the model");
                         runtime
-                            .run(model.clone(), vec![input.into()], None)
+                            .run(ticket, vec![input.into()], None)
                             .await
                             .expect("inference");
                     }

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use aicp_core::{Error, ErrorKind, Result, validate_model_name};
 
-use crate::repository::{Repository, SourceStamp};
+use crate::discovery::SourceStamp;
+use crate::repository::Repository;
 use crate::service::Runtime;
 
 /// How the served models follow the model directory.

@@ -1,21 +1,29 @@
-//! Everything behind an [`InferRequest`]: the model [`repository`] (scanning, loading, states),
-//! input validation ([`service`]), and each model's queue, dynamic batcher and engine instances
+//! Everything behind an [`InferRequest`]: the model [`repository`] (found by [`discovery`],
+//! loaded by [`loading`] on the [`engines`], reloaded by the [`reload`] table), input validation
+//! ([`service`]), each model's batching [`policy`], queue, dynamic batcher and engine instances
 //! on dedicated threads ([`scheduler`]), and keeping the served models in step with the model
 //! directory ([`control`]). Front ends translate their wire formats into an
 //! `InferRequest` and never reach past this crate.
 
 pub mod control;
+pub mod discovery;
+pub mod engines;
+pub mod loading;
+pub mod policy;
+pub mod reload;
 pub mod repository;
 pub mod scheduler;
+pub mod scores;
 pub mod service;
 pub mod stats;
 
 pub use aicp_core::Batching;
 pub use aicp_engine::{EngineKind, GpuMinBatch};
 pub use control::{ControlMode, ModelControl};
-pub use repository::{
-    Engines, GpuUse, ModelEntry, ModelState, Repository, ServedModel, VersionState,
-};
-pub use scheduler::{Policy, QueueState, Scheduler};
-pub use service::{InferInput, InferRequest, InferResponse, Runtime, softmax, top_k};
+pub use engines::{Engines, GpuUse};
+pub use policy::{Device, Policy};
+pub use repository::{ModelEntry, ModelState, Repository, ServedModel, VersionState};
+pub use scheduler::{QueueState, Scheduler};
+pub use scores::{softmax, top_k};
+pub use service::{InferInput, InferRequest, InferResponse, Runtime, Ticket};
 pub use stats::{CountAndDuration, Stats, StatsSnapshot};

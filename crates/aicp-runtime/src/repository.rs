@@ -1,5 +1,7 @@
-//! The model repository: what the model directory holds, each version's state (ready, or failed
-//! with the reason), and which engine serves it.
+//! The model repository: each model's metadata and versions, each version's state (ready, or
+//! failed with the reason), and the one way a repository changes: a new one built from it.
+//! Finding the models is [`crate::discovery`]'s job, loading a version [`crate::loading`]'s, and
+//! what a reload keeps [`crate::reload`]'s.
 //!
 //! Layout (see the README):
 //!
@@ -14,129 +16,21 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use aicp_core::{
-    Backend, Batching, DataType, Error, ErrorKind, ModelMetadata, ModelSignature, OutputKind,
-    PixelScale, Result, Tensor, TensorSpec, validate_model_name,
+    Batching, Error, ErrorKind, ModelMetadata, ModelSignature, OutputKind, PixelScale, Result,
+    validate_model_name,
 };
-use aicp_engine::onnxruntime::OnnxRuntimeEngine;
-use aicp_engine::tract::TractEngine;
-use aicp_engine::{Engine, EngineKind, GpuMinBatch, LoadOptions, Runnable, onnx};
+use aicp_engine::EngineKind;
 use serde::Serialize;
 
-use crate::scheduler::{Policy, Scheduler};
+use crate::discovery::{Report, Source, SourceStamp, VersionStamp, discover};
+use crate::engines::Engines;
+use crate::loading::{count_load, load_version};
+use crate::policy::Policy;
+use crate::reload::{self, Outcome, Plan};
+use crate::scheduler::Scheduler;
 use crate::stats::Stats;
-
-/// The engines available to this process.
-pub struct Engines {
-    tract: TractEngine,
-    /// ONNX Runtime, or why it is not available.
-    onnxruntime: std::result::Result<OnnxRuntimeEngine, String>,
-    /// The GPU engine, or why there is none.
-    gpu: std::result::Result<Box<dyn Engine>, String>,
-}
-
-/// Whether models may run on a GPU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GpuUse {
-    /// Look for a usable GPU at start-up; models on `auto` or `cuda` run there when one is
-    /// found, but for the batches `min_batch` leaves to the CPU.
-    Auto { min_batch: GpuMinBatch },
-    /// Never touch a GPU, even for models that ask for one.
-    Off,
-}
-
-impl Default for GpuUse {
-    fn default() -> Self {
-        Self::Auto {
-            min_batch: GpuMinBatch::default(),
-        }
-    }
-}
-
-impl Engines {
-    /// tract, and ONNX Runtime when its library is found (see
-    /// [`aicp_engine::onnxruntime::find_library`]). A library that was asked for explicitly but
-    /// cannot be loaded is logged as an error; models on `auto` are then served by tract.
-    pub fn new(ort_library: Option<&Path>) -> Self {
-        Self::with_gpu(ort_library, GpuUse::default())
-    }
-
-    /// As [`Engines::new`], and a GPU engine when `gpu` allows it and one is found. Without
-    /// one, models that ask for `cuda` are served on the CPU, with a warning.
-    pub fn with_gpu(ort_library: Option<&Path>, gpu: GpuUse) -> Self {
-        let onnxruntime = match aicp_engine::onnxruntime::find_library(ort_library) {
-            None => Err(
-                "no ONNX Runtime library found (pass --ort-lib or set ORT_DYLIB_PATH, \
-                         or pip install onnxruntime)"
-                    .to_string(),
-            ),
-            Some(path) => OnnxRuntimeEngine::load(&path).map_err(|e| e.message),
-        };
-        match &onnxruntime {
-            Ok(engine) => tracing::info!("onnxruntime loaded from {}", engine.library().display()),
-            Err(reason) if ort_library.is_some() => {
-                tracing::error!("{reason}; tract serves instead")
-            }
-            Err(reason) => tracing::info!("{reason}; models are served by tract"),
-        }
-        let gpu = match gpu {
-            GpuUse::Off => Err("GPU use is off (--gpu off)".to_string()),
-            GpuUse::Auto { min_batch } => aicp_engine::probe_gpu(min_batch),
-        };
-        match &gpu {
-            Ok(engine) => {
-                tracing::info!("GPU found: {}; models on auto run there", engine.device())
-            }
-            Err(reason) => tracing::info!("no usable GPU: {reason}; models run on the CPU"),
-        }
-        Self {
-            tract: TractEngine,
-            onnxruntime,
-            gpu,
-        }
-    }
-
-    /// The engine for a model's `backend`: `auto` is the fastest available (the GPU, then ONNX
-    /// Runtime, then tract). `cuda` without a usable GPU falls back to `auto`'s CPU choice:
-    /// a server is never down because its GPU is. A `quantized` model on `auto` goes to ONNX
-    /// Runtime first: its integer kernels are what INT8 is for, where tract runs QDQ graphs
-    /// slower than their float originals (and the GPU engine was not measured with them).
-    pub fn pick(
-        &self,
-        backend: Backend,
-        quantized: bool,
-    ) -> std::result::Result<&dyn Engine, String> {
-        match backend {
-            Backend::Auto if quantized => Ok(self.cpu()),
-            Backend::Tract => Ok(&self.tract),
-            Backend::OnnxRuntime => match &self.onnxruntime {
-                Ok(engine) => Ok(engine),
-                Err(reason) => Err(format!(
-                    "backend \"onnxruntime\" requested but unavailable: {reason}"
-                )),
-            },
-            Backend::Auto | Backend::Cuda => Ok(match &self.gpu {
-                Ok(engine) => engine.as_ref(),
-                Err(_) => self.cpu(),
-            }),
-        }
-    }
-
-    /// The fastest CPU engine available.
-    pub fn cpu(&self) -> &dyn Engine {
-        match &self.onnxruntime {
-            Ok(engine) => engine,
-            Err(_) => &self.tract,
-        }
-    }
-
-    /// Why there is no GPU engine, if there is none.
-    pub fn gpu_unavailable(&self) -> Option<&str> {
-        self.gpu.as_ref().err().map(String::as_str)
-    }
-}
 
 /// A model version that is loaded, warmed up and ready to run.
 pub struct ServedModel {
@@ -170,7 +64,7 @@ impl ServedModel {
     /// when the model already outputs probabilities (so softmax is never applied twice).
     pub fn probabilities(&self, row: &[f32]) -> Vec<f32> {
         match self.output {
-            OutputKind::Logits => crate::service::softmax(row),
+            OutputKind::Logits => crate::scores::softmax(row),
             OutputKind::Probabilities => row.to_vec(),
         }
     }
@@ -439,46 +333,56 @@ impl Repository {
             let before = previous
                 .filter(|p| !p.is_unloaded())
                 .and_then(|p| p.versions.get(&version));
-            if let Some(before) = before.filter(|b| b.stamp == version_stamp) {
-                versions.insert(version, before.clone());
-                continue;
-            }
-            let (state, reload_error) = match &error {
-                Some(e) => (VersionState::Failed(e.clone()), None),
-                None => match load_version(
-                    name,
-                    version,
-                    file,
-                    &metadata,
-                    &self.engines,
-                    &self.batching,
-                ) {
-                    Ok(model) => {
-                        tracing::info!("model {name} version {version} ready on {}", model.engine);
-                        count_load(name, "success");
-                        (VersionState::Ready(Arc::new(model)), None)
+            let unchanged = before.is_some_and(|b| b.stamp == version_stamp);
+            let (state, reload_error) =
+                match reload::plan(before.is_some(), unchanged, error.as_deref()) {
+                    Plan::Keep => {
+                        if let Some(before) = before {
+                            versions.insert(version, before.clone());
+                        }
+                        continue;
                     }
-                    Err(reason) => match before.map(|b| &b.state) {
-                        Some(VersionState::Ready(served)) => {
-                            tracing::error!(
-                                "model {name} version {version} changed and failed to load: \
-                                 {reason}; its previous load still serves"
-                            );
-                            count_load(name, "failure");
-                            let note = format!(
-                                "its files changed and failed to load ({reason}); the previous \
-                                 load still serves"
-                            );
-                            (VersionState::Ready(served.clone()), Some(note))
+                    Plan::Refuse(reason) => (VersionState::Failed(reason), None),
+                    Plan::Load => {
+                        let loaded = load_version(
+                            name,
+                            version,
+                            file,
+                            &metadata,
+                            &self.engines,
+                            &self.batching,
+                        )
+                        .map(Arc::new);
+                        count_load(name, if loaded.is_ok() { "success" } else { "failure" });
+                        let served_before = before.and_then(|b| match &b.state {
+                            VersionState::Ready(served) => Some(served.clone()),
+                            VersionState::Failed(_) => None,
+                        });
+                        match reload::after_load(loaded, served_before) {
+                            Outcome::Ready {
+                                served,
+                                reload_error: None,
+                            } => {
+                                tracing::info!(
+                                    "model {name} version {version} ready on {}",
+                                    served.engine
+                                );
+                                (VersionState::Ready(served), None)
+                            }
+                            Outcome::Ready {
+                                served,
+                                reload_error: Some(note),
+                            } => {
+                                tracing::error!("model {name} version {version}: {note}");
+                                (VersionState::Ready(served), Some(note))
+                            }
+                            Outcome::Failed(reason) => {
+                                tracing::error!("model {name} version {version} failed: {reason}");
+                                (VersionState::Failed(reason), None)
+                            }
                         }
-                        _ => {
-                            tracing::error!("model {name} version {version} failed: {reason}");
-                            count_load(name, "failure");
-                            (VersionState::Failed(reason), None)
-                        }
-                    },
-                },
-            };
+                    }
+                };
             versions.insert(
                 version,
                 ModelVersion {
@@ -501,372 +405,227 @@ impl Repository {
     }
 }
 
-/// Counts a version load in the metrics (`result`: success or failure).
-fn count_load(model: &str, result: &'static str) {
-    metrics::counter!("aicp_model_loads_total", "model" => model.to_string(), "result" => result)
-        .increment(1);
-}
+/// The reload table ([`crate::reload`]) as a repository lives it: real model files in a
+/// directory, a fake engine that counts its loads and fails them when told.
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-/// Where one model's files are.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Source {
-    /// Its directory, or its bare `.onnx` file.
-    pub path: PathBuf,
-    pub metadata: Option<PathBuf>,
-    /// Each version's `.onnx` file.
-    pub versions: BTreeMap<u64, PathBuf>,
-}
+    use aicp_core::{ModelSignature, Tensor};
+    use aicp_engine::{Engine, LoadOptions, Runnable};
 
-/// What a file looked like: a rewrite changes its size or its modification time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    len: u64,
-    modified: Option<SystemTime>,
-}
+    use super::*;
 
-impl Stamp {
-    fn of(path: &Path) -> Option<Self> {
-        let metadata = std::fs::metadata(path).ok()?;
-        Some(Self {
-            len: metadata.len(),
-            modified: metadata.modified().ok(),
-        })
+    #[derive(Default)]
+    struct Fake {
+        loads: Arc<AtomicUsize>,
+        failing: Arc<AtomicBool>,
     }
-}
 
-/// What a model's files looked like: its metadata file and each version's model file.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SourceStamp {
-    metadata: Option<Stamp>,
-    versions: BTreeMap<u64, Option<Stamp>>,
-}
+    struct Ran;
 
-/// What one version depends on: the model's metadata file and its own model file.
-type VersionStamp = (Option<Stamp>, Option<Stamp>);
-
-impl SourceStamp {
-    fn version(&self, version: u64) -> VersionStamp {
-        (
-            self.metadata,
-            self.versions.get(&version).copied().flatten(),
-        )
-    }
-}
-
-impl Source {
-    /// The size and modification time of each of its files now.
-    pub fn stamp(&self) -> SourceStamp {
-        SourceStamp {
-            metadata: self.metadata.as_deref().and_then(Stamp::of),
-            versions: self
-                .versions
-                .iter()
-                .map(|(&version, file)| (version, Stamp::of(file)))
-                .collect(),
+    impl Runnable for Ran {
+        fn run(&self, _: Vec<Tensor>) -> Result<Vec<Tensor>> {
+            Ok(Vec::new())
         }
     }
-}
 
-/// How loudly [`discover`] reports what it skips.
-#[derive(Debug, Clone, Copy)]
-enum Report {
-    Warn,
-    Debug,
-}
-
-impl Report {
-    fn skipping(self, path: &Path, why: impl std::fmt::Display) {
-        match self {
-            Self::Warn => tracing::warn!("skipping {}: {why}", path.display()),
-            Self::Debug => tracing::debug!("skipping {}: {why}", path.display()),
+    impl Engine for Fake {
+        fn kind(&self) -> EngineKind {
+            EngineKind::Tract
         }
-    }
-}
 
-/// The models in `dir`, by name. Only what lies inside `dir` counts: a symbolic link that leads
-/// out of it is skipped (and reported), so loading never reads outside the model directory.
-fn discover(dir: &Path, report: Report) -> Result<BTreeMap<String, Source>> {
-    let read_error = |e: std::io::Error| {
-        Error::invalid(format!(
-            "cannot read model directory {}: {e}",
-            dir.display()
-        ))
-    };
-    let root = dir.canonicalize().map_err(read_error)?;
-    let entries = std::fs::read_dir(dir).map_err(read_error)?;
-    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-    // Directories first, so `mnist/` keeps the name "mnist" over a bare `mnist_model.onnx`.
-    paths.sort_by_key(|p| (!p.is_dir(), p.clone()));
-    let mut sources: BTreeMap<String, Source> = BTreeMap::new();
-    for path in paths {
-        let Some(file_name) = path.file_name().and_then(|n| n.to_str()) else {
-            continue;
-        };
-        if file_name.starts_with('.') {
-            continue;
-        }
-        if !inside(&root, &path) {
-            report.skipping(&path, OUTSIDE);
-            continue;
-        }
-        let found = if path.is_dir() {
-            Some((file_name.to_string(), model_dir(&root, &path, report)))
-        } else if let Some(stem) = file_name.strip_suffix(".onnx") {
-            let name = match stem.strip_suffix("_model") {
-                Some(short) if !short.is_empty() && !sources.contains_key(short) => short,
-                _ => stem,
-            };
-            Some((name.to_string(), bare_file(&root, &path, stem, report)))
-        } else {
-            None
-        };
-        let Some((name, source)) = found else {
-            continue;
-        };
-        if let Err(e) = validate_model_name(&name) {
-            report.skipping(&path, e);
-            continue;
-        }
-        if let Some(existing) = sources.get(&name) {
-            let why = format!(
-                "model {name:?} is already defined by {}",
-                existing.path.display()
-            );
-            report.skipping(&path, why);
-            continue;
-        }
-        sources.insert(name, source);
-    }
-    Ok(sources)
-}
-
-/// Whether `path`, with every symbolic link followed, lies inside `root` (canonical).
-fn inside(root: &Path, path: &Path) -> bool {
-    path.canonicalize().is_ok_and(|p| p.starts_with(root))
-}
-
-const OUTSIDE: &str = "it leads outside the model directory";
-
-/// The file at `path` if it is a regular file inside `root`.
-fn file_inside(root: &Path, path: PathBuf, report: Report) -> Option<PathBuf> {
-    if !path.is_file() {
-        return None;
-    }
-    if !inside(root, &path) {
-        report.skipping(&path, OUTSIDE);
-        return None;
-    }
-    Some(path)
-}
-
-/// A model directory: optional `model.toml`, version directories with a `model.onnx`.
-fn model_dir(root: &Path, dir: &Path, report: Report) -> Source {
-    let mut versions = BTreeMap::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let Some(version) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u64>().ok())
-            else {
-                continue;
-            };
-            if let Some(file) = file_inside(root, entry.path().join("model.onnx"), report) {
-                versions.insert(version, file);
+        fn load(&self, _: &Path, _: &ModelSignature, _: &LoadOptions) -> Result<Box<dyn Runnable>> {
+            self.loads.fetch_add(1, Ordering::SeqCst);
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(Error::invalid("the fake engine was told to fail"));
             }
+            Ok(Box::new(Ran))
         }
     }
-    Source {
-        path: dir.to_path_buf(),
-        metadata: file_inside(root, dir.join("model.toml"), report),
-        versions,
-    }
-}
 
-/// A bare `.onnx` file: version 1, metadata in `<stem>.toml` beside it.
-fn bare_file(root: &Path, file: &Path, stem: &str, report: Report) -> Source {
-    Source {
-        path: file.to_path_buf(),
-        metadata: file_inside(root, file.with_file_name(format!("{stem}.toml")), report),
-        versions: BTreeMap::from([(1, file.to_path_buf())]),
+    struct Setup {
+        dir: tempfile::TempDir,
+        repository: Repository,
+        loads: Arc<AtomicUsize>,
+        failing: Arc<AtomicBool>,
     }
-}
 
-fn load_version(
-    name: &str,
-    version: u64,
-    file: &Path,
-    metadata: &Arc<ModelMetadata>,
-    engines: &Engines,
-    batching: &Batching,
-) -> std::result::Result<ServedModel, String> {
-    let info = onnx::inspect(file).map_err(|e| e.message)?;
-    check_sample_sizes(&info.signature)?;
-    let backend = metadata.backend.unwrap_or_default();
-    let engine = engines.pick(backend, info.quantized)?;
-    if info.quantized && engine.kind() == EngineKind::Tract {
-        tracing::warn!(
-            "model {name:?} version {version} is quantised (INT8); tract runs it slower than its \
-             float original (the bundled MLP at about 0.4x, ONNX Runtime at over 2x): serve it \
-             with ONNX Runtime (pip install onnxruntime, or --ort-lib), or serve the float model"
+    /// A directory with model "m" version 1 (the bundled MLP's file), loaded on the fake engine
+    /// with one instance per version.
+    fn setup() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let bundled = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../models/mnist/1/model.onnx");
+        std::fs::create_dir_all(dir.path().join("m/1")).unwrap();
+        std::fs::copy(&bundled, dir.path().join("m/1/model.onnx")).unwrap();
+        let fake = Fake::default();
+        let (loads, failing) = (fake.loads.clone(), fake.failing.clone());
+        let engines = Arc::new(Engines::only(Box::new(fake)));
+        let one = Batching {
+            instances: Some(1),
+            ..Batching::default()
+        };
+        let repository = Repository::load(dir.path(), engines, &one).unwrap();
+        Setup {
+            dir,
+            repository,
+            loads,
+            failing,
+        }
+    }
+
+    impl Setup {
+        fn reload(&self) -> Repository {
+            let sources = self.repository.discover().unwrap();
+            self.repository.with_model("m", sources.get("m"))
+        }
+
+        /// Marks a file as rewritten: a new modification time, the same bytes.
+        fn touch(&self, path: &str) {
+            let file = std::fs::File::options()
+                .append(true)
+                .open(self.dir.path().join(path))
+                .unwrap();
+            let later = SystemTime::now() + std::time::Duration::from_secs(5);
+            file.set_modified(later).unwrap();
+        }
+    }
+
+    fn served(repository: &Repository, version: u64) -> Arc<ServedModel> {
+        repository.get("m", Some(version)).unwrap()
+    }
+
+    fn version(repository: &Repository, version: u64) -> ModelVersion {
+        repository.model("m").unwrap().versions[&version].clone()
+    }
+
+    use std::time::SystemTime;
+
+    #[test]
+    fn unchanged_files_keep_their_load() {
+        let setup = setup();
+        assert_eq!(setup.loads.load(Ordering::SeqCst), 1);
+        let next = setup.reload();
+        assert!(Arc::ptr_eq(
+            &served(&setup.repository, 1),
+            &served(&next, 1)
+        ));
+        assert_eq!(
+            setup.loads.load(Ordering::SeqCst),
+            1,
+            "nothing loaded again"
         );
     }
-    if let (Backend::Cuda, Some(reason)) = (backend, engines.gpu_unavailable()) {
-        tracing::warn!(
-            "model {name:?} asks for backend \"cuda\", but there is no usable GPU ({reason}); \
-             {} serves it on the CPU",
-            engine.kind()
-        );
+
+    #[test]
+    fn changed_files_that_load_replace_the_old_load() {
+        let setup = setup();
+        setup.touch("m/1/model.onnx");
+        let next = setup.reload();
+        assert!(!Arc::ptr_eq(
+            &served(&setup.repository, 1),
+            &served(&next, 1)
+        ));
+        assert_eq!(version(&next, 1).reload_error, None);
+        assert_eq!(setup.loads.load(Ordering::SeqCst), 2);
     }
-    let pixels = match (info.signature.inputs.as_slice(), metadata.input.as_ref()) {
-        ([input], Some(spec)) if input.datatype == DataType::F32 => {
-            spec.range.map(PixelScale::for_range)
-        }
-        _ => None,
-    };
-    // A model may say what it outputs; otherwise a final Softmax means probabilities.
-    let output = metadata.output.unwrap_or(match info.final_op.as_deref() {
-        Some("Softmax") => OutputKind::Probabilities,
-        _ => OutputKind::Logits,
-    });
-    let load = |engine: &dyn Engine| {
-        start_instances(
-            name,
-            version,
-            file,
-            metadata,
-            &info.signature,
-            pixels,
-            engine,
-            batching,
+
+    #[test]
+    fn a_ready_version_whose_reload_fails_keeps_serving_its_old_load() {
+        let setup = setup();
+        setup.failing.store(true, Ordering::SeqCst);
+        setup.touch("m/1/model.onnx");
+        let next = setup.reload();
+        assert!(Arc::ptr_eq(
+            &served(&setup.repository, 1),
+            &served(&next, 1)
+        ));
+        let note = version(&next, 1).reload_error.unwrap();
+        assert!(note.contains("told to fail") && note.contains("previous load still serves"));
+        assert_eq!(next.model("m").unwrap().state(), ModelState::Ready);
+    }
+
+    #[test]
+    fn a_new_version_that_fails_is_failed_with_the_reason() {
+        let setup = setup();
+        setup.failing.store(true, Ordering::SeqCst);
+        std::fs::create_dir_all(setup.dir.path().join("m/2")).unwrap();
+        std::fs::copy(
+            setup.dir.path().join("m/1/model.onnx"),
+            setup.dir.path().join("m/2/model.onnx"),
         )
-    };
-    let (engine, (policy, stats, scheduler)) = match load(engine) {
-        Ok(started) => (engine, started),
-        // A model the GPU engine cannot run (an operator it lacks, an answer that differs from
-        // the CPU's) is served on the CPU rather than not at all.
-        Err(reason) if engine.kind() == EngineKind::Cuda => {
-            let cpu = engines.cpu();
-            tracing::warn!(
-                "model {name:?} version {version} cannot run on the GPU ({reason}); {} serves it \
-                 on the CPU",
-                cpu.kind()
-            );
-            (cpu, load(cpu)?)
-        }
-        Err(reason) => return Err(reason),
-    };
-    Ok(ServedModel {
-        name: name.to_string(),
-        version,
-        engine: engine.kind(),
-        device: engine.device(),
-        signature: info.signature,
-        pixels,
-        output,
-        metadata: metadata.clone(),
-        policy,
-        stats,
-        scheduler,
-    })
-}
-
-/// Loads a model version's instances on `engine`, warms each up and starts its scheduler, with
-/// the batching policy its model.toml, the server's defaults and the engine's device give.
-#[allow(clippy::too_many_arguments)]
-fn start_instances(
-    name: &str,
-    version: u64,
-    file: &Path,
-    metadata: &ModelMetadata,
-    signature: &ModelSignature,
-    pixels: Option<PixelScale>,
-    engine: &dyn Engine,
-    batching: &Batching,
-) -> std::result::Result<(Policy, Arc<Stats>, Scheduler), String> {
-    let on_gpu = engine.kind() == EngineKind::Cuda;
-    // Batched when every input's first dimension varies: Triton's rule, which its clients follow.
-    let batched = !signature.inputs.is_empty()
-        && signature
-            .inputs
-            .iter()
-            .all(|spec| spec.shape.first().is_some_and(Option::is_none));
-    let max_batch_size = match metadata.batching.as_ref().and_then(|b| b.max_batch_size) {
-        Some(0) => return Err("model.toml [batching] max_batch_size must be at least 1".into()),
-        _ if !batched => 0,
-        configured if on_gpu => configured.unwrap_or(Batching::GPU_DEFAULT_MAX_BATCH_SIZE),
-        configured => configured.unwrap_or(Batching::DEFAULT_MAX_BATCH_SIZE),
-    };
-    let defaults = if on_gpu {
-        batching.for_gpu()
-    } else {
-        batching.clone()
-    };
-    let policy = Policy::new(metadata.batching.as_ref(), &defaults, max_batch_size);
-    policy.validate()?;
-    // Each instance is its own copy of the model, so instances never wait on each other.
-    let mut runnables = Vec::with_capacity(policy.instances);
-    for _ in 0..policy.instances {
-        let runnable = engine
-            .load(file, signature, &LoadOptions { pixels })
-            .map_err(|e| e.message)?;
-        warm_up(runnable.as_ref(), signature)?;
-        runnables.push(runnable);
+        .unwrap();
+        let next = setup.reload();
+        let VersionState::Failed(reason) = version(&next, 2).state else {
+            panic!("version 2 must fail");
+        };
+        assert!(reason.contains("told to fail"), "{reason}");
+        // The default version is still the ready one.
+        assert_eq!(next.get("m", None).unwrap().version, 1);
     }
-    let stats = Arc::new(Stats::new(name, version));
-    let scheduler = Scheduler::start(name, policy.clone(), runnables, stats.clone())?;
-    Ok((policy, stats, scheduler))
-}
 
-/// The most values one sample of a model's input may declare: 2^26, 256 MiB as FP32, far past
-/// any request body a server takes (`--max-body-bytes`). A model file that declares more is
-/// refused at load, before anything allocates a sample of it (a crafted file could otherwise
-/// declare terabytes and take the server down at its warm-up).
-pub const MAX_SAMPLE_VALUES: usize = 1 << 26;
-
-/// The shape of one sample of `spec` as the warm-up feeds it (variable dimensions as 1), and its
-/// number of values.
-fn sample_shape(spec: &TensorSpec) -> (Vec<usize>, Option<usize>) {
-    let shape: Vec<usize> = spec.shape.iter().map(|d| d.unwrap_or(1)).collect();
-    let values = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
-    (shape, values)
-}
-
-/// Refuses a model whose input samples are larger than [`MAX_SAMPLE_VALUES`].
-fn check_sample_sizes(signature: &ModelSignature) -> std::result::Result<(), String> {
-    for spec in &signature.inputs {
-        match sample_shape(spec) {
-            (_, Some(values)) if values <= MAX_SAMPLE_VALUES => {}
-            (shape, _) => {
-                return Err(format!(
-                    "input {:?} declares samples of shape {shape:?}, more than {MAX_SAMPLE_VALUES} \
-                     values (256 MiB as FP32): no request could carry one, and the model is \
-                     refused rather than allocate it",
-                    spec.name
-                ));
-            }
-        }
+    #[test]
+    fn an_unreadable_model_toml_keeps_a_serving_model_as_it_was() {
+        let setup = setup();
+        std::fs::write(setup.dir.path().join("m/model.toml"), "lables = [1]").unwrap();
+        let next = setup.reload();
+        assert!(Arc::ptr_eq(
+            &served(&setup.repository, 1),
+            &served(&next, 1)
+        ));
+        let note = version(&next, 1).reload_error.unwrap();
+        assert!(note.contains("lables"), "{note}");
+        assert_eq!(setup.loads.load(Ordering::SeqCst), 1);
     }
-    Ok(())
-}
 
-/// Runs one all-zero sample through a model instance, so the first request does not pay for
-/// lazy initialisation, and a model that cannot run is reported now rather than at the first
-/// request. The sample's size was checked at load ([`check_sample_sizes`]).
-fn warm_up(runnable: &dyn Runnable, signature: &ModelSignature) -> std::result::Result<(), String> {
-    let inputs = signature
-        .inputs
-        .iter()
-        .map(|spec| {
-            let (shape, values) = sample_shape(spec);
-            Tensor {
-                shape,
-                data: vec![0.0; values.unwrap_or(0)],
-            }
-        })
-        .collect::<Vec<_>>();
-    runnable
-        .run(inputs)
-        .map(|_| ())
-        .map_err(|e| format!("warm-up inference failed: {}", e.message))
+    #[test]
+    fn an_unreadable_model_toml_fails_a_model_that_never_served() {
+        let setup = setup();
+        let unloaded = setup.repository.with_unloaded("m");
+        std::fs::write(setup.dir.path().join("m/model.toml"), "lables = [1]").unwrap();
+        let sources = unloaded.discover().unwrap();
+        let next = unloaded.with_model("m", sources.get("m"));
+        let VersionState::Failed(reason) = version(&next, 1).state else {
+            panic!("version 1 must fail");
+        };
+        assert!(reason.contains("lables"), "{reason}");
+    }
+
+    #[test]
+    fn a_model_loaded_after_an_unload_is_loaded_afresh() {
+        let setup = setup();
+        let unloaded = setup.repository.with_unloaded("m");
+        assert!(unloaded.model("m").unwrap().is_unloaded());
+        assert!(unloaded.get("m", None).is_err());
+        let sources = unloaded.discover().unwrap();
+        let next = unloaded.with_model("m", sources.get("m"));
+        assert!(!Arc::ptr_eq(
+            &served(&setup.repository, 1),
+            &served(&next, 1)
+        ));
+        assert_eq!(setup.loads.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_ticket_counts_its_request_once_and_a_ticket_dropped_unused_counts_a_failure() {
+        let setup = setup();
+        let runtime = crate::Runtime::new();
+        runtime.set_repository(setup.repository.clone());
+        let stats = || served(&setup.repository, 1).stats.snapshot();
+        // A front end refusing the request between lookup and run does nothing for it...
+        drop(runtime.model("m", None).unwrap());
+        assert_eq!((stats().success.count, stats().fail.count), (0, 1));
+        // ...and a request that runs is counted by the run, once.
+        let ticket = runtime.model("m", None).unwrap();
+        let input = Tensor::new(vec![1, 784], vec![0.5; 784]).unwrap();
+        let tokio = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        tokio
+            .block_on(runtime.run(ticket, vec![input.into()], None))
+            .unwrap();
+        assert_eq!((stats().success.count, stats().fail.count), (1, 1));
+    }
 }

@@ -19,100 +19,12 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TryS
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aicp_core::{Batching, Error, ErrorKind, Pixels, Result, Tensor, panic_message};
+use aicp_core::{Error, ErrorKind, Pixels, Result, Tensor, panic_message};
 use aicp_engine::Runnable;
 use tokio::sync::oneshot;
 
+use crate::policy::Policy;
 use crate::stats::Stats;
-
-/// How a model's requests are queued and batched: its `[batching]` table with the defaults
-/// filled in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Policy {
-    /// The most samples in one engine run; 0 when the model does not batch (each request then
-    /// runs alone, exactly as it came).
-    pub max_batch_size: usize,
-    /// Whether concurrent requests are merged into one engine run.
-    pub dynamic: bool,
-    pub max_queue_delay: Duration,
-    pub preferred_batch_sizes: Vec<usize>,
-    /// How long an idle instance polls its queue before it sleeps.
-    pub idle_poll: Duration,
-    pub instances: usize,
-    pub max_queue_size: usize,
-}
-
-impl Policy {
-    /// The policy for a model: each key from its `[batching]` table, else from the server's
-    /// `defaults`, else the built-in default. `max_batch_size` is the model's, already resolved
-    /// (0 when it has no batch dimension).
-    pub fn new(model: Option<&Batching>, defaults: &Batching, max_batch_size: usize) -> Self {
-        let model = model.cloned().unwrap_or_default();
-        let preferred_batch_sizes = if model.preferred_batch_sizes.is_empty() {
-            defaults.preferred_batch_sizes.clone()
-        } else {
-            model.preferred_batch_sizes
-        };
-        Self {
-            max_batch_size,
-            dynamic: model.dynamic.or(defaults.dynamic).unwrap_or(true),
-            max_queue_delay: Duration::from_micros(
-                model
-                    .max_queue_delay_us
-                    .or(defaults.max_queue_delay_us)
-                    .unwrap_or(0),
-            ),
-            preferred_batch_sizes,
-            idle_poll: Duration::from_micros(
-                model
-                    .idle_poll_us
-                    .or(defaults.idle_poll_us)
-                    .unwrap_or(Batching::DEFAULT_IDLE_POLL_US),
-            ),
-            instances: model
-                .instances
-                .or(defaults.instances)
-                .unwrap_or_else(default_instances),
-            max_queue_size: model
-                .max_queue_size
-                .or(defaults.max_queue_size)
-                .unwrap_or(Batching::DEFAULT_MAX_QUEUE_SIZE),
-        }
-    }
-
-    /// Whether requests are merged: dynamic batching on, for a model with a batch dimension.
-    pub fn merges(&self) -> bool {
-        self.dynamic && self.max_batch_size > 0
-    }
-
-    /// Checks the values a model.toml may get wrong.
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        if self.instances == 0 {
-            return Err("model.toml [batching] instances must be at least 1".into());
-        }
-        if self.max_queue_size == 0 {
-            return Err("model.toml [batching] max_queue_size must be at least 1".into());
-        }
-        if let Some(size) = self
-            .preferred_batch_sizes
-            .iter()
-            .find(|&&s| s == 0 || (self.max_batch_size > 0 && s > self.max_batch_size))
-        {
-            return Err(format!(
-                "model.toml [batching] preferred_batch_sizes: {size} is not between 1 and max_batch_size ({})",
-                self.max_batch_size
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// One engine instance per two cores (at least one), each running one intra-op thread: the
-/// engines never take more than half the machine, and the front ends (HTTP parsing, JSON,
-/// gRPC) keep the other half. Fewer instances also means larger batches under load.
-pub fn default_instances() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
-}
 
 /// What a request got from its engine run.
 #[derive(Debug)]
@@ -163,12 +75,13 @@ struct Load {
 }
 
 /// How busy a scheduler is at one moment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct QueueState {
     /// Requests waiting for an instance.
     pub waiting: usize,
     /// Requests in an engine run.
     pub running: usize,
+    /// Requests that may wait before more are refused as overloaded.
     pub max_queue_size: usize,
 }
 
@@ -909,32 +822,5 @@ mod tests {
         assert!(err.message.contains("asked to fail"), "{err}");
         let done = scheduler.submit(sample(1.0, 1), 1, None).await.unwrap();
         assert_eq!(done.outputs[0].data, vec![2.0; 2]);
-    }
-
-    #[test]
-    fn policy_takes_each_key_from_the_model_then_the_server_then_the_default() {
-        let model = Batching {
-            max_queue_delay_us: Some(50),
-            ..Batching::default()
-        };
-        let server = Batching {
-            dynamic: Some(false),
-            max_queue_delay_us: Some(10),
-            instances: Some(3),
-            ..Batching::default()
-        };
-        let policy = Policy::new(Some(&model), &server, 64);
-        assert_eq!(policy.max_queue_delay, Duration::from_micros(50));
-        assert!(!policy.dynamic && !policy.merges());
-        assert_eq!(policy.instances, 3);
-        assert_eq!(policy.max_queue_size, Batching::DEFAULT_MAX_QUEUE_SIZE);
-        let bad = Batching {
-            preferred_batch_sizes: vec![128],
-            ..Batching::default()
-        };
-        let err = Policy::new(Some(&bad), &Batching::default(), 64)
-            .validate()
-            .unwrap_err();
-        assert!(err.contains("preferred_batch_sizes: 128"), "{err}");
     }
 }

@@ -34,6 +34,32 @@ pub struct InferInput {
     pub data: TensorData,
 }
 
+impl InferInput {
+    /// One square picture of 8-bit pixels (0 background, 255 ink) as `model`'s one input: the
+    /// pixels themselves when the model says how they map onto its input range (the engine
+    /// normalises them, on the GPU if it runs there), else float32 in [0, 1].
+    pub fn picture(model: &ServedModel, pixels: &[u8]) -> Result<Self> {
+        let spec = &model.signature.inputs[0];
+        let side = (pixels.len() as f64).sqrt() as usize;
+        if model.signature.inputs.len() != 1 || spec.sample_elements() != Some(pixels.len()) {
+            return Err(Error::invalid(format!(
+                "model {:?} takes {:?}, not one {side}x{side} picture per sample",
+                model.name,
+                spec.display_shape()
+            )));
+        }
+        let data = match model.pixels {
+            Some(_) => TensorData::U8(pixels.to_vec()),
+            None => TensorData::F32(pixels.iter().map(|&p| f32::from(p) / 255.0).collect()),
+        };
+        Ok(Self {
+            name: None,
+            shape: vec![1, pixels.len()],
+            data,
+        })
+    }
+}
+
 impl From<Tensor> for InferInput {
     /// A float32 tensor for a model's only input.
     fn from(tensor: Tensor) -> Self {
@@ -41,6 +67,68 @@ impl From<Tensor> for InferInput {
             name: None,
             shape: tensor.shape,
             data: TensorData::F32(tensor.data),
+        }
+    }
+}
+
+/// One inference request's hold on the model version it asked for, from the lookup
+/// ([`Runtime::model`]) to the run ([`Runtime::run`]), which counts the request's outcome in the
+/// model's statistics and metrics. A ticket dropped unused counts the request as failed: a front
+/// end that refuses a request between lookup and run (its input did not fit the model, its
+/// picture did not decode) need do nothing for it to be counted, and cannot forget to.
+pub struct Ticket {
+    model: Arc<ServedModel>,
+    arrived: Instant,
+    /// Whether the outcome has been counted (by the run).
+    counted: bool,
+}
+
+impl Ticket {
+    fn new(model: Arc<ServedModel>) -> Self {
+        Self {
+            model,
+            arrived: Instant::now(),
+            counted: false,
+        }
+    }
+
+    /// The model version, to shape the request for.
+    pub fn model(&self) -> &Arc<ServedModel> {
+        &self.model
+    }
+
+    /// Counts the outcome of the run; the ticket is spent.
+    fn count(
+        mut self,
+        outcome: std::result::Result<(usize, Timings), ErrorKind>,
+    ) -> Arc<ServedModel> {
+        let elapsed = self.arrived.elapsed();
+        match outcome {
+            Ok((samples, timings)) => self.model.stats.record_success(samples, elapsed, timings),
+            Err(kind) => self.model.stats.record_failure(elapsed, kind),
+        }
+        self.counted = true;
+        self.model.clone()
+    }
+}
+
+impl std::ops::Deref for Ticket {
+    type Target = ServedModel;
+
+    fn deref(&self) -> &ServedModel {
+        &self.model
+    }
+}
+
+impl Drop for Ticket {
+    /// Unused: the request was refused before it ran. Refusals there are about the request's
+    /// input (its shape, its values, its picture), so they count as invalid.
+    fn drop(&mut self) {
+        if !self.counted {
+            let elapsed = self.arrived.elapsed();
+            self.model
+                .stats
+                .record_failure(elapsed, ErrorKind::InvalidArgument);
         }
     }
 }
@@ -107,28 +195,28 @@ impl Runtime {
         self.run(model, request.inputs, request.deadline).await
     }
 
-    /// The model version an inference request asks for. A request that finds none counts as
-    /// a failed request in the metrics (without the model's name unless it exists: labels never
-    /// take a client's arbitrary text).
-    pub fn model(&self, name: &str, version: Option<u64>) -> Result<Arc<ServedModel>> {
+    /// The model version an inference request asks for, as the [`Ticket`] that counts the
+    /// request. A request that finds none counts as a failed request in the metrics (without
+    /// the model's name unless it exists: labels never take a client's arbitrary text).
+    pub fn model(&self, name: &str, version: Option<u64>) -> Result<Ticket> {
         let repository = self.repository()?;
-        repository.get(name, version).inspect_err(|e| {
+        let model = repository.get(name, version).inspect_err(|e| {
             let known = repository.model(name).is_ok();
             crate::stats::record_failure_metric(if known { name } else { "" }, "", e.kind);
-        })
+        })?;
+        Ok(Ticket::new(model))
     }
 
-    /// Validates `inputs` against `model` (already looked up) and runs them through its
-    /// scheduler, counting the request in the model's statistics.
+    /// Validates `inputs` against the ticket's model and runs them through its scheduler,
+    /// counting the request in the model's statistics.
     pub async fn run(
         &self,
-        model: Arc<ServedModel>,
+        ticket: Ticket,
         inputs: Vec<InferInput>,
         deadline: Option<Instant>,
     ) -> Result<InferResponse> {
-        let arrived = Instant::now();
-        let outcome = match prepare_inputs(&model, inputs) {
-            Ok((samples, inputs)) => model
+        let outcome = match prepare_inputs(&ticket, inputs) {
+            Ok((samples, inputs)) => ticket
                 .scheduler
                 .submit(inputs, samples, deadline)
                 .await
@@ -141,16 +229,13 @@ impl Runtime {
                     queue: done.queue,
                     compute: done.compute,
                 };
-                model
-                    .stats
-                    .record_success(samples, arrived.elapsed(), timings);
                 Ok(InferResponse {
-                    model,
+                    model: ticket.count(Ok((samples, timings))),
                     outputs: done.outputs,
                 })
             }
             Err(e) => {
-                model.stats.record_failure(arrived.elapsed(), e.kind);
+                ticket.count(Err(e.kind));
                 Err(e)
             }
         }
@@ -386,41 +471,4 @@ fn check_values(model: &ServedModel, data: &[f32]) -> Result<()> {
         "input values must be in [{low}, {high}] for model {:?} (model.toml [input] range); found {} at index {i}.{hint}",
         model.name, data[i]
     )))
-}
-
-/// Softmax of one row of logits.
-pub fn softmax(row: &[f32]) -> Vec<f32> {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let exps: Vec<f32> = row.iter().map(|v| (v - max).exp()).collect();
-    let sum: f32 = exps.iter().sum();
-    exps.into_iter().map(|e| e / sum).collect()
-}
-
-/// The `k` largest scores of a row, high to low, as (class, score).
-pub fn top_k(scores: &[f32], k: usize) -> Vec<(usize, f32)> {
-    let mut ranked: Vec<(usize, f32)> = scores.iter().copied().enumerate().collect();
-    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    ranked.truncate(k);
-    ranked
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn softmax_sums_to_one_and_keeps_order() {
-        let p = softmax(&[1.0, 3.0, 2.0]);
-        assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-        assert!(p[1] > p[2] && p[2] > p[0]);
-        // Large logits do not overflow.
-        let p = softmax(&[1000.0, 0.0]);
-        assert!((p[0] - 1.0).abs() < 1e-6);
-    }
-
-    #[test]
-    fn top_k_sorts_high_to_low_and_caps_at_the_class_count() {
-        assert_eq!(top_k(&[0.1, 0.7, 0.2], 2), vec![(1, 0.7), (2, 0.2)]);
-        assert_eq!(top_k(&[0.1, 0.7, 0.2], 10).len(), 3);
-    }
 }

@@ -240,9 +240,12 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+/// How many times something happened, and how long it took in all.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct CountAndDuration {
+    /// How many times.
     pub count: u64,
+    /// Total nanoseconds.
     pub ns: u64,
 }
 

@@ -1,13 +1,38 @@
-//! How errors look over HTTP: a status code from the error's kind (one mapping per API) and the
+//! How errors look on the wire: a status code from the error's kind (one mapping per API) and the
 //! API's body: `{"error": {"code", "message"}}` on the ML API, `{"error": "message"}` on the
-//! Open Inference Protocol's routes. Also the two ways a request body goes wrong before any
+//! Open Inference Protocol's REST routes, a gRPC status over gRPC. Also the two ways a request body goes wrong before any
 //! handler logic: too large, and not the JSON it should be.
 
 use aicp_core::{Error, ErrorKind};
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The ML API's error body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiErrorBody {
+    pub error: ApiErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiErrorDetail {
+    /// One of `malformed_body`, `invalid_argument`, `not_found`, `body_too_large`,
+    /// `unsupported_media_type`, `unauthorized`, `forbidden`, `overloaded`, `unavailable`,
+    /// `deadline_exceeded`, `request_timeout`, `internal`.
+    #[schema(example = "invalid_argument")]
+    pub code: &'static str,
+    /// What was expected and what came.
+    pub message: String,
+}
+
+/// The Open Inference Protocol's error body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct V2ErrorBody {
+    /// What was expected and what came.
+    pub error: String,
+}
 
 /// An [`Error`] on its way out of an ML API handler.
 #[derive(Debug)]
@@ -41,7 +66,12 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         log(&self.0);
         let Error { kind, message } = self.0;
-        let body = serde_json::json!({"error": {"code": kind.code(), "message": message}});
+        let body = ApiErrorBody {
+            error: ApiErrorDetail {
+                code: kind.code(),
+                message,
+            },
+        };
         with_headers(kind, (status(kind), Json(body)).into_response())
     }
 }
@@ -69,11 +99,9 @@ pub fn v2_status(kind: ErrorKind) -> StatusCode {
 impl IntoResponse for V2Error {
     fn into_response(self) -> Response {
         log(&self.0);
-        let body = serde_json::json!({"error": self.0.message});
-        with_headers(
-            self.0.kind,
-            (v2_status(self.0.kind), Json(body)).into_response(),
-        )
+        let Error { kind, message } = self.0;
+        let body = V2ErrorBody { error: message };
+        with_headers(kind, (v2_status(kind), Json(body)).into_response())
     }
 }
 
@@ -85,6 +113,34 @@ pub fn for_path(path: &str, error: Error) -> Response {
     } else {
         ApiError(error).into_response()
     }
+}
+
+/// The gRPC status for each kind of error.
+pub fn grpc_status(error: Error) -> tonic::Status {
+    use tonic::Code;
+    let code = match error.kind {
+        ErrorKind::MalformedBody | ErrorKind::InvalidArgument | ErrorKind::UnsupportedMediaType => {
+            Code::InvalidArgument
+        }
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::BodyTooLarge | ErrorKind::Overloaded => Code::ResourceExhausted,
+        ErrorKind::Unauthorized => Code::Unauthenticated,
+        ErrorKind::Forbidden => Code::PermissionDenied,
+        ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::DeadlineExceeded | ErrorKind::RequestTimeout => Code::DeadlineExceeded,
+        ErrorKind::Internal => Code::Internal,
+    };
+    if code == Code::Internal {
+        tracing::error!("{}", error.message);
+    }
+    let mut status = tonic::Status::new(code, error.message);
+    if error.kind == ErrorKind::Overloaded {
+        // gRPC's own retry policy reads this to wait before its next attempt.
+        status
+            .metadata_mut()
+            .insert("grpc-retry-pushback-ms", (RETRY_AFTER_SECS * 1000).into());
+    }
+    status
 }
 
 /// How long an overloaded server asks clients to wait before they retry, in seconds: the

@@ -8,10 +8,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aicp_core::{DataType, Error, ErrorKind, Result, TensorData};
+use aicp_core::{DataType, Error, Result, TensorData};
 use aicp_runtime::{InferInput, ModelControl, Runtime};
 use tokio_stream::{Stream, StreamExt};
-use tonic::{Code, Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{Access, Class, Credentials};
 use crate::oip::{self, Output, OutputData, OutputRequest};
@@ -34,33 +34,7 @@ use proto::*;
 
 pub use proto::grpc_inference_service_server::GrpcInferenceServiceServer;
 
-/// The gRPC status for each kind of error.
-pub fn status(error: Error) -> Status {
-    let code = match error.kind {
-        ErrorKind::MalformedBody | ErrorKind::InvalidArgument | ErrorKind::UnsupportedMediaType => {
-            Code::InvalidArgument
-        }
-        ErrorKind::NotFound => Code::NotFound,
-        ErrorKind::BodyTooLarge | ErrorKind::Overloaded => Code::ResourceExhausted,
-        ErrorKind::Unauthorized => Code::Unauthenticated,
-        ErrorKind::Forbidden => Code::PermissionDenied,
-        ErrorKind::Unavailable => Code::Unavailable,
-        ErrorKind::DeadlineExceeded | ErrorKind::RequestTimeout => Code::DeadlineExceeded,
-        ErrorKind::Internal => Code::Internal,
-    };
-    if code == Code::Internal {
-        tracing::error!("{}", error.message);
-    }
-    let mut status = Status::new(code, error.message);
-    if error.kind == ErrorKind::Overloaded {
-        // gRPC's own retry policy reads this to wait before its next attempt.
-        status.metadata_mut().insert(
-            "grpc-retry-pushback-ms",
-            (crate::error::RETRY_AFTER_SECS * 1000).into(),
-        );
-    }
-    status
-}
+use crate::error::grpc_status as status;
 
 /// The service over a runtime. Liveness and readiness are open; every other call needs the API
 /// key when the server has one, and loading and unloading need the admin token (see
@@ -126,7 +100,7 @@ impl InferenceService {
             &request.model_name,
             Some(&request.model_version),
         )?;
-        // What goes wrong from here on counts against the model's statistics and metrics.
+        // From here on, a refusal counts against the model's statistics (see `Ticket`).
         let prepared = read_inputs(request.inputs, request.raw_input_contents).and_then(|inputs| {
             let requested = request
                 .outputs
@@ -141,10 +115,10 @@ impl InferenceService {
                 .collect::<Result<Vec<_>>>()?;
             Ok((inputs, requested))
         });
-        let (inputs, requested) =
-            prepared.inspect_err(|e| model.stats.record_failure(arrived.elapsed(), e.kind))?;
+        let (inputs, requested) = prepared?;
+        oip::check_outputs(&model, &requested)?;
         let response = self.runtime.run(model, inputs, deadline).await?;
-        let outputs = oip::select_outputs(&response.model, response.outputs, &requested, false)?;
+        let outputs = oip::select_outputs(&response.model, response.outputs, &requested, false);
         Ok(encode_response(
             &response.model.name,
             response.model.version,

@@ -6,42 +6,99 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use aicp_core::{Error, ErrorKind, TensorData};
-use aicp_image::{DecodeLimits, Digit, ImageError, MEDIA_TYPES};
-use aicp_runtime::{InferInput, Runtime, ServedModel};
+use aicp_core::{Error, ErrorKind};
+use aicp_image::{DecodeLimits, ImageError, MEDIA_TYPES};
+use aicp_runtime::{InferInput, Runtime};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Multipart, Query, Request, State};
 use axum::http::header::CONTENT_TYPE;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
+use utoipa::{IntoParams, ToSchema};
 
-use crate::error::ApiError;
-use crate::ml_api;
+use crate::error::{ApiError, ApiErrorBody};
+use crate::ml_api::{self, Prediction};
 
 type ApiResult<T> = Result<T, ApiError>;
 
 /// The query string.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ImageQuery {
+    /// The model (default `mnist`).
     #[serde(default = "ml_api::default_model")]
     model_name: String,
+    /// How many classes to return (default 5).
     #[serde(default = "ml_api::default_top_k")]
     top_k: usize,
-    /// Also answer with the 28x28 picture the model saw.
+    /// Also return the 28x28 picture the model saw.
     #[serde(default)]
     debug: bool,
+    /// How long the client waits, in milliseconds; past it, 504.
     timeout_ms: Option<u64>,
 }
 
-/// `POST /api/v1/ml/classify/image`
+/// The picture as it came.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PictureInfo {
+    /// Its width in pixels.
+    width: u32,
+    /// Its height in pixels.
+    height: u32,
+    /// Whether it was dark ink on light paper, and was inverted (MNIST's digits are light on
+    /// dark).
+    inverted: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClassifyImageResponse {
+    /// The model that answered.
+    model_name: String,
+    /// Its version.
+    model_version: u64,
+    /// The most likely classes, best first.
+    predictions: Vec<Prediction>,
+    /// The picture as it came.
+    picture: PictureInfo,
+    /// With `debug=true`: the 28 rows of 28 pixels the model saw, 0 (background) to 255 (ink);
+    /// the model gets `low + pixel * (high - low) / 255` for its declared input range.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    preprocessed: Option<Vec<Vec<u8>>>,
+    /// Time in the server, in milliseconds, decoding and preprocessing included.
+    inference_time_ms: f64,
+}
+
+/// Classify a picture of a digit (PNG, JPEG, GIF, BMP or WebP): the raw body with its media
+/// type, or the multipart/form-data field `image`. It is made MNIST-like first: grayscale, dark
+/// ink on light paper inverted, cropped to the ink, its longer side scaled to 20 pixels and
+/// centred by its centre of mass in 28x28.
+#[utoipa::path(post, path = "/api/v1/ml/classify/image", tag = "ML API",
+    params(ImageQuery),
+    request_body(content(
+        (Vec<u8> = "image/png"), (Vec<u8> = "image/jpeg"), (Vec<u8> = "image/gif"),
+        (Vec<u8> = "image/bmp"), (Vec<u8> = "image/webp"), (Vec<u8> = "multipart/form-data"),
+    ), description = "The picture"),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The most likely classes", body = ClassifyImageResponse),
+        (status = 400, description = "Not a picture, or a broken or truncated one", body = ApiErrorBody),
+        (status = 401, description = "No or wrong API key", body = ApiErrorBody),
+        (status = 404, description = "No such model", body = ApiErrorBody),
+        (status = 413, description = "Body over --max-body-bytes, or more than 8192 pixels a side", body = ApiErrorBody),
+        (status = 415, description = "Not one of the picture media types, nor a multipart form", body = ApiErrorBody),
+        (status = 422, description = "A blank picture, a model that does not take 28x28 pictures, or a bad query", body = ApiErrorBody),
+        (status = 429, description = "Overloaded", body = ApiErrorBody),
+        (status = 503, description = "Not ready", body = ApiErrorBody),
+        (status = 504, description = "timeout_ms passed", body = ApiErrorBody),
+        (status = 500, description = "The engine failed", body = ApiErrorBody),
+    ))]
 pub async fn classify_image(
     State(runtime): State<Arc<Runtime>>,
     query: Result<Query<ImageQuery>, axum::extract::rejection::QueryRejection>,
     request: Request,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ClassifyImageResponse>> {
     let started = Instant::now();
     let Query(query) =
         query.map_err(|e| Error::invalid(format!("query string: {}", e.body_text())))?;
@@ -65,24 +122,27 @@ pub async fn classify_image(
     .await
     .map_err(|e| Error::internal(format!("the picture's preprocessing stopped: {e}")))?
     .map_err(image_error);
-    let (digit, (width, height)) =
-        digit.inspect_err(|e| model.stats.record_failure(started.elapsed(), e.0.kind))?;
-    let input = digit_input(&model, &digit)
-        .inspect_err(|e| model.stats.record_failure(started.elapsed(), e.kind))?;
+    let (digit, (width, height)) = digit?;
+    let input = InferInput::picture(&model, &digit.pixels)?;
+    ml_api::classifies(&model)?;
     let response = runtime.run(model, vec![input], deadline).await?;
-    let mut predictions = ml_api::predictions(&response.model, &response.outputs, query.top_k)?;
-    let mut body = json!({
-        "model_name": response.model.name,
-        "model_version": response.model.version,
-        "predictions": predictions.pop().unwrap_or_default(),
-        "picture": {"width": width, "height": height, "inverted": digit.inverted},
+    let mut predictions = ml_api::predictions(&response.model, &response.outputs, query.top_k);
+    let preprocessed = query.debug.then(|| {
+        let rows = digit.pixels.chunks(aicp_image::SIDE as usize);
+        rows.map(<[u8]>::to_vec).collect()
     });
-    if query.debug {
-        let rows: Vec<&[u8]> = digit.pixels.chunks(aicp_image::SIDE as usize).collect();
-        body["preprocessed"] = json!(rows);
-    }
-    body["inference_time_ms"] = json!(started.elapsed().as_secs_f64() * 1e3);
-    Ok(Json(body))
+    Ok(Json(ClassifyImageResponse {
+        model_name: response.model.name.clone(),
+        model_version: response.model.version,
+        predictions: predictions.pop().unwrap_or_default(),
+        picture: PictureInfo {
+            width,
+            height,
+            inverted: digit.inverted,
+        },
+        preprocessed,
+        inference_time_ms: started.elapsed().as_secs_f64() * 1e3,
+    }))
 }
 
 /// Permits to decode a picture: one per core.
@@ -152,28 +212,4 @@ fn image_error(e: ImageError) -> ApiError {
         ImageError::TooLarge(_) => ErrorKind::BodyTooLarge,
     };
     Error::new(kind, e.to_string()).into()
-}
-
-/// The digit as `model`'s one input: 8-bit pixels when the model says how they map onto its
-/// input range (the engine normalises them, on the GPU if it runs there), else float32 in
-/// [0, 1].
-pub fn digit_input(model: &ServedModel, digit: &Digit) -> Result<InferInput, Error> {
-    let spec = &model.signature.inputs[0];
-    let side = aicp_image::SIDE as usize;
-    if model.signature.inputs.len() != 1 || spec.sample_elements() != Some(side * side) {
-        return Err(Error::invalid(format!(
-            "model {:?} takes {:?}, not one {side}x{side} picture per sample",
-            model.name,
-            spec.display_shape()
-        )));
-    }
-    let data = match model.pixels {
-        Some(_) => TensorData::U8(digit.pixels.clone()),
-        None => TensorData::F32(digit.pixels.iter().map(|&p| f32::from(p) / 255.0).collect()),
-    };
-    Ok(InferInput {
-        name: None,
-        shape: vec![1, side * side],
-        data,
-    })
 }

@@ -31,7 +31,7 @@ use auth::Access;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::middleware::from_fn_with_state;
 use connections::{ConnectionLimits, Connections, Protocols};
 use grpc::{GrpcInferenceServiceServer, InferenceService};
 use shed::InFlight;
@@ -39,6 +39,9 @@ use tls::{Tls, TlsFiles};
 use tonic_health::ServingStatus;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use upload::{GrpcUpload, UploadLimits, Uploads};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// How to run the server.
 #[derive(Debug, Clone)]
@@ -91,7 +94,7 @@ pub struct Services {
     /// Request bodies being received.
     pub uploads: Uploads,
     /// The `/metrics` route, when it is served on the main port.
-    pub metrics: Option<Router>,
+    pub metrics: Option<OpenApiRouter>,
 }
 
 /// The HTTP routes, each in its class (see [`auth`]): inference routes need the API key when
@@ -99,23 +102,12 @@ pub struct Services {
 /// the admin token; health, readiness, metrics and the API documentation are open. Routes that
 /// take a body read it whole, within the upload limits, before their handler runs.
 pub fn router(services: Services) -> Router {
-    router_and_paths(services).0
+    router_and_document(services).0
 }
 
-/// Adds `path` to `router`, and to the list of every path (which the OpenAPI test compares with
-/// the document).
-fn route<S: Clone + Send + Sync + 'static>(
-    paths: &mut Vec<String>,
-    router: Router<S>,
-    path: &str,
-    handler: axum::routing::MethodRouter<S>,
-) -> Router<S> {
-    paths.push(path.to_string());
-    router.route(path, handler)
-}
-
-/// [`router`], and every path it serves.
-pub fn router_and_paths(services: Services) -> (Router, Vec<String>) {
+/// [`router`], and the OpenAPI document it serves at `/openapi.json`. Every route is registered
+/// with its handler's operation (`routes!`), so the document is the router's own.
+pub fn router_and_document(services: Services) -> (Router, utoipa::openapi::OpenApi) {
     let Services {
         runtime,
         control,
@@ -125,137 +117,56 @@ pub fn router_and_paths(services: Services) -> (Router, Vec<String>) {
         metrics,
     } = services;
     let max_body_bytes = uploads.limits().max_body_bytes;
-    let mut paths = Vec::new();
-    let p = &mut paths;
 
-    let mut inference = Router::new();
-    inference = route(p, inference, "/api/v1/ml/classify", post(ml_api::classify));
-    inference = route(
-        p,
-        inference,
-        "/api/v1/ml/classify/image",
-        post(image_api::classify_image),
-    );
-    inference = route(
-        p,
-        inference,
-        "/api/v1/ml/inference",
-        post(ml_api::inference),
-    );
-    inference = route(
-        p,
-        inference,
-        "/v2/models/{name}/infer",
-        post(v2_rest::infer),
-    );
-    inference = route(
-        p,
-        inference,
-        "/v2/models/{name}/versions/{version}/infer",
-        post(v2_rest::infer),
-    );
-    let inference =
-        inference.route_layer(axum::middleware::from_fn_with_state(in_flight, shed::http));
-
-    let mut protected = Router::new().merge(inference);
-    protected = route(p, protected, "/api/v1/ml/models", get(ml_api::list_models));
-    protected = route(
-        p,
-        protected,
-        "/api/v1/ml/models/{name}",
-        get(ml_api::get_model),
-    );
-    protected = route(p, protected, "/v2", get(v2_rest::server_metadata));
-    protected = route(
-        p,
-        protected,
-        "/v2/repository/index",
-        post(v2_rest::repository_index),
-    );
-    protected = route(
-        p,
-        protected,
-        "/v2/models/stats",
-        get(v2_rest::all_statistics),
-    );
-    for prefix in ["/v2/models/{name}", "/v2/models/{name}/versions/{version}"] {
-        protected = route(p, protected, prefix, get(v2_rest::model_metadata));
-        protected = route(
-            p,
-            protected,
-            &format!("{prefix}/config"),
-            get(v2_rest::model_config),
-        );
-        protected = route(
-            p,
-            protected,
-            &format!("{prefix}/stats"),
-            get(v2_rest::model_statistics),
-        );
-    }
-    let protected = protected
-        .route_layer(axum::middleware::from_fn_with_state(
-            uploads.clone(),
-            upload::read_body,
-        ))
-        .route_layer(axum::middleware::from_fn_with_state(
-            access.clone(),
-            auth::inference,
-        ));
-
-    let mut open = Router::new();
-    open = route(p, open, "/", get(web::index));
-    open = route(p, open, "/healthz", get(ml_api::healthz));
-    open = route(p, open, "/readyz", get(ml_api::readyz));
-    open = route(p, open, "/v2/health/live", get(v2_rest::live));
-    open = route(p, open, "/v2/health/ready", get(v2_rest::ready));
-    open = route(
-        p,
-        open,
-        "/v2/models/{name}/ready",
-        get(v2_rest::model_ready),
-    );
-    open = route(
-        p,
-        open,
-        "/v2/models/{name}/versions/{version}/ready",
-        get(v2_rest::model_ready),
-    );
-
-    let mut admin = Router::new();
-    admin = route(
-        p,
-        admin,
-        "/v2/repository/models/{name}/load",
-        post(v2_rest::load_model),
-    );
-    admin = route(
-        p,
-        admin,
-        "/v2/repository/models/{name}/unload",
-        post(v2_rest::unload_model),
-    );
-    let admin = admin
-        .route_layer(axum::middleware::from_fn_with_state(
-            uploads,
-            upload::read_body,
-        ))
-        .route_layer(axum::middleware::from_fn_with_state(access, auth::admin))
+    let inference = OpenApiRouter::new()
+        .routes(routes!(ml_api::classify))
+        .routes(routes!(image_api::classify_image))
+        .routes(routes!(ml_api::inference))
+        .routes(routes!(v2_rest::infer))
+        .routes(routes!(v2_rest::version_infer))
+        .route_layer(from_fn_with_state(in_flight, shed::http));
+    let protected = OpenApiRouter::new()
+        .merge(inference)
+        .routes(routes!(ml_api::list_models))
+        .routes(routes!(ml_api::get_model))
+        .routes(routes!(v2_rest::server_metadata))
+        .routes(routes!(v2_rest::repository_index))
+        .routes(routes!(v2_rest::all_statistics))
+        .routes(routes!(v2_rest::model_metadata))
+        .routes(routes!(v2_rest::model_version_metadata))
+        .routes(routes!(v2_rest::model_config))
+        .routes(routes!(v2_rest::model_version_config))
+        .routes(routes!(v2_rest::model_statistics))
+        .routes(routes!(v2_rest::model_version_statistics))
+        .route_layer(from_fn_with_state(uploads.clone(), upload::read_body))
+        .route_layer(from_fn_with_state(access.clone(), auth::inference));
+    let open = OpenApiRouter::new()
+        .routes(routes!(web::index))
+        .routes(routes!(ml_api::healthz))
+        .routes(routes!(ml_api::readyz))
+        .routes(routes!(v2_rest::live))
+        .routes(routes!(v2_rest::ready))
+        .routes(routes!(v2_rest::model_ready))
+        .routes(routes!(v2_rest::model_version_ready));
+    let admin = OpenApiRouter::new()
+        .routes(routes!(v2_rest::load_model))
+        .routes(routes!(v2_rest::unload_model))
+        .route_layer(from_fn_with_state(uploads, upload::read_body))
+        .route_layer(from_fn_with_state(access, auth::admin))
         .with_state(control);
 
-    let mut app = Router::new()
+    let mut app = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(protected)
         .merge(open)
         .fallback(not_found)
         .with_state(runtime)
-        .merge(admin)
-        .merge(openapi::router());
-    paths.extend(["/openapi.json".to_string(), "/docs".to_string()]);
+        .merge(admin);
     if let Some(metrics) = metrics {
         app = app.merge(metrics);
-        paths.push("/metrics".to_string());
     }
+    let (app, document) = app.split_for_parts();
     let app = app
+        .merge(openapi::router(document.clone()))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         // Outermost last: the id is set, then the span opens with it, then the response gets it.
         .layer(request_id::propagate())
@@ -265,7 +176,7 @@ pub fn router_and_paths(services: Services) -> (Router, Vec<String>) {
                 .on_failure(failure_line()),
         )
         .layer(request_id::set());
-    (app, paths)
+    (app, document)
 }
 
 /// The trace layers' line for a response that failed (a 5xx, a gRPC status other than OK), at
@@ -410,7 +321,12 @@ pub async fn serve(
             // Plain HTTP: the metrics port is for scrapers on an internal network.
             Some((listener, routes)) => connections
                 .without_tls()
-                .serve(listener, Protocols::Http, routes, stopped.clone())
+                .serve(
+                    listener,
+                    Protocols::Http,
+                    Router::from(routes),
+                    stopped.clone(),
+                )
                 .await
                 .map_err(anyhow::Error::from),
             None => Ok(()),

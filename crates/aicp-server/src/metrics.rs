@@ -9,14 +9,14 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use aicp_runtime::{Runtime, VersionState};
-use axum::Router;
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use metrics::Label;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Durations from 10 us to 10 s: a small model's requests take tens of microseconds, a large
 /// model's or a queued request's take milliseconds to seconds.
@@ -68,12 +68,15 @@ pub async fn upkeep(handle: PrometheusHandle) {
 }
 
 /// The `/metrics` route.
-pub fn router(runtime: Arc<Runtime>, handle: PrometheusHandle) -> Router {
-    Router::new()
-        .route("/metrics", get(render))
+pub fn router(runtime: Arc<Runtime>, handle: PrometheusHandle) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(render))
         .with_state((runtime, handle))
 }
 
+/// Prometheus metrics (here unless the server has a separate --metrics-port).
+#[utoipa::path(get, path = "/metrics", tag = "Health",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 async fn render(State((runtime, handle)): State<(Arc<Runtime>, PrometheusHandle)>) -> Response {
     set_states(&runtime);
     (

@@ -4,19 +4,20 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use aicp_core::{Error, NestedArray, Tensor};
-use aicp_runtime::{ModelEntry, ModelState, Runtime, ServedModel, VersionState, top_k};
+use aicp_core::{Error, NestedArray, OutputKind, Tensor, TensorSpec};
+use aicp_runtime::{
+    EngineKind, ModelEntry, ModelState, QueueState, Runtime, ServedModel, VersionState, top_k,
+};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
+use utoipa::ToSchema;
 
-use crate::error::{ApiError, body, parse_json};
+use crate::error::{ApiError, ApiErrorBody, body, parse_json};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -28,37 +29,81 @@ pub(crate) fn default_top_k() -> usize {
     5
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClassifyRequest<'a> {
-    /// One image as 784 values, [28][28] or [1][28][28]; or a batch of such images.
+    /// One image as 784 values in [0, 1], `[28][28]` or `[1][28][28]`; or a batch of such
+    /// images (`[N][784]`, `[N][28][28]`, `[N][1][28][28]`). Values outside [0, 1], NaN and
+    /// infinities are refused.
     #[serde(borrow)]
+    #[schema(value_type = Vec<Value>)]
     image_data: &'a RawValue,
+    /// The model to use.
     #[serde(default = "default_model")]
+    #[schema(default = "mnist")]
     model_name: String,
+    /// How many classes to return, most likely first.
     #[serde(default = "default_top_k")]
+    #[schema(default = 5, minimum = 1)]
     top_k: usize,
     /// How long the client waits, in milliseconds; past it the request fails with 504.
+    #[schema(minimum = 1)]
     timeout_ms: Option<u64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Prediction {
+    /// The class index (the output row's position).
     class: usize,
+    /// The class label from the model's metadata, else the index.
     label: String,
+    /// The probability, in [0, 1].
     confidence: f32,
 }
 
-#[derive(Debug, Serialize)]
-struct BatchResult {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchResult {
+    /// The most likely classes of one image, best first.
     predictions: Vec<Prediction>,
 }
 
-/// `POST /api/v1/ml/classify`
+/// One image gives `predictions`; a batch gives `results`, one per image.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClassifyResponse {
+    /// The model that answered.
+    model_name: String,
+    /// Its version.
+    model_version: u64,
+    /// The most likely classes of the one image, best first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    predictions: Option<Vec<Prediction>>,
+    /// One per image of a batch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    results: Option<Vec<BatchResult>>,
+    /// Time in the server, in milliseconds.
+    inference_time_ms: f64,
+}
+
+/// Classify one image or a batch of images.
+#[utoipa::path(post, path = "/api/v1/ml/classify", tag = "ML API",
+    request_body = ClassifyRequest,
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The most likely classes", body = ClassifyResponse),
+        (status = 400, description = "Not JSON", body = ApiErrorBody),
+        (status = 401, description = "No or wrong API key", body = ApiErrorBody),
+        (status = 404, description = "No such model", body = ApiErrorBody),
+        (status = 413, description = "Body over --max-body-bytes", body = ApiErrorBody),
+        (status = 422, description = "Wrong fields, shape or values (the message says what was expected and what came)", body = ApiErrorBody),
+        (status = 429, description = "Overloaded: the model's queue or the in-flight cap is full", body = ApiErrorBody),
+        (status = 503, description = "Model not ready, or the server is loading or shutting down", body = ApiErrorBody),
+        (status = 504, description = "timeout_ms passed", body = ApiErrorBody),
+        (status = 500, description = "The engine failed", body = ApiErrorBody),
+    ))]
 pub async fn classify(
     State(runtime): State<Arc<Runtime>>,
     bytes: Result<Bytes, BytesRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ClassifyResponse>> {
     let started = Instant::now();
     let bytes = body(bytes)?;
     let request: ClassifyRequest = parse_json(&bytes)?;
@@ -68,29 +113,30 @@ pub async fn classify(
     }
     let deadline = deadline(started, request.timeout_ms)?;
     let model = runtime.model(&request.model_name, None)?;
-    let (batch, single) = image_batch(&model, &image_data.shape)
-        .inspect_err(|e| model.stats.record_failure(started.elapsed(), e.0.kind))?;
+    let (batch, single) = image_batch(&model, &image_data.shape)?;
+    classifies(&model)?;
     let input = Tensor {
         shape: vec![batch, image_data.data.len() / batch],
         data: image_data.data,
     };
     let response = runtime.run(model, vec![input.into()], deadline).await?;
-    let mut results = predictions(&response.model, &response.outputs, request.top_k)?;
-    let mut body = json!({
-        "model_name": response.model.name,
-        "model_version": response.model.version,
-    });
-    if single {
-        body["predictions"] = json!(results.pop().unwrap_or_default());
+    let mut results = predictions(&response.model, &response.outputs, request.top_k);
+    let (predictions, results) = if single {
+        (Some(results.pop().unwrap_or_default()), None)
     } else {
-        let batch: Vec<BatchResult> = results
+        let batch = results
             .into_iter()
             .map(|predictions| BatchResult { predictions })
             .collect();
-        body["results"] = json!(batch);
-    }
-    body["inference_time_ms"] = json!(started.elapsed().as_secs_f64() * 1e3);
-    Ok(Json(body))
+        (None, Some(batch))
+    };
+    Ok(Json(ClassifyResponse {
+        model_name: response.model.name.clone(),
+        model_version: response.model.version,
+        predictions,
+        results,
+        inference_time_ms: started.elapsed().as_secs_f64() * 1e3,
+    }))
 }
 
 /// The shape of `values` inputs for `model`: the request's `input_shape` if it holds exactly
@@ -185,23 +231,31 @@ fn image_batch(model: &ServedModel, shape: &[usize]) -> ApiResult<(usize, bool)>
     }
 }
 
-/// Top-k predictions for each row of the first output, as probabilities.
+/// Checks, before a request runs, that `model` has what [`predictions`] reads: a 2-D first
+/// output, one row of class scores per sample.
+pub(crate) fn classifies(model: &ServedModel) -> ApiResult<()> {
+    match model.signature.outputs.first() {
+        Some(output) if output.shape.len() == 2 => Ok(()),
+        _ => Err(Error::invalid(format!(
+            "model {:?} has no 2-D first output to classify with",
+            model.name
+        ))
+        .into()),
+    }
+}
+
+/// Top-k predictions for each row of the first output (which [`classifies`] checked), as
+/// probabilities.
 pub(crate) fn predictions(
     model: &ServedModel,
     outputs: &[Tensor],
     k: usize,
-) -> ApiResult<Vec<Vec<Prediction>>> {
-    let scores = outputs
-        .first()
-        .filter(|t| t.shape.len() == 2)
-        .ok_or_else(|| {
-            Error::invalid(format!(
-                "model {:?} has no 2-D first output to classify with",
-                model.name
-            ))
-        })?;
-    let classes = scores.shape[1].max(1);
-    Ok(scores
+) -> Vec<Vec<Prediction>> {
+    let Some(scores) = outputs.first() else {
+        return Vec::new();
+    };
+    let classes = scores.shape.last().copied().unwrap_or(1).max(1);
+    scores
         .data
         .chunks(classes)
         .map(|row| {
@@ -214,23 +268,59 @@ pub(crate) fn predictions(
                 })
                 .collect()
         })
-        .collect())
+        .collect()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InferenceRequest<'a> {
+    /// The model to run.
     #[serde(default = "default_model")]
+    #[schema(default = "mnist")]
     model_name: String,
+    /// The input values, flat or nested.
     #[serde(borrow)]
+    #[schema(value_type = Vec<Value>)]
     input_data: &'a RawValue,
-    /// The shape of `input_data`, batch first; the model's own when absent.
+    /// The input's shape, batch first (`[1, 1, 28, 28]`); it must hold exactly the values
+    /// given. Default: rows of the model's values per sample.
     input_shape: Option<Vec<i64>>,
+    /// Apply softmax to 2-D outputs (never twice: a model that outputs probabilities is left
+    /// alone).
     #[serde(default)]
+    #[schema(default = false)]
     apply_softmax: bool,
+    /// Also return the top k classes of the first output.
+    #[schema(minimum = 1)]
     top_k: Option<usize>,
     /// How long the client waits, in milliseconds; past it the request fails with 504.
+    #[schema(minimum = 1)]
     timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OutputTensor {
+    /// The model output.
+    name: String,
+    /// Batch first.
+    shape: Vec<usize>,
+    /// The values, row-major (probabilities with `apply_softmax`).
+    data: Vec<f32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InferenceResponse {
+    /// The model that answered.
+    model_name: String,
+    /// Its version.
+    model_version: u64,
+    /// Every output of the model, in its order.
+    outputs: Vec<OutputTensor>,
+    /// With `top_k`: one list per sample, best first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    predictions: Option<Vec<Vec<Prediction>>>,
+    /// Time in the server, in milliseconds.
+    inference_time_ms: f64,
 }
 
 /// Reads an array field (kept raw while the request was parsed) into shape and data, with the
@@ -252,11 +342,26 @@ pub(crate) fn deadline(started: Instant, timeout_ms: Option<u64>) -> ApiResult<O
     }
 }
 
-/// `POST /api/v1/ml/inference`
+/// Run a model on raw input values.
+#[utoipa::path(post, path = "/api/v1/ml/inference", tag = "ML API",
+    request_body = InferenceRequest,
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The outputs", body = InferenceResponse),
+        (status = 400, description = "Not JSON", body = ApiErrorBody),
+        (status = 401, description = "No or wrong API key", body = ApiErrorBody),
+        (status = 404, description = "No such model", body = ApiErrorBody),
+        (status = 413, description = "Body over --max-body-bytes", body = ApiErrorBody),
+        (status = 422, description = "Wrong fields, shape or values", body = ApiErrorBody),
+        (status = 429, description = "Overloaded", body = ApiErrorBody),
+        (status = 503, description = "Not ready", body = ApiErrorBody),
+        (status = 504, description = "timeout_ms passed", body = ApiErrorBody),
+        (status = 500, description = "The engine failed", body = ApiErrorBody),
+    ))]
 pub async fn inference(
     State(runtime): State<Arc<Runtime>>,
     bytes: Result<Bytes, BytesRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<InferenceResponse>> {
     let started = Instant::now();
     let bytes = body(bytes)?;
     let request: InferenceRequest = parse_json(&bytes)?;
@@ -266,20 +371,24 @@ pub async fn inference(
     }
     let deadline = deadline(started, request.timeout_ms)?;
     let model = runtime.model(&request.model_name, None)?;
-    let shape = input_shape(&model, request.input_shape, input_data.data.len())
-        .inspect_err(|e| model.stats.record_failure(started.elapsed(), e.0.kind))?;
+    let shape = input_shape(&model, request.input_shape, input_data.data.len())?;
+    if request.top_k.is_some() {
+        classifies(&model)?;
+    }
     let input = Tensor {
         shape,
         data: input_data.data,
     };
     let response = runtime.run(model, vec![input.into()], deadline).await?;
     let model = &response.model;
-    let outputs: Vec<Value> = response
+    let outputs = response
         .outputs
         .iter()
         .zip(&model.signature.outputs)
-        .map(|(tensor, spec)| {
-            let data = if request.apply_softmax && tensor.shape.len() == 2 {
+        .map(|(tensor, spec)| OutputTensor {
+            name: spec.name.clone(),
+            shape: tensor.shape.clone(),
+            data: if request.apply_softmax && tensor.shape.len() == 2 {
                 tensor
                     .data
                     .chunks(tensor.shape[1].max(1))
@@ -287,86 +396,223 @@ pub async fn inference(
                     .collect()
             } else {
                 tensor.data.clone()
-            };
-            json!({"name": spec.name, "shape": tensor.shape, "data": data})
+            },
         })
         .collect();
-    let mut body = json!({
-        "model_name": model.name,
-        "model_version": model.version,
-        "outputs": outputs,
-    });
-    if let Some(k) = request.top_k {
-        body["predictions"] = json!(predictions(model, &response.outputs, k)?);
-    }
-    body["inference_time_ms"] = json!(started.elapsed().as_secs_f64() * 1e3);
-    Ok(Json(body))
+    let predictions = match request.top_k {
+        Some(k) => Some(predictions(model, &response.outputs, k)),
+        None => None,
+    };
+    Ok(Json(InferenceResponse {
+        model_name: model.name.clone(),
+        model_version: model.version,
+        outputs,
+        predictions,
+        inference_time_ms: started.elapsed().as_secs_f64() * 1e3,
+    }))
 }
 
-/// `GET /api/v1/ml/models`
-pub async fn list_models(State(runtime): State<Arc<Runtime>>) -> ApiResult<Json<Value>> {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelList {
+    /// Every model in the model directory, by name.
+    models: Vec<ModelInfo>,
+}
+
+/// Every model in the model directory, with its versions, state, engine and queue.
+#[utoipa::path(get, path = "/api/v1/ml/models", tag = "ML API",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The models", body = ModelList),
+        (status = 401, description = "No or wrong API key", body = ApiErrorBody),
+        (status = 503, description = "Still loading", body = ApiErrorBody),
+    ))]
+pub async fn list_models(State(runtime): State<Arc<Runtime>>) -> ApiResult<Json<ModelList>> {
     let repository = runtime.repository()?;
-    let models: Vec<Value> = repository.models().map(describe).collect();
-    Ok(Json(json!({ "models": models })))
+    let models = repository.models().map(describe).collect();
+    Ok(Json(ModelList { models }))
 }
 
-/// `GET /api/v1/ml/models/{name}`
+/// One model.
+#[utoipa::path(get, path = "/api/v1/ml/models/{name}", tag = "ML API",
+    params(("name" = String, Path, description = "The model's name")),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The model", body = ModelInfo),
+        (status = 401, description = "No or wrong API key", body = ApiErrorBody),
+        (status = 404, description = "No such model", body = ApiErrorBody),
+        (status = 422, description = "Not a valid model name", body = ApiErrorBody),
+    ))]
 pub async fn get_model(
     State(runtime): State<Arc<Runtime>>,
     Path(name): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ModelInfo>> {
     let repository = runtime.repository()?;
     Ok(Json(describe(repository.model(&name)?)))
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TensorInfo {
+    /// The tensor's name in the model.
+    name: String,
+    /// The element type: `FP32`, `INT64`, ...
+    #[schema(value_type = String, example = "FP32")]
+    datatype: aicp_core::DataType,
+    /// `-1` for a dimension that varies (the batch).
+    shape: Vec<i64>,
+}
+
+impl From<&TensorSpec> for TensorInfo {
+    fn from(spec: &TensorSpec) -> Self {
+        Self {
+            name: spec.name.clone(),
+            datatype: spec.datatype,
+            shape: spec.display_shape(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VersionInfo {
+    /// The version number.
+    version: u64,
+    /// `ready` or `failed`.
+    #[schema(value_type = String, example = "ready")]
+    state: ModelState,
+    /// The engine serving it (ready versions): `cuda`, `onnxruntime` or `tract`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    engine: Option<EngineKind>,
+    /// Where the engine runs it: `cpu`, or the GPU (`cuda:0 NVIDIA H200`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device: Option<String>,
+    /// How busy its queue is (ready versions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    queue: Option<QueueState>,
+    /// Why it failed to load (failed versions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    /// Why its changed files failed to load again; the previous load still serves.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reload_error: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelInfo {
+    /// The model's name: its directory or file name.
+    name: String,
+    /// `ready` when a version serves, else `failed`.
+    #[schema(value_type = String, example = "ready")]
+    state: ModelState,
+    /// Why nothing serves.
+    reason: Option<String>,
+    /// The highest ready version, which requests without a version get.
+    default_version: Option<u64>,
+    /// Every version found, ready or failed.
+    versions: Vec<VersionInfo>,
+    /// The engine serving the default version: `cuda`, `onnxruntime` or `tract`.
+    #[schema(value_type = Option<String>)]
+    engine: Option<EngineKind>,
+    /// Where the engine runs the default version: `cpu`, or the GPU (`cuda:0 NVIDIA H200`).
+    device: Option<String>,
+    /// The default version's inputs.
+    inputs: Option<Vec<TensorInfo>>,
+    /// The default version's outputs.
+    outputs: Option<Vec<TensorInfo>>,
+    /// `logits` or `probabilities`.
+    #[schema(value_type = Option<String>)]
+    output: Option<OutputKind>,
+    /// Class labels, by output index, from model.toml.
+    labels: Vec<String>,
+    /// From the model's metadata (model.toml).
+    description: Option<String>,
+    /// From model.toml, for example `classification`.
+    task: Option<String>,
+    /// The accuracy its training reported on held-out data (`[training] test_accuracy` in
+    /// model.toml); the drawing page offers the most accurate model first.
+    test_accuracy: Option<f64>,
+    /// Its file or directory in the model directory.
+    source: String,
+}
+
 /// A model as the listing shows it.
-pub fn describe(entry: &ModelEntry) -> Value {
-    let versions: Vec<Value> = entry
+fn describe(entry: &ModelEntry) -> ModelInfo {
+    let versions = entry
         .versions
         .values()
-        .map(|v| match &v.state {
-            VersionState::Ready(model) => json!({
-                "version": v.version, "state": ModelState::Ready, "engine": model.engine,
-                "device": model.device, "queue": model.scheduler.state(), "reload_error": v.reload_error,
-            }),
-            VersionState::Failed(reason) => json!({
-                "version": v.version, "state": ModelState::Failed, "reason": reason,
-            }),
+        .map(|v| {
+            let (state, served, reason) = match &v.state {
+                VersionState::Ready(model) => (ModelState::Ready, Some(model), None),
+                VersionState::Failed(reason) => (ModelState::Failed, None, Some(reason.clone())),
+            };
+            VersionInfo {
+                version: v.version,
+                state,
+                engine: served.map(|m| m.engine),
+                device: served.map(|m| m.device.clone()),
+                queue: served.map(|m| m.scheduler.state()),
+                reason,
+                reload_error: v.reload_error.clone(),
+            }
         })
         .collect();
     let served = entry.default_version();
-    let tensors = |specs: &[aicp_core::TensorSpec]| -> Vec<Value> {
-        specs
-            .iter()
-            .map(|s| json!({"name": s.name, "datatype": s.datatype, "shape": s.display_shape()}))
-            .collect()
-    };
-    json!({
-        "name": entry.name,
-        "state": entry.state(),
-        "reason": entry.reason(),
-        "default_version": served.map(|m| m.version),
-        "versions": versions,
-        "engine": served.map(|m| m.engine),
-        "device": served.map(|m| m.device.as_str()),
-        "inputs": served.map(|m| tensors(&m.signature.inputs)),
-        "outputs": served.map(|m| tensors(&m.signature.outputs)),
-        "output": served.map(|m| m.output),
-        "labels": entry.metadata.labels,
-        "description": entry.metadata.description,
-        "task": entry.metadata.task,
-        "test_accuracy": entry.metadata.test_accuracy(),
-        "source": entry.source.display().to_string(),
-    })
+    let tensors = |specs: &[TensorSpec]| specs.iter().map(TensorInfo::from).collect();
+    ModelInfo {
+        name: entry.name.clone(),
+        state: entry.state(),
+        reason: entry.reason(),
+        default_version: served.map(|m| m.version),
+        versions,
+        engine: served.map(|m| m.engine),
+        device: served.map(|m| m.device.clone()),
+        inputs: served.map(|m| tensors(&m.signature.inputs)),
+        outputs: served.map(|m| tensors(&m.signature.outputs)),
+        output: served.map(|m| m.output),
+        labels: entry.metadata.labels.clone(),
+        description: entry.metadata.description.clone(),
+        task: entry.metadata.task.clone(),
+        test_accuracy: entry.metadata.test_accuracy(),
+        source: entry.source.display().to_string(),
+    }
 }
 
-/// `GET /healthz`: the process is alive.
-pub async fn healthz() -> Json<Value> {
-    Json(json!({"status": "alive"}))
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthzBody {
+    /// Always `alive`.
+    #[schema(example = "alive")]
+    status: &'static str,
 }
 
-/// `GET /readyz`: every model is loaded and warmed up (failed ones included).
-pub async fn readyz(State(runtime): State<Arc<Runtime>>) -> impl IntoResponse {
+/// The process is alive.
+#[utoipa::path(get, path = "/healthz", tag = "Health",
+    responses((status = 200, description = "Alive", body = HealthzBody)))]
+pub async fn healthz() -> Json<HealthzBody> {
+    Json(HealthzBody { status: "alive" })
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadyzBody {
+    /// `ready`, or `not ready` with the `reason` (loading, shutting down).
+    status: &'static str,
+    /// Models with a version serving.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    models_ready: Option<usize>,
+    /// Models that failed to load (listed with their reasons in /api/v1/ml/models).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    models_failed: Option<usize>,
+    /// Why the server is not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+/// Every model is loaded and warmed up (failed ones included), and the server is not shutting
+/// down.
+#[utoipa::path(get, path = "/readyz", tag = "Health",
+    responses(
+        (status = 200, description = "Ready", body = ReadyzBody),
+        (status = 503, description = "Loading or shutting down", body = ReadyzBody),
+    ))]
+pub async fn readyz(State(runtime): State<Arc<Runtime>>) -> (StatusCode, Json<ReadyzBody>) {
     match runtime.ready() {
         Ok(repository) => {
             let ready = repository
@@ -374,14 +620,22 @@ pub async fn readyz(State(runtime): State<Arc<Runtime>>) -> impl IntoResponse {
                 .filter(|m| m.state() == ModelState::Ready)
                 .count();
             let failed = repository.models().count() - ready;
-            (
-                StatusCode::OK,
-                Json(json!({"status": "ready", "models_ready": ready, "models_failed": failed})),
-            )
+            let body = ReadyzBody {
+                status: "ready",
+                models_ready: Some(ready),
+                models_failed: Some(failed),
+                reason: None,
+            };
+            (StatusCode::OK, Json(body))
         }
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not ready", "reason": e.message})),
-        ),
+        Err(e) => {
+            let body = ReadyzBody {
+                status: "not ready",
+                models_ready: None,
+                models_failed: None,
+                reason: Some(e.message),
+            };
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body))
+        }
     }
 }

@@ -257,7 +257,7 @@ impl<B> GrpcUpload<B> {
         if incomplete > held {
             self.uploads
                 .reserve(&mut self.held, incomplete - held)
-                .map_err(crate::grpc::status)?;
+                .map_err(crate::error::grpc_status)?;
         } else if let Some(permit) = &mut self.held {
             // Whole messages go on to the decoder: their bytes leave the budget.
             drop(permit.split(held - incomplete));
@@ -288,7 +288,7 @@ impl<B> GrpcUpload<B> {
                 limits.idle_timeout.as_secs_f64()
             )
         };
-        crate::grpc::status(Error::new(ErrorKind::RequestTimeout, message))
+        crate::error::grpc_status(Error::new(ErrorKind::RequestTimeout, message))
     }
 }
 

@@ -18,8 +18,9 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
 
-use crate::error::{V2Error, body, parse_json};
+use crate::error::{V2Error, V2ErrorBody, body, parse_json};
 use crate::oip::{self, Output, OutputData, OutputRequest};
 
 /// The binary tensor data extension's header: the length of the JSON part of a body.
@@ -34,13 +35,30 @@ pub struct ModelPath {
     version: Option<String>,
 }
 
-/// `GET /v2`
-pub async fn server_metadata() -> Json<Value> {
-    Json(json!({
-        "name": oip::SERVER_NAME,
-        "version": oip::SERVER_VERSION,
-        "extensions": oip::EXTENSIONS,
-    }))
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServerMetadata {
+    /// Always `aicp`.
+    name: &'static str,
+    /// aicp's version.
+    version: &'static str,
+    /// The protocol extensions served.
+    #[schema(value_type = Vec<String>)]
+    extensions: [&'static str; oip::EXTENSIONS.len()],
+}
+
+/// The server's name, version and protocol extensions.
+#[utoipa::path(get, path = "/v2", tag = "Open Inference Protocol",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Server metadata", body = ServerMetadata),
+        (status = 401, description = "No or wrong API key", body = V2ErrorBody),
+    ))]
+pub async fn server_metadata() -> Json<ServerMetadata> {
+    Json(ServerMetadata {
+        name: oip::SERVER_NAME,
+        version: oip::SERVER_VERSION,
+        extensions: oip::EXTENSIONS,
+    })
 }
 
 /// `GET /v2/health/live`'s body, as the Open Inference Protocol defines it (KServe's clients
@@ -67,18 +85,32 @@ pub struct ModelReadiness {
     pub ready: bool,
 }
 
-/// `GET /v2/health/live`
+/// Liveness, with the Open Inference Protocol's body.
+#[utoipa::path(get, path = "/v2/health/live", tag = "Health",
+    responses((status = 200, description = "Alive", body = Liveness)))]
 pub async fn live() -> Json<Liveness> {
     Json(Liveness { live: true })
 }
 
-/// `GET /v2/health/ready`: the model directory has been loaded.
+/// Readiness, with the Open Inference Protocol's body: the model directory has been loaded.
+#[utoipa::path(get, path = "/v2/health/ready", tag = "Health",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Loading or shutting down", body = V2ErrorBody),
+    ))]
 pub async fn ready(State(runtime): State<Arc<Runtime>>) -> V2Result<Json<Readiness>> {
     runtime.ready()?;
     Ok(Json(Readiness { ready: true }))
 }
 
-/// `GET /v2/models/{name}[/versions/{version}]/ready`: 200 when ready, 503 when not (yet).
+/// Whether a model's default version can serve: 200 when ready, 503 when not (yet).
+#[utoipa::path(get, path = "/v2/models/{name}/ready", tag = "Health",
+    params(("name" = String, Path, description = "The model")),
+    responses(
+        (status = 200, description = "Ready", body = ModelReadiness),
+        (status = 503, description = "Not ready", body = ModelReadiness),
+        (status = 404, description = "No such model", body = V2ErrorBody),
+    ))]
 pub async fn model_ready(
     State(runtime): State<Arc<Runtime>>,
     Path(path): Path<ModelPath>,
@@ -95,7 +127,32 @@ pub async fn model_ready(
     Ok((status, Json(body)).into_response())
 }
 
-/// `GET /v2/models/{name}[/versions/{version}]`
+/// Whether a model version can serve.
+#[utoipa::path(get, path = "/v2/models/{name}/versions/{version}/ready", tag = "Health",
+    params(("name" = String, Path, description = "The model"), ("version" = String, Path, description = "The version number")),
+    responses(
+        (status = 200, description = "Ready", body = ModelReadiness),
+        (status = 503, description = "Not ready", body = ModelReadiness),
+        (status = 400, description = "Not a version number", body = V2ErrorBody),
+        (status = 404, description = "No such model or version", body = V2ErrorBody),
+    ))]
+pub async fn model_version_ready(
+    runtime: State<Arc<Runtime>>,
+    path: Path<ModelPath>,
+) -> V2Result<Response> {
+    model_ready(runtime, path).await
+}
+
+/// A model's inputs and outputs.
+#[utoipa::path(get, path = "/v2/models/{name}", tag = "Open Inference Protocol",
+    params(("name" = String, Path, description = "The model")),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Model metadata", body = oip::ModelMetadata),
+        (status = 401, description = "No or wrong API key", body = V2ErrorBody),
+        (status = 404, description = "No such model", body = V2ErrorBody),
+        (status = 503, description = "Not ready", body = V2ErrorBody),
+    ))]
 pub async fn model_metadata(
     State(runtime): State<Arc<Runtime>>,
     Path(path): Path<ModelPath>,
@@ -107,7 +164,32 @@ pub async fn model_metadata(
     )?))
 }
 
-/// `GET /v2/models/{name}[/versions/{version}]/config`
+/// A model version's inputs and outputs.
+#[utoipa::path(get, path = "/v2/models/{name}/versions/{version}", tag = "Open Inference Protocol",
+    params(("name" = String, Path, description = "The model"), ("version" = String, Path, description = "The version number")),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Model metadata", body = oip::ModelMetadata),
+        (status = 400, description = "Not a version number", body = V2ErrorBody),
+        (status = 401, description = "No or wrong API key", body = V2ErrorBody),
+        (status = 404, description = "No such model or version", body = V2ErrorBody),
+    ))]
+pub async fn model_version_metadata(
+    runtime: State<Arc<Runtime>>,
+    path: Path<ModelPath>,
+) -> V2Result<Json<oip::ModelMetadata>> {
+    model_metadata(runtime, path).await
+}
+
+/// A model's configuration (Triton's model configuration extension).
+#[utoipa::path(get, path = "/v2/models/{name}/config", tag = "Open Inference Protocol",
+    params(("name" = String, Path, description = "The model")),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Model configuration", body = oip::ModelConfig),
+        (status = 401, description = "No or wrong API key", body = V2ErrorBody),
+        (status = 404, description = "No such model", body = V2ErrorBody),
+    ))]
 pub async fn model_config(
     State(runtime): State<Arc<Runtime>>,
     Path(path): Path<ModelPath>,
@@ -116,28 +198,94 @@ pub async fn model_config(
     Ok(Json(oip::model_config(&model)))
 }
 
-/// `GET /v2/models/stats`
-pub async fn all_statistics(State(runtime): State<Arc<Runtime>>) -> V2Result<Json<Value>> {
-    let stats = oip::model_statistics(&runtime, None, None)?;
-    Ok(Json(json!({ "model_stats": stats })))
+/// A model version's configuration.
+#[utoipa::path(get, path = "/v2/models/{name}/versions/{version}/config", tag = "Open Inference Protocol",
+    params(("name" = String, Path, description = "The model"), ("version" = String, Path, description = "The version number")),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Model configuration", body = oip::ModelConfig),
+        (status = 400, description = "Not a version number", body = V2ErrorBody),
+        (status = 401, description = "No or wrong API key", body = V2ErrorBody),
+        (status = 404, description = "No such model or version", body = V2ErrorBody),
+    ))]
+pub async fn model_version_config(
+    runtime: State<Arc<Runtime>>,
+    path: Path<ModelPath>,
+) -> V2Result<Json<oip::ModelConfig>> {
+    model_config(runtime, path).await
 }
 
-/// `GET /v2/models/{name}[/versions/{version}]/stats`
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatisticsResponse {
+    /// One entry per model version.
+    model_stats: Vec<oip::ModelStatistics>,
+}
+
+/// Every ready model version's statistics.
+#[utoipa::path(get, path = "/v2/models/stats", tag = "Open Inference Protocol",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Statistics", body = StatisticsResponse),
+        (status = 401, description = "No or wrong API key", body = V2ErrorBody),
+    ))]
+pub async fn all_statistics(
+    State(runtime): State<Arc<Runtime>>,
+) -> V2Result<Json<StatisticsResponse>> {
+    let model_stats = oip::model_statistics(&runtime, None, None)?;
+    Ok(Json(StatisticsResponse { model_stats }))
+}
+
+/// A model's statistics (Triton's statistics extension), for each ready version.
+#[utoipa::path(get, path = "/v2/models/{name}/stats", tag = "Open Inference Protocol",
+    params(("name" = String, Path, description = "The model")),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Statistics", body = StatisticsResponse),
+        (status = 401, description = "No or wrong API key", body = V2ErrorBody),
+        (status = 404, description = "No such model", body = V2ErrorBody),
+    ))]
 pub async fn model_statistics(
     State(runtime): State<Arc<Runtime>>,
     Path(path): Path<ModelPath>,
-) -> V2Result<Json<Value>> {
-    let stats = oip::model_statistics(&runtime, Some(&path.name), path.version.as_deref())?;
-    Ok(Json(json!({ "model_stats": stats })))
+) -> V2Result<Json<StatisticsResponse>> {
+    let model_stats = oip::model_statistics(&runtime, Some(&path.name), path.version.as_deref())?;
+    Ok(Json(StatisticsResponse { model_stats }))
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct IndexRequest {
+/// A model version's statistics.
+#[utoipa::path(get, path = "/v2/models/{name}/versions/{version}/stats", tag = "Open Inference Protocol",
+    params(("name" = String, Path, description = "The model"), ("version" = String, Path, description = "The version number")),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Statistics", body = StatisticsResponse),
+        (status = 400, description = "Not a version number", body = V2ErrorBody),
+        (status = 401, description = "No or wrong API key", body = V2ErrorBody),
+        (status = 404, description = "No such model or version", body = V2ErrorBody),
+    ))]
+pub async fn model_version_statistics(
+    runtime: State<Arc<Runtime>>,
+    path: Path<ModelPath>,
+) -> V2Result<Json<StatisticsResponse>> {
+    model_statistics(runtime, path).await
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct IndexRequest {
+    /// Only the ready versions.
     #[serde(default)]
+    #[schema(default = false)]
     ready: bool,
 }
 
-/// `POST /v2/repository/index`, with an optional body `{"ready": true}`.
+/// Every model and version in the model directory, with its state.
+#[utoipa::path(post, path = "/v2/repository/index", tag = "Model repository",
+    request_body(content = Option<IndexRequest>, description = "Optional"),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The index", body = Vec<oip::IndexEntry>),
+        (status = 400, description = "A malformed body", body = V2ErrorBody),
+        (status = 401, description = "No or wrong API key", body = V2ErrorBody),
+    ))]
 pub async fn repository_index(
     State(runtime): State<Arc<Runtime>>,
     bytes: std::result::Result<Bytes, BytesRejection>,
@@ -152,24 +300,49 @@ pub async fn repository_index(
     Ok(Json(oip::repository_index(&repository, request.ready)))
 }
 
-/// `POST /v2/repository/models/{name}/load`: loads or reloads the model from the model
-/// directory (the repository extension; any body, such as Triton's parameters, is ignored).
+/// An empty object.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Empty {}
+
+/// Load (or reload) a model from the model directory (the repository extension; any body, such
+/// as Triton's parameters, is ignored). Needs the admin token; off unless the server has one.
+/// Reads only inside the model directory.
+#[utoipa::path(post, path = "/v2/repository/models/{name}/load", tag = "Model repository",
+    params(("name" = String, Path, description = "The model: a directory or .onnx file in the model directory")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Loaded", body = Empty),
+        (status = 400, description = "Not a valid name, or the model failed to load (the reason)", body = V2ErrorBody),
+        (status = 401, description = "No or wrong admin token", body = V2ErrorBody),
+        (status = 403, description = "Model management is off (no admin token, or --model-control none)", body = V2ErrorBody),
+        (status = 404, description = "No such model in the model directory", body = V2ErrorBody),
+    ))]
 pub async fn load_model(
     State(control): State<Arc<ModelControl>>,
     Path(name): Path<String>,
-) -> V2Result<Json<Value>> {
+) -> V2Result<Json<Empty>> {
     blocking(move || control.load(&name)).await?;
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }
 
-/// `POST /v2/repository/models/{name}/unload`: takes the model out of service until it is
-/// loaded again; requests in flight finish.
+/// Take a model out of service until it is loaded again; requests in flight finish. Needs the
+/// admin token.
+#[utoipa::path(post, path = "/v2/repository/models/{name}/unload", tag = "Model repository",
+    params(("name" = String, Path, description = "The model")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Unloaded", body = Empty),
+        (status = 400, description = "Not a valid name", body = V2ErrorBody),
+        (status = 401, description = "No or wrong admin token", body = V2ErrorBody),
+        (status = 403, description = "Model management is off", body = V2ErrorBody),
+        (status = 404, description = "No such model", body = V2ErrorBody),
+    ))]
 pub async fn unload_model(
     State(control): State<Arc<ModelControl>>,
     Path(name): Path<String>,
-) -> V2Result<Json<Value>> {
+) -> V2Result<Json<Empty>> {
     blocking(move || control.unload(&name)).await?;
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }
 
 /// Runs a model-control step (which reads files and loads models) off the async threads.
@@ -184,54 +357,88 @@ pub async fn blocking(
 }
 
 /// An infer request's JSON. Fields the protocol may add later are ignored, as it asks.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = InferRequest)]
 pub struct InferRequestJson<'a> {
+    /// Echoed in the response.
     #[serde(default)]
     id: Option<String>,
+    /// `timeout` (microseconds): past it the request fails; `binary_data_output` (bool).
     #[serde(default)]
+    #[schema(value_type = Object)]
     parameters: Map<String, Value>,
+    /// One per model input.
     #[serde(borrow)]
     inputs: Vec<InputJson<'a>>,
+    /// Which outputs, and how; default: every output, as JSON.
     #[serde(default)]
     outputs: Vec<OutputJson>,
 }
 
-#[derive(Debug, Deserialize)]
-struct InputJson<'a> {
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = InferInput)]
+pub struct InputJson<'a> {
+    /// The model input it feeds.
     name: String,
+    /// Batch first.
     shape: Vec<u64>,
+    /// `BOOL`, `UINT8`..`UINT64`, `INT8`..`INT64`, `FP16`, `BF16`, `FP32`, `FP64`.
+    #[schema(example = "FP32")]
     datatype: String,
+    /// `binary_data_size`: the tensor's bytes follow the JSON header instead of `data`.
     #[serde(default)]
+    #[schema(value_type = Object)]
     parameters: Map<String, Value>,
-    /// Read once the datatype is known, without building a JSON tree.
+    /// The values, flat or nested, in row-major order. Read once the datatype is known,
+    /// without building a JSON tree.
     #[serde(borrow, default)]
+    #[schema(value_type = Option<Vec<Value>>)]
     data: Option<&'a RawValue>,
 }
 
-#[derive(Debug, Deserialize)]
-struct OutputJson {
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = RequestedOutput)]
+pub struct OutputJson {
+    /// The model output.
     name: String,
+    /// `binary_data` (bool): return it as binary; `classification` (k): return the top k
+    /// classes as `"score:index:label"` strings.
     #[serde(default)]
+    #[schema(value_type = Object)]
     parameters: Map<String, Value>,
 }
 
-#[derive(Debug, Serialize)]
-struct InferResponseJson<'a> {
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = InferResponse)]
+pub struct InferResponseJson<'a> {
+    /// The model that answered.
     model_name: &'a str,
+    /// Its version.
     model_version: String,
+    /// The request's id, if it had one.
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<String>,
+    /// The outputs asked for.
     outputs: Vec<OutputJsonOut<'a>>,
 }
 
-#[derive(Debug, Serialize)]
-struct OutputJsonOut<'a> {
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = InferOutput)]
+pub struct OutputJsonOut<'a> {
+    /// The model output.
     name: &'a str,
+    /// The element type, as for inputs (`BYTES` for classification).
     datatype: &'static str,
+    /// Batch first.
+    #[schema(value_type = Vec<u64>)]
     shape: &'a [usize],
+    /// `binary_data_size` when the data follows the JSON header.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     parameters: Option<Value>,
+    /// The values in row-major order (absent when returned as binary).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Value>>)]
     data: Option<&'a OutputData>,
 }
 
@@ -247,7 +454,30 @@ impl Serialize for OutputData {
     }
 }
 
-/// `POST /v2/models/{name}[/versions/{version}]/infer`
+/// Inference on a model's default version. The body is the JSON request, or with binary
+/// tensors, the JSON header followed by the tensors' bytes (little-endian, row-major), its
+/// length in the `Inference-Header-Content-Length` header; binary outputs come back the same
+/// way.
+#[utoipa::path(post, path = "/v2/models/{name}/infer", tag = "Open Inference Protocol",
+    params(
+        ("name" = String, Path, description = "The model"),
+        ("Inference-Header-Content-Length" = Option<u64>, Header, description = "With binary tensors: the length of the JSON header at the start of the body"),
+    ),
+    request_body(content(
+        (InferRequestJson = "application/json"),
+        (Vec<u8> = "application/octet-stream"),
+    )),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The outputs", body = InferResponseJson),
+        (status = 400, description = "A bad request: malformed JSON or binary layout, wrong inputs, shapes, types or values", body = V2ErrorBody),
+        (status = 401, description = "No or wrong API key", body = V2ErrorBody),
+        (status = 404, description = "No such model", body = V2ErrorBody),
+        (status = 413, description = "Body over --max-body-bytes", body = V2ErrorBody),
+        (status = 503, description = "Overloaded, or not ready", body = V2ErrorBody),
+        (status = 504, description = "The request's timeout passed", body = V2ErrorBody),
+        (status = 500, description = "The engine failed", body = V2ErrorBody),
+    ))]
 pub async fn infer(
     State(runtime): State<Arc<Runtime>>,
     Path(path): Path<ModelPath>,
@@ -257,15 +487,15 @@ pub async fn infer(
     let arrived = Instant::now();
     let bytes = body(bytes)?;
     let (request, binary) = read_request(&headers, &bytes)?;
+    // From here on, a refusal counts against the model's statistics (see `Ticket`).
     let model = oip::find_to_infer(&runtime, &path.name, path.version.as_deref())?;
-    // What goes wrong from here on counts against the model's statistics and metrics.
     let Prepared {
         inputs,
         requested,
         binary_default,
         timeout,
-    } = prepare(&request, binary)
-        .inspect_err(|e| model.stats.record_failure(arrived.elapsed(), e.kind))?;
+    } = prepare(&request, binary)?;
+    oip::check_outputs(&model, &requested)?;
     let deadline = oip::deadline(arrived, timeout);
     let response = runtime.run(model, inputs, deadline).await?;
     let outputs = oip::select_outputs(
@@ -273,13 +503,44 @@ pub async fn infer(
         response.outputs,
         &requested,
         binary_default,
-    )?;
+    );
     Ok(encode_response(
         &response.model.name,
         response.model.version,
         request.id,
         &outputs,
     ))
+}
+
+/// Inference on one model version (the body as for the default version).
+#[utoipa::path(post, path = "/v2/models/{name}/versions/{version}/infer", tag = "Open Inference Protocol",
+    params(
+        ("name" = String, Path, description = "The model"),
+        ("version" = String, Path, description = "The version number"),
+        ("Inference-Header-Content-Length" = Option<u64>, Header, description = "With binary tensors: the length of the JSON header"),
+    ),
+    request_body(content(
+        (InferRequestJson = "application/json"),
+        (Vec<u8> = "application/octet-stream"),
+    )),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The outputs", body = InferResponseJson),
+        (status = 400, description = "A bad request", body = V2ErrorBody),
+        (status = 401, description = "No or wrong API key", body = V2ErrorBody),
+        (status = 404, description = "No such model or version", body = V2ErrorBody),
+        (status = 413, description = "Body too large", body = V2ErrorBody),
+        (status = 503, description = "Overloaded, or not ready", body = V2ErrorBody),
+        (status = 504, description = "The request's timeout passed", body = V2ErrorBody),
+        (status = 500, description = "The engine failed", body = V2ErrorBody),
+    ))]
+pub async fn version_infer(
+    runtime: State<Arc<Runtime>>,
+    path: Path<ModelPath>,
+    headers: HeaderMap,
+    bytes: std::result::Result<Bytes, BytesRejection>,
+) -> V2Result<Response> {
+    infer(runtime, path, headers, bytes).await
 }
 
 /// An infer request's body read: its JSON, and the raw tensor bytes after it (the binary data

@@ -12,7 +12,9 @@ const POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 
                       img-src 'self' blob: data:; connect-src 'self'; form-action 'none'; \
                       frame-ancestors 'none'; base-uri 'none'";
 
-/// `GET /`
+/// The page to draw a digit or drop a picture, with the model's top classes as they change.
+#[utoipa::path(get, path = "/", tag = "ML API",
+    responses((status = 200, description = "The page (HTML)", content_type = "text/html")))]
 pub async fn index() -> impl IntoResponse {
     (
         [

@@ -8,13 +8,15 @@ use std::time::{Duration, Instant};
 
 use aicp_core::{DataType, Error, ErrorKind, Result, TensorSpec};
 use aicp_runtime::{
-    CountAndDuration, ModelEntry, Repository, Runtime, ServedModel, StatsSnapshot, VersionState,
+    CountAndDuration, ModelEntry, Repository, Runtime, ServedModel, StatsSnapshot, Ticket,
+    VersionState,
 };
 use serde::Serialize;
+use utoipa::ToSchema;
 
 mod outputs;
 
-pub use outputs::{Output, OutputData, OutputRequest, select_outputs};
+pub use outputs::{Output, OutputData, OutputRequest, check_outputs, select_outputs};
 
 pub const SERVER_NAME: &str = "aicp";
 pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -56,13 +58,9 @@ pub fn find(runtime: &Runtime, name: &str, version: Option<&str>) -> Result<Arc<
     runtime.repository()?.get(name, version)
 }
 
-/// The model version an inference request names; a request that finds none counts in the
-/// metrics as a failed request.
-pub fn find_to_infer(
-    runtime: &Runtime,
-    name: &str,
-    version: Option<&str>,
-) -> Result<Arc<ServedModel>> {
+/// The model version an inference request names, as the ticket that counts the request; a
+/// request that finds none counts in the metrics as a failed request.
+pub fn find_to_infer(runtime: &Runtime, name: &str, version: Option<&str>) -> Result<Ticket> {
     runtime.model(name, parse_version(version)?)
 }
 
@@ -109,10 +107,14 @@ where
     Ok((datatype, dims))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TensorMetadata {
+    /// The tensor's name in the model.
     pub name: String,
+    /// The element type: `FP32`, `INT64`, ...
+    #[schema(example = "FP32")]
     pub datatype: &'static str,
+    /// `-1` for a dimension that varies (the batch).
     pub shape: Vec<i64>,
 }
 
@@ -127,13 +129,18 @@ impl From<&TensorSpec> for TensorMetadata {
 }
 
 /// `GET /v2/models/{name}[/versions/{v}]`
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ModelMetadata {
+    /// The model.
     pub name: String,
     /// The versions that can be asked for: the ready ones.
     pub versions: Vec<String>,
+    /// The model format, in Triton's names.
+    #[schema(example = "onnx_onnxv1")]
     pub platform: &'static str,
+    /// Its inputs, in the model's order.
     pub inputs: Vec<TensorMetadata>,
+    /// Its outputs, in the model's order.
     pub outputs: Vec<TensorMetadata>,
 }
 
@@ -164,12 +171,15 @@ fn ready_versions(entry: &ModelEntry) -> impl Iterator<Item = &Arc<ServedModel>>
 }
 
 /// One tensor of a model configuration: dimensions without the batch when the model batches.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ConfigTensor {
+    /// The tensor's name in the model.
     pub name: String,
-    /// In Triton's spelling: `TYPE_FP32`, `TYPE_STRING`, ...
+    /// The element type in Triton's spelling: `TYPE_FP32`, `TYPE_STRING`, ...
     #[serde(serialize_with = "serialize_config_datatype")]
+    #[schema(value_type = String, example = "TYPE_FP32")]
     pub data_type: DataType,
+    /// Per sample (without the batch dimension when `max_batch_size` > 0).
     pub dims: Vec<i64>,
 }
 
@@ -180,30 +190,42 @@ fn serialize_config_datatype<S: serde::Serializer>(
     serializer.serialize_str(&config_datatype(*datatype))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct InstanceGroup {
+    /// The group's name.
     pub name: String,
+    /// Where they run: `KIND_CPU` or `KIND_GPU`.
+    #[schema(example = "KIND_CPU")]
     pub kind: &'static str,
+    /// Engine instances, each on its own thread.
     pub count: u32,
 }
 
 /// The dynamic batcher's settings, as Triton names them.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct DynamicBatching {
+    /// Batch sizes a batch stops growing at.
     pub preferred_batch_size: Vec<usize>,
+    /// How long a request may wait for others to join its batch.
     pub max_queue_delay_microseconds: u64,
 }
 
 /// Triton's model configuration (the part aicp reports), `GET /v2/models/{name}/config`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ModelConfig {
+    /// The model.
     pub name: String,
+    /// The model format, in Triton's names.
     pub platform: &'static str,
-    /// The engine serving the model.
+    /// The engine serving the model: `cuda`, `onnxruntime` or `tract`.
     pub backend: String,
+    /// The most samples in one request; 0 when the model does not batch.
     pub max_batch_size: usize,
+    /// Its inputs.
     pub input: Vec<ConfigTensor>,
+    /// Its outputs.
     pub output: Vec<ConfigTensor>,
+    /// Its engine instances.
     pub instance_group: Vec<InstanceGroup>,
     /// Present when concurrent requests are batched.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -251,27 +273,35 @@ pub fn config_datatype(datatype: DataType) -> String {
 }
 
 /// The statistics extension's figures for one model version.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ModelStatistics {
+    /// The model.
     pub name: String,
+    /// The version.
     pub version: String,
+    /// Milliseconds since the Unix epoch.
     pub last_inference: u64,
+    /// Samples inferred.
     pub inference_count: u64,
+    /// Engine runs; `inference_count / execution_count` is the average batch size.
     pub execution_count: u64,
+    /// Requests by outcome, and time by phase.
     pub inference_stats: InferStatistics,
+    /// Engine runs by batch size.
     pub batch_stats: Vec<BatchStatistics>,
 }
 
 /// Engine runs of one batch size.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct BatchStatistics {
+    /// Samples per engine run.
     pub batch_size: usize,
     pub compute_input: CountAndDuration,
     pub compute_infer: CountAndDuration,
     pub compute_output: CountAndDuration,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct InferStatistics {
     pub success: CountAndDuration,
     pub fail: CountAndDuration,
@@ -341,13 +371,16 @@ fn untimed(count: u64) -> CountAndDuration {
 }
 
 /// One row of the repository index.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct IndexEntry {
+    /// The model.
     pub name: String,
+    /// The version (absent when the model has none that loads).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub version: String,
     /// `READY` or `UNAVAILABLE`.
     pub state: &'static str,
+    /// Why it is not ready, or why a reload failed while its previous load serves.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub reason: String,
 }

@@ -56,17 +56,42 @@ impl OutputData {
     }
 }
 
-/// The outputs a request asked for (every output, in the model's order, when it named none),
-/// each as a tensor or as its top classes. `default_binary` applies to outputs not named.
+/// Checks, before a request runs, the outputs it asks for: each one the model's, with a
+/// classification of at least 1.
+pub fn check_outputs(model: &ServedModel, requested: &[OutputRequest]) -> Result<()> {
+    let specs = &model.signature.outputs;
+    for want in requested {
+        if !specs.iter().any(|s| s.name == want.name) {
+            let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+            return Err(Error::invalid(format!(
+                "model {:?} has no output {:?}; its outputs: {}",
+                model.name,
+                want.name,
+                names.join(", ")
+            )));
+        }
+        if want.classification == Some(0) {
+            return Err(Error::invalid(format!(
+                "output {:?}: classification must be at least 1",
+                want.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The outputs a request asked for ([`check_outputs`] checked them; every output, in the
+/// model's order, when it named none), each as a tensor or as its top classes.
+/// `default_binary` applies to outputs not named.
 pub fn select_outputs(
     model: &ServedModel,
     outputs: Vec<Tensor>,
     requested: &[OutputRequest],
     default_binary: bool,
-) -> Result<Vec<Output>> {
+) -> Vec<Output> {
     let specs = &model.signature.outputs;
     if requested.is_empty() {
-        return Ok(specs
+        return specs
             .iter()
             .zip(outputs)
             .map(|(spec, tensor)| Output {
@@ -75,35 +100,18 @@ pub fn select_outputs(
                 data: OutputData::F32(tensor.data),
                 binary: default_binary,
             })
-            .collect());
+            .collect();
     }
     requested
         .iter()
-        .map(|want| {
-            let index = specs
-                .iter()
-                .position(|s| s.name == want.name)
-                .ok_or_else(|| {
-                    let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-                    Error::invalid(format!(
-                        "model {:?} has no output {:?}; its outputs: {}",
-                        model.name,
-                        want.name,
-                        names.join(", ")
-                    ))
-                })?;
-            let tensor = &outputs[index];
+        .filter_map(|want| {
+            let index = specs.iter().position(|s| s.name == want.name)?;
+            let tensor = outputs.get(index)?;
             let (shape, data) = match want.classification {
                 None => (tensor.shape.clone(), OutputData::F32(tensor.data.clone())),
-                Some(0) => {
-                    return Err(Error::invalid(format!(
-                        "output {:?}: classification must be at least 1",
-                        want.name
-                    )));
-                }
                 Some(n) => classify(model, tensor, n),
             };
-            Ok(Output {
+            Some(Output {
                 name: want.name.clone(),
                 shape,
                 data,
