@@ -452,7 +452,7 @@ pub struct PredictArgs {
 
     /// A picture of a digit (PNG, JPEG, GIF, BMP or WebP; made MNIST-like first, as the
     /// server's image endpoint does), or a JSON file holding one input: 784 floats in [0, 1]
-    /// (flat, [28][28] or [1][28][28]).
+    /// (flat, 28 rows of 28, or one channel of 28 rows).
     file: PathBuf,
 }
 

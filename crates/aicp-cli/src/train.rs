@@ -17,7 +17,7 @@ pub struct TrainArgs {
     dataset: DatasetKind,
 
     /// Where the dataset's IDX files are (gzipped or not); missing files are downloaded here.
-    /// Default: data/<dataset>.
+    /// Default: data/DATASET.
     #[arg(long, env = "AICP_DATA_DIR")]
     data_dir: Option<PathBuf>,
 

@@ -6,7 +6,7 @@
 //!   int32 at the scale of input times weight;
 //! - the activations those operators read and write get a QuantizeLinear/DequantizeLinear pair
 //!   (uint8, per tensor), with scales and zero points calibrated on real samples
-//!   ([`calibrate`]);
+//!   ([`mod@calibrate`]);
 //! - every other operator stays in float.
 //!
 //! Static only: scales are fixed in the file, so a sample's answer never depends on the

@@ -1,6 +1,6 @@
 //! What the Open Inference Protocol's two transports ([`crate::v2_rest`], [`crate::grpc`]) share:
 //! finding a model version by the protocol's string version, its metadata, configuration and
-//! statistics, the repository index, and choosing and rendering outputs ([`outputs`], the
+//! statistics, the repository index, and choosing and rendering outputs (`outputs`, the
 //! classification extension included). Each transport only changes the encoding.
 
 use std::sync::Arc;
