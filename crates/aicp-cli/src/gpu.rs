@@ -150,7 +150,7 @@ mod cuda {
             let options = LoadOptions {
                 pixels: Some(self.scale),
             };
-            let model = engine.load(&self.file, &self.signature, &options)?;
+            let mut model = engine.load(&self.file, &self.signature, &options)?;
             model.prepare_thread()?;
             Ok(model)
         }
@@ -208,9 +208,9 @@ mod cuda {
     pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         let Loaded {
             subject,
-            cpu,
-            pinned,
-            plain,
+            mut cpu,
+            mut pinned,
+            mut plain,
             gpu_load,
             ..
         } = load_everywhere(&args.repository, &args.model)?;
@@ -226,7 +226,7 @@ mod cuda {
             let reference = cpu.run(vec![floats.clone()])?.remove(0);
             let classes = reference.data.len() / batch;
             let expected = argmax_rows(&reference.data, classes);
-            for (transfers, model) in [("pinned", &pinned), ("plain", &plain)] {
+            for (transfers, model) in [("pinned", &mut pinned), ("plain", &mut plain)] {
                 let outputs = [
                     ("fp32", model.run(vec![floats.clone()])?),
                     ("uint8", model.run_pixels(pixels.clone())?),
@@ -252,7 +252,7 @@ mod cuda {
                 }
             }
         }
-        failures += verify_served(&args, &subject, cpu.as_ref())?;
+        failures += verify_served(&args, &subject, cpu.as_mut())?;
         if failures > 0 {
             bail!("{failures} GPU check(s) failed");
         }
@@ -265,7 +265,7 @@ mod cuda {
     fn verify_served(
         args: &VerifyArgs,
         subject: &Subject,
-        cpu: &dyn Runnable,
+        cpu: &mut dyn Runnable,
     ) -> anyhow::Result<usize> {
         // Every batch on the GPU: the small ones would be checking tract against itself.
         let gpu = GpuUse::Auto {
@@ -324,29 +324,29 @@ mod cuda {
     pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         let Loaded {
             subject,
-            cpu,
-            pinned,
-            plain,
-            served,
+            mut cpu,
+            mut pinned,
+            mut plain,
+            mut served,
             ..
         } = load_everywhere(&args.repository, &args.model)?;
-        let configurations: [(&str, &dyn Runnable); 4] = [
-            ("cuda-pinned", pinned.as_ref()),
-            ("cuda-plain", plain.as_ref()),
-            ("cuda-served", served.as_ref()),
-            ("cpu-tract", cpu.as_ref()),
+        let mut configurations: [(&str, &mut dyn Runnable); 4] = [
+            ("cuda-pinned", pinned.as_mut()),
+            ("cuda-plain", plain.as_mut()),
+            ("cuda-served", served.as_mut()),
+            ("cpu-tract", cpu.as_mut()),
         ];
         for &batch in &args.batches {
             let pixels = subject.pixels(batch);
             let floats = pixels.to_tensor();
-            for (engine, model) in configurations {
+            for (engine, model) in configurations.iter_mut() {
                 let fp32 = measure(
                     args.seconds,
                     || vec![floats.clone()],
                     |inputs| Ok(model.run(inputs).map(drop)?),
                 )?;
                 report(engine, "fp32", batch, &fp32);
-                if engine == "cpu-tract" {
+                if *engine == "cpu-tract" {
                     continue;
                 }
                 let uint8 = measure(

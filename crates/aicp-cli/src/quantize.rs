@@ -171,13 +171,13 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     let scratch = tempfile::tempdir()?;
     let int8_path = scratch.path().join("model.onnx");
     std::fs::write(&int8_path, &int8)?;
-    let tract_float = load(&TractEngine, &float_path, &signature)?;
-    let tract_int8 = load(&TractEngine, &int8_path, &signature)?;
+    let mut tract_float = load(&TractEngine, &float_path, &signature)?;
+    let mut tract_int8 = load(&TractEngine, &int8_path, &signature)?;
     // Accuracy on the test split when there is one; agreement on it, else on the calibration
     // samples.
     let checked_inputs = test.as_ref().map_or(&calibration, |t| &t.inputs);
-    let float_top = top_classes(tract_float.as_ref(), checked_inputs, &sample_shape)?;
-    let int8_top = top_classes(tract_int8.as_ref(), checked_inputs, &sample_shape)?;
+    let float_top = top_classes(tract_float.as_mut(), checked_inputs, &sample_shape)?;
+    let int8_top = top_classes(tract_int8.as_mut(), checked_inputs, &sample_shape)?;
     let agreement = share(float_top.iter().zip(&int8_top), |(a, b)| a == b);
     let accuracy = test.as_ref().map(|test| {
         let accuracy = |top: &[usize]| {
@@ -426,7 +426,7 @@ fn load(
 
 /// The top class of each sample in `inputs`, run in batches.
 fn top_classes(
-    model: &dyn Runnable,
+    model: &mut dyn Runnable,
     inputs: &[f32],
     sample_shape: &[usize],
 ) -> anyhow::Result<Vec<usize>> {
@@ -485,7 +485,7 @@ fn measure(
     let per_sample: usize = sample_shape.iter().product();
     let mut speeds = Vec::new();
     for engine in engines {
-        let models = [
+        let mut models = [
             load(engine.as_ref(), float, signature)?,
             load(engine.as_ref(), int8, signature)?,
         ];
@@ -495,8 +495,8 @@ fn measure(
                 .map(|i| f32::from(((i * 37) % 251) as u8) / 255.0)
                 .collect();
             let mut rates = [0.0; 2];
-            for (rate, model) in rates.iter_mut().zip(&models) {
-                *rate = samples_per_second(model.as_ref(), &input, sample_shape, seconds)?;
+            for (rate, model) in rates.iter_mut().zip(&mut models) {
+                *rate = samples_per_second(model.as_mut(), &input, sample_shape, seconds)?;
             }
             speeds.push(Speed {
                 engine: engine.kind().to_string(),
@@ -510,7 +510,7 @@ fn measure(
 }
 
 fn samples_per_second(
-    model: &dyn Runnable,
+    model: &mut dyn Runnable,
     input: &[f32],
     sample_shape: &[usize],
     seconds: f64,

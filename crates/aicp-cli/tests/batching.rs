@@ -168,7 +168,7 @@ fn concurrent_requests_are_batched_and_each_gets_its_own_answer() {
     // Single-request inference in this process, one digit at a time: the reference.
     let model_file = repo_root().join("models/mnist/1/model.onnx");
     let signature = onnx::inspect(&model_file).unwrap().signature;
-    let engine = TractEngine
+    let mut engine = TractEngine
         .load(&model_file, &signature, &Default::default())
         .unwrap();
     let want: Vec<Vec<f32>> = images

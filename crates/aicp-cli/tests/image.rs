@@ -104,7 +104,7 @@ fn model(name: &str) -> Box<dyn Runnable> {
 }
 
 /// How many of `images` (each 784 values in [0, 1]) the model gets right.
-fn correct(model: &dyn Runnable, images: &[Vec<f32>], labels: &[u8]) -> usize {
+fn correct(model: &mut dyn Runnable, images: &[Vec<f32>], labels: &[u8]) -> usize {
     let input = aicp_core::Tensor::new(vec![images.len(), 1, 28, 28], images.concat()).unwrap();
     let logits = model.run(vec![input]).unwrap().remove(0).data;
     logits
@@ -141,11 +141,11 @@ fn accuracy_holds_through_pictures() {
         })
         .collect();
     for name in MODELS {
-        let model = model(name);
-        let baseline = correct(model.as_ref(), &floats, &labels);
+        let mut model = model(name);
+        let baseline = correct(model.as_mut(), &floats, &labels);
         println!("{name}: float path {:.2}%", 100.0 * baseline as f64 / total);
         for (variant, seen) in &pictures {
-            let right = correct(model.as_ref(), seen, &labels);
+            let right = correct(model.as_mut(), seen, &labels);
             let gap = 100.0 * (baseline as f64 - right as f64) / total;
             println!(
                 "{name}: {variant:?} {:.2}% ({gap:+.2} points below the float path)",
@@ -247,7 +247,7 @@ fn post(server: &Server, query: &str, content_type: Option<&str>, body: Vec<u8>)
 #[test]
 fn the_image_endpoint_classifies_pictures_and_shows_what_the_model_saw() {
     let server = Server::start(&repo_root().join("models"), &[]);
-    let model = model("mnist");
+    let mut model = model("mnist");
     for (pixels, _) in digits(12) {
         let png = picture(&pixels, Variant::Inverted);
         let (status, answer) = post(

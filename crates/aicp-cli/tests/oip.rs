@@ -28,7 +28,7 @@ fn bundled_model() -> PathBuf {
 /// Logits of the bundled model from tract in this process: what every answer must match.
 fn engine_logits(images: &[Vec<f32>]) -> Vec<f32> {
     let info = onnx::inspect(&bundled_model()).unwrap();
-    let model = TractEngine
+    let mut model = TractEngine
         .load(&bundled_model(), &info.signature, &Default::default())
         .unwrap();
     let input = aicp_core::Tensor::new(vec![images.len(), 1, 28, 28], images.concat()).unwrap();

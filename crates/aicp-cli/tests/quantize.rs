@@ -184,7 +184,7 @@ fn both_bundled_models_quantise_within_half_a_point_and_run_alike_on_both_engine
         let on_tract = load(&TractEngine, &int8_path, None)
             .run(vec![batch.clone()])
             .unwrap();
-        let on_ort_model = load(&ort, &int8_path, Some(scale));
+        let mut on_ort_model = load(&ort, &int8_path, Some(scale));
         let on_ort = on_ort_model.run(vec![batch.clone()]).unwrap();
         let (t, o) = (top_classes(&on_tract[0]), top_classes(&on_ort[0]));
         let agree = t.iter().zip(&o).filter(|(a, b)| a == b).count();

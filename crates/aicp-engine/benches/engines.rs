@@ -74,7 +74,7 @@ fn bench(c: &mut Criterion) {
     let ort = onnxruntime();
     let mut figures = Vec::new();
     for (kind, path, batches) in MODELS {
-        figures.extend(bench_model(c, &engines(path, &ort), kind, batches));
+        figures.extend(bench_model(c, &mut engines(path, &ort), kind, batches));
     }
     if let Some(path) = std::env::var_os("AICP_BENCH_JSON") {
         std::fs::write(&path, format!("[{}]\n", figures.join(", ")))
@@ -85,7 +85,7 @@ fn bench(c: &mut Criterion) {
 /// Criterion's measurements of one model, then the in-process ratio; its JSON figures.
 fn bench_model(
     c: &mut Criterion,
-    engines: &[(&str, Box<dyn Runnable>)],
+    engines: &mut [(&str, Box<dyn Runnable>)],
     kind: &str,
     batches: &[usize],
 ) -> Vec<String> {
@@ -93,7 +93,7 @@ fn bench_model(
         let input = input(batch);
         let mut group = c.benchmark_group(format!("{kind}_batch_{batch}"));
         group.throughput(Throughput::Elements(batch as u64));
-        for (name, model) in engines {
+        for (name, model) in engines.iter_mut() {
             group.bench_with_input(BenchmarkId::from_parameter(name), &input, |b, input| {
                 // Engines take their inputs by value; the copy made for each run is not timed.
                 b.iter_batched(
@@ -114,7 +114,7 @@ fn bench_model(
         let once = probe.elapsed().as_secs_f64().max(1e-6);
         let runs = ((2.0 / once) as usize).clamp(50, 20_000);
         // The best of five rounds: on a shared machine, noise only ever slows a round down.
-        let mean = |model: &dyn Runnable| {
+        let mean = |model: &mut dyn Runnable| {
             (0..5)
                 .map(|_| {
                     let mut spent = Duration::ZERO;
@@ -128,8 +128,8 @@ fn bench_model(
                 })
                 .fold(f64::INFINITY, f64::min)
         };
-        let tract = mean(engines[0].1.as_ref());
-        let ort = mean(engines[1].1.as_ref());
+        let tract = mean(engines[0].1.as_mut());
+        let ort = mean(engines[1].1.as_mut());
         println!(
             "{kind} batch {batch:>4}: tract {:>9.1} us, onnxruntime {:>9.1} us, {:>8.0} vs {:>8.0} samples/s; tract/onnxruntime time ratio {:.2}",
             tract * 1e6,

@@ -29,7 +29,7 @@ enum Feed {
 
 /// Runs `model` on `feed`; engines take their inputs by value, so callers copy `feed` first,
 /// outside what they time.
-fn run(model: &dyn Runnable, feed: Feed) {
+fn run(model: &mut dyn Runnable, feed: Feed) {
     black_box(match feed {
         Feed::Floats(t) => model.run(vec![t]),
         Feed::Pixels(p) => model.run_pixels(p),
@@ -63,7 +63,7 @@ fn bench(c: &mut Criterion) {
             ort.load(&path, &signature, &LoadOptions { pixels })
                 .expect("onnxruntime")
         };
-        let runs: Vec<(&str, Box<dyn Runnable>, &Feed)> = vec![
+        let mut runs: Vec<(&str, Box<dyn Runnable>, &Feed)> = vec![
             ("float", load("float", None), &floats),
             ("aicp_int8", load("aicp", None), &floats),
             (
@@ -75,11 +75,11 @@ fn bench(c: &mut Criterion) {
         ];
         let mut group = c.benchmark_group(format!("int8_{model}_batch_{BATCH}"));
         group.throughput(Throughput::Elements(BATCH as u64));
-        for (name, runnable, feed) in &runs {
+        for (name, runnable, feed) in &mut runs {
             group.bench_function(BenchmarkId::from_parameter(name), |b| {
                 b.iter_batched(
                     || (*feed).clone(),
-                    |feed| run(runnable.as_ref(), feed),
+                    |feed| run(runnable.as_mut(), feed),
                     BatchSize::LargeInput,
                 )
             });
@@ -89,12 +89,12 @@ fn bench(c: &mut Criterion) {
         // The same again, interleaved round by round, best of seven: noise only slows.
         let mut best = vec![f64::INFINITY; runs.len()];
         for _ in 0..7 {
-            for ((_, runnable, feed), best) in runs.iter().zip(&mut best) {
+            for ((_, runnable, feed), best) in runs.iter_mut().zip(&mut best) {
                 let (mut spent, mut n) = (Duration::ZERO, 0);
                 while spent < Duration::from_millis(300) {
                     let copy = (*feed).clone();
                     let started = Instant::now();
-                    run(runnable.as_ref(), copy);
+                    run(runnable.as_mut(), copy);
                     spent += started.elapsed();
                     n += 1;
                 }

@@ -29,7 +29,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use aicp_core::{
     DataType, Error, ModelSignature, PixelScale, Pixels, Result, Tensor, max_difference,
@@ -132,9 +132,7 @@ impl CudaEngine {
                 TractError::msg(format!("tract-cuda panicked: {}", panic_message(&*panic)))
             })??;
         let state = runnable.spawn()?;
-        Ok(Plan {
-            state: Mutex::new(state),
-        })
+        Ok(Plan { state })
     }
 }
 
@@ -185,18 +183,20 @@ impl Engine for CudaEngine {
                 Some(self.plan(model).map_err(failed)?)
             }
         };
-        let model = CudaModel {
+        let mut model = CudaModel {
             floats,
             pixels,
-            buffers: Mutex::new(Buffers::default()),
-            context: self.context.clone(),
-            pinned: self.pinned,
+            io: Transfers {
+                buffers: Buffers::default(),
+                context: self.context.clone(),
+                pinned: self.pinned,
+            },
         };
         // tract: the reference the GPU is checked against, then the engine of small batches.
-        let cpu = TractEngine.load(path, signature, &LoadOptions::default())?;
+        let mut cpu = TractEngine.load(path, signature, &LoadOptions::default())?;
         let inputs = made_up_inputs(signature, options.pixels);
         if let Some(inputs) = &inputs {
-            cross_check(&model, cpu.as_ref(), &inputs(CROSS_CHECK_BATCH))?;
+            cross_check(&mut model, cpu.as_mut(), &inputs(CROSS_CHECK_BATCH))?;
         }
         let min_batch = match (self.min_batch, &inputs) {
             (GpuMinBatch::Fixed(batch), _) => batch,
@@ -204,7 +204,7 @@ impl Engine for CudaEngine {
             (GpuMinBatch::Measured, None) => 1,
             (GpuMinBatch::Measured, Some(inputs)) => {
                 let floats = |batch| inputs(batch).iter().map(Pixels::to_tensor).collect();
-                let found = measure_min_batch(cpu.as_ref(), &model, floats)?;
+                let found = measure_min_batch(cpu.as_mut(), &mut model, floats)?;
                 tracing::info!(
                     "{}: batches under {} run on the CPU, where they are faster (batch 1: CPU {} us, GPU {} us)",
                     path.display(),
@@ -265,7 +265,7 @@ fn made_up_inputs(
 
 /// Runs `inputs` through `model`'s plans and through `cpu` (tract), and fails when an output
 /// differs by more than [`CROSS_CHECK_TOLERANCE`].
-fn cross_check(model: &CudaModel, cpu: &dyn Runnable, inputs: &[Pixels]) -> Result<()> {
+fn cross_check(model: &mut CudaModel, cpu: &mut dyn Runnable, inputs: &[Pixels]) -> Result<()> {
     let floats: Vec<Tensor> = inputs.iter().map(Pixels::to_tensor).collect();
     let expected = cpu.run(floats.clone())?;
     compare("float32", &model.run(floats)?, &expected)?;
@@ -318,16 +318,24 @@ fn compare(input: &str, gpu: &[Tensor], cpu: &[Tensor]) -> Result<()> {
 
 /// A model prepared for the GPU, and its state (reused by every run).
 struct Plan {
-    state: Mutex<Box<dyn State>>,
+    state: Box<dyn State>,
 }
 
-/// One instance of a model on the GPU.
+/// One instance of a model on the GPU. Its plans' states hold the CUDA stream and library
+/// handles of the thread that runs them, which is why an instance never changes threads
+/// ([`Runnable`] is `Send` but not `Sync`).
 struct CudaModel {
     floats: Plan,
     /// The plan that takes uint8 pixels, for a model that takes them.
     pixels: Option<Plan>,
-    buffers: Mutex<Buffers>,
+    io: Transfers,
+}
+
+/// How an instance's tensors go to the device and come back.
+struct Transfers {
+    buffers: Buffers,
     context: Arc<CudaContext>,
+    /// Through the pinned `buffers`; else through tract's own copies.
     pinned: bool,
 }
 
@@ -392,28 +400,26 @@ fn driver_failed(e: result::DriverError) -> TractError {
     TractError::msg(format!("CUDA: {e}"))
 }
 
-impl CudaModel {
-    /// Runs `plan` on `values` (host tensors, or device tensors in lazy host storage), and
-    /// brings every output back.
-    fn run_plan(&self, plan: &Plan, values: TVec<TValue>) -> TractResult<Vec<Tensor>> {
-        let outputs = plan
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .run(values)?;
-        outputs.iter().map(|value| self.download(value)).collect()
+impl Plan {
+    /// Runs on `values` (host tensors, or device tensors in lazy host storage), and brings
+    /// every output back through `io`.
+    fn run(&mut self, io: &mut Transfers, values: TVec<TValue>) -> TractResult<Vec<Tensor>> {
+        let outputs = self.state.run(values)?;
+        outputs.iter().map(|value| io.download(value)).collect()
     }
+}
 
+impl Transfers {
     /// `data` (shaped `shape`) copied to the device through the pinned buffer `staging`, as
     /// a tensor the plan takes without another copy.
     fn upload<T: DeviceRepr + ValidAsZeroBits + Copy + tract_onnx::prelude::Datum>(
-        &self,
+        context: &Arc<CudaContext>,
         staging: &mut Staging<T>,
         shape: &[usize],
         data: &[T],
     ) -> TractResult<TValue> {
         let host = staging
-            .slice(&self.context, data.len(), true)
+            .slice(context, data.len(), true)
             .map_err(driver_failed)?;
         fill(host, data);
         let device = DeviceTensor::uninitialized_dt(T::datum_type(), shape)?;
@@ -435,14 +441,14 @@ impl CudaModel {
 
     /// One output as a float32 tensor: copied from the device through the pinned output
     /// buffer when it is still there, else read from the host tensor tract made.
-    fn download(&self, value: &TValue) -> TractResult<Tensor> {
+    fn download(&mut self, value: &TValue) -> TractResult<Tensor> {
         let on_device = value
             .storage_as::<LazyHostStorage>()
             .and_then(LazyHostStorage::device)
             .filter(|d| self.pinned && d.datum_type() == DatumType::F32 && !d.is_exotic());
         if let Some(device) = on_device {
-            let mut buffers = self.buffers.lock().unwrap_or_else(|p| p.into_inner());
-            let host = buffers
+            let host = self
+                .buffers
                 .out
                 .slice(&self.context, device.len(), false)
                 .map_err(driver_failed)?;
@@ -468,30 +474,40 @@ impl CudaModel {
         })
     }
 
-    fn run_floats(&self, inputs: Vec<Tensor>) -> TractResult<Vec<Tensor>> {
-        let values = if self.pinned {
-            let mut buffers = self.buffers.lock().unwrap_or_else(|p| p.into_inner());
+    /// Float inputs as the plan takes them: on the device already when pinned.
+    fn floats(&mut self, inputs: Vec<Tensor>) -> TractResult<TVec<TValue>> {
+        if self.pinned {
             inputs
                 .iter()
-                .map(|t| self.upload(&mut buffers.floats_in, &t.shape, &t.data))
-                .collect::<TractResult<TVec<TValue>>>()?
+                .map(|t| {
+                    Self::upload(
+                        &self.context,
+                        &mut self.buffers.floats_in,
+                        &t.shape,
+                        &t.data,
+                    )
+                })
+                .collect()
         } else {
             inputs
                 .into_iter()
                 .map(|t| Ok(tract_ndarray::ArrayD::from_shape_vec(t.shape, t.data)?.into_tvalue()))
-                .collect::<TractResult<TVec<TValue>>>()?
-        };
-        self.run_plan(&self.floats, values)
+                .collect()
+        }
     }
 
-    fn run_pixel_plan(&self, plan: &Plan, pixels: Pixels) -> TractResult<Vec<Tensor>> {
-        let value = if self.pinned {
-            let mut buffers = self.buffers.lock().unwrap_or_else(|p| p.into_inner());
-            self.upload(&mut buffers.pixels_in, &pixels.shape, &pixels.data)?
+    /// Pixels as the pixel plan takes them.
+    fn pixels(&mut self, pixels: Pixels) -> TractResult<TValue> {
+        if self.pinned {
+            Self::upload(
+                &self.context,
+                &mut self.buffers.pixels_in,
+                &pixels.shape,
+                &pixels.data,
+            )
         } else {
-            tract_ndarray::ArrayD::from_shape_vec(pixels.shape, pixels.data)?.into_tvalue()
-        };
-        self.run_plan(plan, tvec![value])
+            Ok(tract_ndarray::ArrayD::from_shape_vec(pixels.shape, pixels.data)?.into_tvalue())
+        }
     }
 }
 
@@ -500,20 +516,25 @@ fn inference_failed(e: TractError) -> Error {
 }
 
 impl Runnable for CudaModel {
-    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
-        self.run_floats(inputs).map_err(inference_failed)
+    fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        let values = self.io.floats(inputs).map_err(inference_failed)?;
+        self.floats
+            .run(&mut self.io, values)
+            .map_err(inference_failed)
     }
 
-    fn run_pixels(&self, pixels: Pixels) -> Result<Vec<Tensor>> {
-        match &self.pixels {
-            Some(plan) => self.run_pixel_plan(plan, pixels).map_err(inference_failed),
-            None => self.run(vec![pixels.to_tensor()]),
-        }
+    fn run_pixels(&mut self, pixels: Pixels) -> Result<Vec<Tensor>> {
+        let Some(plan) = &mut self.pixels else {
+            return self.run(vec![pixels.to_tensor()]);
+        };
+        let value = self.io.pixels(pixels).map_err(inference_failed)?;
+        plan.run(&mut self.io, tvec![value])
+            .map_err(inference_failed)
     }
 
     /// Makes this thread's CUDA stream and its cuBLAS and cuDNN handles by running one sample
     /// through each plan.
-    fn prepare_thread(&self) -> Result<()> {
+    fn prepare_thread(&mut self) -> Result<()> {
         let one = |shape: &[usize]| shape.iter().product::<usize>();
         let shapes = self.input_shapes().map_err(inference_failed)?;
         let zeros = shapes
@@ -524,7 +545,7 @@ impl Runnable for CudaModel {
             })
             .collect();
         self.run(zeros)?;
-        if let (Some(plan), [shape]) = (&self.pixels, shapes.as_slice()) {
+        if let (Some(_), [shape]) = (&self.pixels, shapes.as_slice()) {
             let pixels = Pixels {
                 shape: shape.clone(),
                 data: vec![0; one(shape)],
@@ -533,8 +554,7 @@ impl Runnable for CudaModel {
                     step: 1.0,
                 },
             };
-            self.run_pixel_plan(plan, pixels)
-                .map_err(inference_failed)?;
+            self.run_pixels(pixels)?;
         }
         Ok(())
     }
@@ -543,8 +563,7 @@ impl Runnable for CudaModel {
 impl CudaModel {
     /// Each input's shape with every variable dimension (the batch) set to 1.
     fn input_shapes(&self) -> TractResult<Vec<Vec<usize>>> {
-        let state = self.floats.state.lock().unwrap_or_else(|p| p.into_inner());
-        let runnable = state.runnable();
+        let runnable = self.floats.state.runnable();
         (0..runnable.input_count())
             .map(|i| {
                 let fact = runnable.input_fact(i)?;

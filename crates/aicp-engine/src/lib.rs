@@ -68,24 +68,28 @@ pub trait Engine: Send + Sync {
     ) -> Result<Box<dyn Runnable>>;
 }
 
-/// A loaded model, ready to run batches. Safe to call from several threads at once.
-pub trait Runnable: Send + Sync {
+/// One instance of a loaded model, ready to run batches: its own copy of the model and the
+/// state a run needs (buffers, sessions, a GPU's stream), owned by the one thread that runs it.
+/// It runs through `&mut self`, so an engine keeps that state without locks, and it is `Send`
+/// but not `Sync`: it moves to its thread once, and nothing else can reach it there.
+pub trait Runnable: Send {
     /// Runs one batch: one tensor per model input, in signature order, each shaped as the
     /// model declares with the batch first. Returns one tensor per output, in signature order.
     /// Takes the inputs by value so an engine that needs to own them need not copy them.
-    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>>;
+    fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>>;
 
     /// Runs one batch of 8-bit pixels for a model with one float32 input. By default they are
     /// normalised here, on the host; an engine that loaded with [`LoadOptions::pixels`] may
     /// move the bytes as they are and normalise them where it computes.
-    fn run_pixels(&self, pixels: Pixels) -> Result<Vec<Tensor>> {
+    fn run_pixels(&mut self, pixels: Pixels) -> Result<Vec<Tensor>> {
         self.run(vec![pixels.to_tensor()])
     }
 
     /// Prepares the calling thread to run this model (a GPU engine makes its stream and
-    /// library handles here), so the first request on the thread does not pay for it.
-    /// Instances call it once, on their own thread, before they take requests.
-    fn prepare_thread(&self) -> Result<()> {
+    /// library handles here, which belong to the thread that makes them), so the first request
+    /// on the thread does not pay for it. The instance's own thread calls it once, before it
+    /// takes requests; the instance never runs on another thread after.
+    fn prepare_thread(&mut self) -> Result<()> {
         Ok(())
     }
 }

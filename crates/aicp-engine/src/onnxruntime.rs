@@ -5,7 +5,6 @@
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
 
 use aicp_core::{Error, ModelSignature, Pixels, Result, Tensor};
 use ort::environment::Environment;
@@ -61,14 +60,13 @@ impl OnnxRuntimeEngine {
     }
 }
 
-/// A session and the names it is fed and read by. `Session::run` needs `&mut`, so concurrent
-/// callers of one model take turns.
+/// A session and the names it is fed and read by.
 struct OrtModel {
-    session: Mutex<Session>,
+    session: Session,
     /// For a quantised model whose input is quantised to the pixels' own scale: the same
     /// model taking the pixels as its quantised input ([`onnx::with_pixel_input`]), a quarter
     /// of the bytes and no quantisation step.
-    pixels: Option<Mutex<Session>>,
+    pixels: Option<Session>,
     inputs: Vec<String>,
     outputs: Vec<String>,
 }
@@ -117,12 +115,12 @@ impl Engine for OnnxRuntimeEngine {
         let pixels = match pixel_model {
             Some(model) if model.quantized => {
                 let bytes = prost::Message::encode_to_vec(&model.proto);
-                Some(Mutex::new(self.session(path, Some(&bytes))?))
+                Some(self.session(path, Some(&bytes))?)
             }
             _ => None,
         };
         Ok(Box::new(OrtModel {
-            session: Mutex::new(session),
+            session,
             pixels,
             inputs: signature.inputs.iter().map(|s| s.name.clone()).collect(),
             outputs: signature.outputs.iter().map(|s| s.name.clone()).collect(),
@@ -130,36 +128,33 @@ impl Engine for OnnxRuntimeEngine {
     }
 }
 
-impl OrtModel {
-    fn run_session<'v>(
-        &self,
-        session: &Mutex<Session>,
-        feed: Vec<(Cow<'_, str>, SessionInputValue<'v>)>,
-    ) -> Result<Vec<Tensor>> {
-        let failed = |e: ort::Error| Error::internal(format!("onnxruntime inference failed: {e}"));
-        // A panic while the lock was held cannot leave the session half-updated: keep going.
-        let mut session = session.lock().unwrap_or_else(|p| p.into_inner());
-        let outputs = session.run(feed).map_err(failed)?;
-        self.outputs
-            .iter()
-            .map(|name| {
-                let value = outputs.get(name).ok_or_else(|| {
-                    Error::internal(format!("onnxruntime gave no output {name:?}"))
-                })?;
-                let (shape, data) = value
-                    .try_extract_tensor::<f32>()
-                    .map_err(|e| Error::internal(format!("output {name:?} is not float32: {e}")))?;
-                Ok(Tensor {
-                    shape: shape.iter().map(|&d| d.max(0) as usize).collect(),
-                    data: data.to_vec(),
-                })
+/// Runs `session` on `feed` and reads its outputs by name, in the model's order.
+fn run_session<'v>(
+    session: &mut Session,
+    outputs: &[String],
+    feed: Vec<(Cow<'_, str>, SessionInputValue<'v>)>,
+) -> Result<Vec<Tensor>> {
+    let failed = |e: ort::Error| Error::internal(format!("onnxruntime inference failed: {e}"));
+    let values = session.run(feed).map_err(failed)?;
+    outputs
+        .iter()
+        .map(|name| {
+            let value = values
+                .get(name)
+                .ok_or_else(|| Error::internal(format!("onnxruntime gave no output {name:?}")))?;
+            let (shape, data) = value
+                .try_extract_tensor::<f32>()
+                .map_err(|e| Error::internal(format!("output {name:?} is not float32: {e}")))?;
+            Ok(Tensor {
+                shape: shape.iter().map(|&d| d.max(0) as usize).collect(),
+                data: data.to_vec(),
             })
-            .collect()
-    }
+        })
+        .collect()
 }
 
 impl Runnable for OrtModel {
-    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+    fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
         let failed = |e: ort::Error| Error::internal(format!("onnxruntime inference failed: {e}"));
         let mut feed: Vec<(Cow<str>, SessionInputValue)> = Vec::with_capacity(inputs.len());
         for (name, tensor) in self.inputs.iter().zip(&inputs) {
@@ -167,16 +162,20 @@ impl Runnable for OrtModel {
                 .map_err(failed)?;
             feed.push((Cow::Borrowed(name.as_str()), value.into()));
         }
-        self.run_session(&self.session, feed)
+        run_session(&mut self.session, &self.outputs, feed)
     }
 
-    fn run_pixels(&self, pixels: Pixels) -> Result<Vec<Tensor>> {
-        let (Some(session), [name]) = (&self.pixels, self.inputs.as_slice()) else {
+    fn run_pixels(&mut self, pixels: Pixels) -> Result<Vec<Tensor>> {
+        let (Some(session), [name]) = (&mut self.pixels, self.inputs.as_slice()) else {
             return self.run(vec![pixels.to_tensor()]);
         };
         let value = TensorRef::from_array_view((pixels.shape.clone(), pixels.data.as_slice()))
             .map_err(|e| Error::internal(format!("onnxruntime inference failed: {e}")))?;
-        self.run_session(session, vec![(Cow::Borrowed(name.as_str()), value.into())])
+        run_session(
+            session,
+            &self.outputs,
+            vec![(Cow::Borrowed(name.as_str()), value.into())],
+        )
     }
 }
 

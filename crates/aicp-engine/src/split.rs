@@ -24,11 +24,11 @@ pub struct SplitByBatch {
 }
 
 impl SplitByBatch {
-    fn pick(&self, batch: usize) -> &dyn Runnable {
+    fn pick(&mut self, batch: usize) -> &mut dyn Runnable {
         if batch < self.min_batch {
-            self.small.as_ref()
+            self.small.as_mut()
         } else {
-            self.large.as_ref()
+            self.large.as_mut()
         }
     }
 }
@@ -43,16 +43,16 @@ fn batch_of(inputs: &[Tensor]) -> usize {
 }
 
 impl Runnable for SplitByBatch {
-    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+    fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
         self.pick(batch_of(&inputs)).run(inputs)
     }
 
-    fn run_pixels(&self, pixels: Pixels) -> Result<Vec<Tensor>> {
+    fn run_pixels(&mut self, pixels: Pixels) -> Result<Vec<Tensor>> {
         let batch = pixels.shape.first().copied().unwrap_or(1);
         self.pick(batch).run_pixels(pixels)
     }
 
-    fn prepare_thread(&self) -> Result<()> {
+    fn prepare_thread(&mut self) -> Result<()> {
         self.small.prepare_thread()?;
         self.large.prepare_thread()
     }
@@ -62,8 +62,8 @@ impl Runnable for SplitByBatch {
 /// fast as `small` (each timed on the batch `inputs` makes), and the times at the batch before
 /// it, where `small` still won. Batches from that size on are then run on `large`.
 pub fn measure_min_batch(
-    small: &dyn Runnable,
-    large: &dyn Runnable,
+    small: &mut dyn Runnable,
+    large: &mut dyn Runnable,
     inputs: impl Fn(usize) -> Vec<Tensor>,
 ) -> Result<Crossover> {
     first_batch_where_large_wins(|batch| {
@@ -123,7 +123,7 @@ fn first_batch_where_large_wins(
 /// inputs (the engines take them by value), outside the time.
 fn median_time(
     inputs: impl Fn() -> Vec<Tensor>,
-    run: impl Fn(Vec<Tensor>) -> Result<Vec<Tensor>>,
+    mut run: impl FnMut(Vec<Tensor>) -> Result<Vec<Tensor>>,
 ) -> Result<Duration> {
     run(inputs())?;
     let mut times = (0..5)
@@ -215,12 +215,12 @@ mod tests {
     }
 
     impl Runnable for Counted {
-        fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
             self.batches.lock().unwrap().push(batch_of(&inputs));
             self.model.run(inputs)
         }
 
-        fn prepare_thread(&self) -> Result<()> {
+        fn prepare_thread(&mut self) -> Result<()> {
             self.threads_prepared.fetch_add(1, Ordering::Relaxed);
             Ok(())
         }
@@ -245,7 +245,7 @@ mod tests {
         };
         let (small, small_batches, small_prepared) = counted();
         let (large, large_batches, large_prepared) = counted();
-        let split = SplitByBatch {
+        let mut split = SplitByBatch {
             small,
             large,
             min_batch: 8,
@@ -268,7 +268,7 @@ mod tests {
         assert_eq!(large_prepared.load(Ordering::Relaxed), 1);
 
         // Measured between two real engines, the answer is a batch size it tried.
-        let found = measure_min_batch(split.small.as_ref(), split.large.as_ref(), |batch| {
+        let found = measure_min_batch(split.small.as_mut(), split.large.as_mut(), |batch| {
             vec![digits(batch).to_tensor()]
         })
         .unwrap();

@@ -1,11 +1,10 @@
 //! The tract engine: pure Rust, always available.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use aicp_core::{Error, ModelSignature, Result, Tensor};
 use tract_onnx::prelude::{
-    Framework, InferenceModelExt, IntoRunnable, IntoTValue, TValue, TVec, TypedRunnableModel,
+    Framework, InferenceModelExt, IntoRunnable, IntoTValue, TValue, TVec, TypedSimpleState,
     tract_ndarray,
 };
 
@@ -15,8 +14,10 @@ use crate::{Engine, EngineKind, LoadOptions, Runnable};
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TractEngine;
 
+/// A model's plan, shared by nothing else, and the state its runs reuse (tract's own shape: a
+/// plan spawns a state per thread).
 struct TractModel {
-    plan: Arc<TypedRunnableModel>,
+    state: TypedSimpleState,
 }
 
 impl Engine for TractEngine {
@@ -34,17 +35,18 @@ impl Engine for TractEngine {
             Error::invalid(format!("tract cannot load {}: {e:#}", path.display()))
         };
         // The batch dimension stays symbolic: one plan serves every batch size.
-        let plan = tract_onnx::onnx()
+        let state = tract_onnx::onnx()
             .model_for_path(path)
             .and_then(|model| model.into_optimized())
             .and_then(|model| model.into_runnable())
+            .and_then(|plan| plan.spawn())
             .map_err(failed)?;
-        Ok(Box::new(TractModel { plan }))
+        Ok(Box::new(TractModel { state }))
     }
 }
 
 impl Runnable for TractModel {
-    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+    fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
         // The request's buffers become tract's tensors as they are: no copy.
         let values = inputs
             .into_iter()
@@ -55,7 +57,7 @@ impl Runnable for TractModel {
             .collect::<std::result::Result<TVec<TValue>, _>>()
             .map_err(|e| Error::internal(format!("tract input: {e}")))?;
         let outputs = self
-            .plan
+            .state
             .run(values)
             .map_err(|e| Error::internal(format!("tract inference failed: {e:#}")))?;
         outputs

@@ -130,10 +130,10 @@ fn start_instances(
     // Each instance is its own copy of the model, so instances never wait on each other.
     let mut runnables = Vec::with_capacity(policy.instances);
     for _ in 0..policy.instances {
-        let runnable = engine
+        let mut runnable = engine
             .load(file, signature, &LoadOptions { pixels })
             .map_err(|e| e.message)?;
-        warm_up(runnable.as_ref(), signature)?;
+        warm_up(runnable.as_mut(), signature)?;
         runnables.push(runnable);
     }
     let stats = Arc::new(Stats::new(name, version));
@@ -176,7 +176,10 @@ fn check_sample_sizes(signature: &ModelSignature) -> std::result::Result<(), Str
 /// Runs one all-zero sample through a model instance, so the first request does not pay for
 /// lazy initialisation, and a model that cannot run is reported now rather than at the first
 /// request. The sample's size was checked at load ([`check_sample_sizes`]).
-fn warm_up(runnable: &dyn Runnable, signature: &ModelSignature) -> std::result::Result<(), String> {
+fn warm_up(
+    runnable: &mut dyn Runnable,
+    signature: &ModelSignature,
+) -> std::result::Result<(), String> {
     let inputs = signature
         .inputs
         .iter()

@@ -105,7 +105,7 @@ impl Scheduler {
         let policy = Arc::new(policy);
         let (prepared, preparing) = std::sync::mpsc::channel();
         let instances = runnables.len();
-        for (i, runnable) in runnables.into_iter().enumerate() {
+        for (i, mut runnable) in runnables.into_iter().enumerate() {
             let (intake, policy, stats) = (intake.clone(), policy.clone(), stats.clone());
             let (load, prepared) = (load.clone(), prepared.clone());
             std::thread::Builder::new()
@@ -117,7 +117,7 @@ impl Scheduler {
                     // Serving does not need it, and the wait below must not either.
                     drop(prepared);
                     if !failed {
-                        run_instance(&intake, runnable.as_ref(), &policy, &stats, &load);
+                        run_instance(&intake, runnable.as_mut(), &policy, &stats, &load);
                     }
                 })
                 .map_err(|e| format!("cannot start an inference thread: {e}"))?;
@@ -317,7 +317,7 @@ fn stackable(a: &Job, b: &Job) -> bool {
 
 fn run_instance(
     intake: &Mutex<Intake>,
-    runnable: &dyn Runnable,
+    runnable: &mut dyn Runnable,
     policy: &Policy,
     stats: &Stats,
     load: &Load,
@@ -347,7 +347,7 @@ struct Reply {
 /// error for the requests of this batch only. The batch counts as running until the engine is
 /// done, not until every answer is sent: a caller that has its answer never sees its own
 /// request still running.
-fn execute(runnable: &dyn Runnable, stats: &Stats, load: &Load, batch: Vec<Job>) {
+fn execute(runnable: &mut dyn Runnable, stats: &Stats, load: &Load, batch: Vec<Job>) {
     let requests = batch.len();
     load.running.fetch_add(requests, Ordering::Relaxed);
     let samples: usize = batch.iter().map(|job| job.samples).sum();
@@ -509,7 +509,7 @@ mod tests {
     }
 
     impl Runnable for Doubler {
-        fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
             if let Some(turnstile) = &self.gate {
                 turnstile.started.lock().unwrap().send(()).ok();
                 turnstile.gate.lock().unwrap().recv().ok();
@@ -765,11 +765,11 @@ mod tests {
     }
 
     impl Runnable for Unprepared {
-        fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
             Ok(inputs)
         }
 
-        fn prepare_thread(&self) -> Result<()> {
+        fn prepare_thread(&mut self) -> Result<()> {
             if self.panics {
                 panic!("no device");
             }
