@@ -382,6 +382,116 @@ enum Transport {
     },
 }
 
+/// The same random inputs every run: the prepared requests differ, the runs do not.
+fn seeded() -> StdRng {
+    StdRng::seed_from_u64(7)
+}
+
+/// A JSON body with its media type.
+fn json_body(body: &Value) -> (Bytes, Vec<(HeaderName, HeaderValue)>) {
+    let headers = vec![(CONTENT_TYPE, HeaderValue::from_static("application/json"))];
+    (Bytes::from(body.to_string()), headers)
+}
+
+impl Transport {
+    /// `ModelInfer` with raw contents, shaped as the model's metadata says.
+    async fn grpc(url: &str, timeout: Duration, args: &BenchArgs) -> anyhow::Result<Self> {
+        let channel = Channel::from_shared(url.to_string())
+            .with_context(|| format!("{url} is not a gRPC address"))?
+            .timeout(timeout)
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to {url}"))?;
+        let metadata = GrpcInferenceServiceClient::new(channel.clone())
+            .model_metadata(ModelMetadataRequest {
+                name: args.model.clone(),
+                version: String::new(),
+            })
+            .await
+            .with_context(|| format!("model {} metadata", args.model))?
+            .into_inner();
+        let input = metadata
+            .inputs
+            .first()
+            .context("the model declares no input")?;
+        let shape = request_shape(&input.shape, args.batch)?;
+        let mut rng = seeded();
+        let requests = (0..INPUTS)
+            .map(|_| {
+                let values = random_values(&mut rng, shape.iter().product::<i64>() as usize);
+                ModelInferRequest {
+                    model_name: args.model.clone(),
+                    inputs: vec![model_infer_request::InferInputTensor {
+                        name: input.name.clone(),
+                        datatype: "FP32".into(),
+                        shape: shape.clone(),
+                        ..Default::default()
+                    }],
+                    raw_input_contents: vec![f32_le_bytes(&values)],
+                    ..Default::default()
+                }
+            })
+            .collect();
+        Ok(Self::Grpc { channel, requests })
+    }
+
+    /// The ML API's classify: `--batch` images of 784 values, in JSON.
+    fn classify(url: &str, args: &BenchArgs) -> anyhow::Result<Self> {
+        let mut rng = seeded();
+        let bodies = (0..INPUTS)
+            .map(|_| {
+                let values = random_values(&mut rng, 784 * args.batch);
+                let image_data = if args.batch == 1 {
+                    json!(values)
+                } else {
+                    json!(values.chunks(784).collect::<Vec<_>>())
+                };
+                json_body(&json!({"model_name": args.model, "image_data": image_data, "top_k": 1}))
+            })
+            .collect();
+        Ok(Self::Http {
+            pool: HttpPool::new(url)?,
+            infer_path: "/api/v1/ml/classify".to_string(),
+            bodies,
+        })
+    }
+
+    /// The Open Inference Protocol's infer, shaped as the model's metadata says: the tensor in
+    /// JSON, in binary, or as binary UINT8 pixels (`--pixels`).
+    async fn v2(url: &str, args: &BenchArgs) -> anyhow::Result<Self> {
+        let pool = HttpPool::new(url)?;
+        let metadata = pool
+            .get(&format!("/v2/models/{}", args.model))
+            .await
+            .map_err(|e| anyhow::anyhow!("model {} metadata: {e}", args.model))?;
+        let metadata: Value = serde_json::from_slice(&metadata)?;
+        let input = &metadata["inputs"][0];
+        let name = input["name"]
+            .as_str()
+            .context("the model declares no input")?;
+        let dims: Vec<i64> = serde_json::from_value(input["shape"].clone())?;
+        let shape = request_shape(&dims, args.batch)?;
+        let count = shape.iter().product::<i64>() as usize;
+        let mut rng = seeded();
+        let bodies = (0..INPUTS)
+            .map(|_| {
+                let values = random_values(&mut rng, count);
+                match (args.protocol, args.pixels) {
+                    (Protocol::V2Binary, true) => v2_pixels_body(name, &shape, &values),
+                    (Protocol::V2Binary, false) => v2_binary_body(name, &shape, &values),
+                    _ => json_body(&json!({"inputs": [{"name": name, "shape": shape,
+                        "datatype": "FP32", "data": values}]})),
+                }
+            })
+            .collect();
+        Ok(Self::Http {
+            pool,
+            infer_path: format!("/v2/models/{}/infer", args.model),
+            bodies,
+        })
+    }
+}
+
 impl Client {
     async fn connect(args: &BenchArgs) -> anyhow::Result<Self> {
         if args.pixels && args.protocol != Protocol::V2Binary {
@@ -399,104 +509,10 @@ impl Client {
             .trim_end_matches('/')
             .to_string();
         let timeout = Duration::from_millis(args.request_timeout_ms);
-        let mut rng = StdRng::seed_from_u64(7);
         let transport = match args.protocol {
-            Protocol::Grpc => {
-                let channel = Channel::from_shared(url.clone())
-                    .with_context(|| format!("{url} is not a gRPC address"))?
-                    .timeout(timeout)
-                    .connect()
-                    .await
-                    .with_context(|| format!("cannot connect to {url}"))?;
-                let mut grpc = GrpcInferenceServiceClient::new(channel.clone());
-                let metadata = grpc
-                    .model_metadata(ModelMetadataRequest {
-                        name: args.model.clone(),
-                        version: String::new(),
-                    })
-                    .await
-                    .with_context(|| format!("model {} metadata", args.model))?
-                    .into_inner();
-                let input = metadata
-                    .inputs
-                    .first()
-                    .context("the model declares no input")?;
-                let shape = request_shape(&input.shape, args.batch)?;
-                let requests = (0..INPUTS)
-                    .map(|_| {
-                        let values =
-                            random_values(&mut rng, shape.iter().product::<i64>() as usize);
-                        ModelInferRequest {
-                            model_name: args.model.clone(),
-                            inputs: vec![model_infer_request::InferInputTensor {
-                                name: input.name.clone(),
-                                datatype: "FP32".into(),
-                                shape: shape.clone(),
-                                ..Default::default()
-                            }],
-                            raw_input_contents: vec![f32_le_bytes(&values)],
-                            ..Default::default()
-                        }
-                    })
-                    .collect();
-                Transport::Grpc { channel, requests }
-            }
-            protocol => {
-                let pool = HttpPool::new(&url)?;
-                let json = |body: Value| {
-                    let headers =
-                        vec![(CONTENT_TYPE, HeaderValue::from_static("application/json"))];
-                    (Bytes::from(body.to_string()), headers)
-                };
-                let (infer_path, bodies) = match protocol {
-                    Protocol::Classify => {
-                        let bodies = (0..INPUTS)
-                            .map(|_| {
-                                let values = random_values(&mut rng, 784 * args.batch);
-                                let image_data = if args.batch == 1 {
-                                    json!(values)
-                                } else {
-                                    json!(values.chunks(784).collect::<Vec<_>>())
-                                };
-                                json(json!({"model_name": args.model, "image_data": image_data, "top_k": 1}))
-                            })
-                            .collect();
-                        ("/api/v1/ml/classify".to_string(), bodies)
-                    }
-                    _ => {
-                        let metadata = pool
-                            .get(&format!("/v2/models/{}", args.model))
-                            .await
-                            .map_err(|e| anyhow::anyhow!("model {} metadata: {e}", args.model))?;
-                        let metadata: Value = serde_json::from_slice(&metadata)?;
-                        let input = &metadata["inputs"][0];
-                        let name = input["name"]
-                            .as_str()
-                            .context("the model declares no input")?;
-                        let dims: Vec<i64> = serde_json::from_value(input["shape"].clone())?;
-                        let shape = request_shape(&dims, args.batch)?;
-                        let count = shape.iter().product::<i64>() as usize;
-                        let bodies = (0..INPUTS)
-                            .map(|_| {
-                                let values = random_values(&mut rng, count);
-                                if protocol == Protocol::V2Binary && args.pixels {
-                                    v2_pixels_body(name, &shape, &values)
-                                } else if protocol == Protocol::V2Binary {
-                                    v2_binary_body(name, &shape, &values)
-                                } else {
-                                    json(json!({"inputs": [{"name": name, "shape": shape, "datatype": "FP32", "data": values}]}))
-                                }
-                            })
-                            .collect();
-                        (format!("/v2/models/{}/infer", args.model), bodies)
-                    }
-                };
-                Transport::Http {
-                    pool,
-                    infer_path,
-                    bodies,
-                }
-            }
+            Protocol::Grpc => Transport::grpc(&url, timeout, args).await?,
+            Protocol::Classify => Transport::classify(&url, args)?,
+            Protocol::V2Json | Protocol::V2Binary => Transport::v2(&url, args).await?,
         };
         let client = Self {
             url,
