@@ -9,10 +9,10 @@ use aicp_runtime::{
     Batching, ControlMode, Engines, GpuMinBatch, GpuUse, InferInput, ModelState, Repository,
     Runtime, VersionState,
 };
-use aicp_server::ServeOptions;
 use aicp_server::auth::Access;
 use aicp_server::connections::ConnectionLimits;
 use aicp_server::tls::TlsFiles;
+use aicp_server::{Event, ServeOptions};
 use clap::Args;
 
 /// Where the models are and which engines may run them.
@@ -317,7 +317,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(aicp_server::serve(options, shutdown_signal()))
+        .block_on(aicp_server::serve(options, shutdown_signal(), print_event))
 }
 
 /// Raises the soft limit on open files towards `wanted` (as far as the hard limit allows), and
@@ -342,6 +342,44 @@ fn raise_open_files_limit(wanted: u64) {
             "warning: the open-files limit is {} (ulimit -n); --max-connections needs about {wanted}",
             raised.rlim_cur.max(limit.rlim_cur)
         );
+    }
+}
+
+/// A start-up event as its line on standard output (the lines scripts and tests read).
+fn print_event(event: Event) {
+    match event {
+        Event::Listening { scheme, addr } => println!("aicp listening on {scheme}://{addr}"),
+        Event::Metrics(addr) => println!("aicp metrics on http://{addr}/metrics"),
+        Event::Tls { cert, mutual } => {
+            let mutual = if mutual {
+                ", client certificates required"
+            } else {
+                ""
+            };
+            println!("TLS with {}{mutual}", cert.display());
+        }
+        Event::ModelControl {
+            mode: ControlMode::Poll,
+            models,
+            poll_interval,
+        } => println!(
+            "model control: poll (watching {} every {} ms)",
+            models.display(),
+            poll_interval.as_millis()
+        ),
+        Event::ModelControl { mode, .. } => println!("model control: {}", mode.name()),
+        Event::ModelReady {
+            name,
+            version,
+            engine,
+            device,
+        } => println!("model {name} version {version} ready on {engine} ({device})"),
+        Event::ModelFailed { name, reason } => println!("model {name} failed: {reason}"),
+        Event::Ready => println!("aicp ready"),
+        Event::GrpcListening { addr, tls } => {
+            let over = if tls { " (TLS)" } else { "" };
+            println!("aicp gRPC listening on {addr}{over}");
+        }
     }
 }
 

@@ -194,13 +194,51 @@ async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
     error::for_path(uri.path(), error)
 }
 
+/// What a starting server tells its caller: where it listens (ports given as 0 are chosen by
+/// the system), and how its models loaded. The caller decides how to show it; `aicp serve`
+/// prints one line each.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// HTTP listens here (`https` with TLS).
+    Listening {
+        scheme: &'static str,
+        addr: SocketAddr,
+    },
+    /// `/metrics` is served on its own port.
+    Metrics(SocketAddr),
+    /// The listeners speak TLS with this certificate; `mutual`: clients must show theirs.
+    Tls { cert: PathBuf, mutual: bool },
+    /// How the served models follow the model directory (`poll` with its interval).
+    ModelControl {
+        mode: ControlMode,
+        models: PathBuf,
+        poll_interval: std::time::Duration,
+    },
+    /// A model serves its default version on an engine and device.
+    ModelReady {
+        name: String,
+        version: u64,
+        engine: aicp_runtime::EngineKind,
+        device: String,
+    },
+    /// A model has no version that serves, and why.
+    ModelFailed { name: String, reason: String },
+    /// Every model is loaded: the server is ready.
+    Ready,
+    /// gRPC listens here, once the models are loaded.
+    GrpcListening { addr: SocketAddr, tls: bool },
+}
+
 /// Listens, loads the models in the background (readiness turns true when they are loaded), and
-/// serves until `shutdown` completes. Readiness then turns false, the listeners close, and
-/// requests in flight get up to the drain timeout to finish.
+/// serves until `shutdown` completes, telling `report` where it listens and how its models
+/// loaded. Readiness then turns false, the listeners close, and requests in flight get up to
+/// the drain timeout to finish.
 pub async fn serve(
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    report: impl Fn(Event) + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
+    let report = Arc::new(report);
     if !options.models.is_dir() {
         anyhow::bail!(
             "model directory {} does not exist (pass --models DIR)",
@@ -213,7 +251,10 @@ pub async fn serve(
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = bind(options.addr).await?;
-    println!("aicp listening on {scheme}://{}", listener.local_addr()?);
+    report(Event::Listening {
+        scheme,
+        addr: listener.local_addr()?,
+    });
     // gRPC's port is taken now but listens only once the models are loaded (see below).
     let grpc_socket = match options.grpc_addr {
         Some(addr) => Some(reserve(addr)?),
@@ -223,18 +264,16 @@ pub async fn serve(
     let metrics_listener = match options.metrics_addr {
         Some(addr) => {
             let listener = bind(addr).await?;
-            println!("aicp metrics on http://{}/metrics", listener.local_addr()?);
+            report(Event::Metrics(listener.local_addr()?));
             Some(listener)
         }
         None => None,
     };
     if let (Some(tls), Some(files)) = (&tls, &options.tls) {
-        let mutual = if tls.mutual() {
-            ", client certificates required"
-        } else {
-            ""
-        };
-        println!("TLS with {}{mutual}", files.cert.display());
+        report(Event::Tls {
+            cert: files.cert.clone(),
+            mutual: tls.mutual(),
+        });
         tokio::spawn(tls.clone().watch());
     }
 
@@ -256,7 +295,10 @@ pub async fn serve(
     let models = options.models.clone();
     let engines = (options.ort_library.clone(), options.gpu);
     let batching = options.batching.clone();
-    let loaded = tokio::task::spawn_blocking(move || load(&loading, &models, engines, &batching));
+    let loading_report = report.clone();
+    let loaded = tokio::task::spawn_blocking(move || {
+        load(&loading, &models, engines, &batching, &*loading_report)
+    });
     let control = Arc::new(ModelControl::new(runtime.clone(), options.model_control));
     let watcher = control.clone();
     let poll_interval = options.poll_interval;
@@ -274,14 +316,11 @@ pub async fn serve(
             watcher.watch(poll_interval).await;
         }
     });
-    match options.model_control {
-        ControlMode::Poll => println!(
-            "model control: poll (watching {} every {} ms)",
-            options.models.display(),
-            poll_interval.as_millis()
-        ),
-        mode => println!("model control: {}", mode.name()),
-    }
+    report(Event::ModelControl {
+        mode: options.model_control,
+        models: options.models.clone(),
+        poll_interval,
+    });
 
     // One shutdown signal, heard by every server. Readiness turns false first, so that load
     // balancers stop sending requests; then the listeners close and requests in flight finish.
@@ -350,8 +389,10 @@ pub async fn serve(
         let listener = socket
             .listen(1024)
             .map_err(|e| anyhow::anyhow!("cannot listen for gRPC: {e}"))?;
-        let over = if connections.tls() { " (TLS)" } else { "" };
-        println!("aicp gRPC listening on {}{over}", listener.local_addr()?);
+        report(Event::GrpcListening {
+            addr: listener.local_addr()?,
+            tls: connections.tls(),
+        });
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(grpc::proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -450,25 +491,27 @@ fn load(
     models: &Path,
     (ort_library, gpu): (Option<PathBuf>, GpuUse),
     batching: &Batching,
+    report: &dyn Fn(Event),
 ) -> bool {
     let engines = Arc::new(Engines::with_gpu(ort_library.as_deref(), gpu));
     match Repository::load(models, engines, batching) {
         Ok(repository) => {
             for model in repository.models() {
-                match (model.state(), model.default_version()) {
-                    (ModelState::Ready, Some(served)) => println!(
-                        "model {} version {} ready on {} ({})",
-                        model.name, served.version, served.engine, served.device
-                    ),
-                    _ => println!(
-                        "model {} failed: {}",
-                        model.name,
-                        model.reason().unwrap_or_default()
-                    ),
-                }
+                report(match (model.state(), model.default_version()) {
+                    (ModelState::Ready, Some(served)) => Event::ModelReady {
+                        name: model.name.clone(),
+                        version: served.version,
+                        engine: served.engine,
+                        device: served.device.clone(),
+                    },
+                    _ => Event::ModelFailed {
+                        name: model.name.clone(),
+                        reason: model.reason().unwrap_or_default(),
+                    },
+                });
             }
             runtime.set_repository(repository);
-            println!("aicp ready");
+            report(Event::Ready);
             true
         }
         Err(e) => {
