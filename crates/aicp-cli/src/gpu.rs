@@ -223,13 +223,13 @@ mod cuda {
         for batch in [1, 7, 64, 1024, 16384] {
             let pixels = subject.pixels(batch);
             let floats = pixels.to_tensor();
-            let reference = cpu.run(vec![floats.clone()])?.remove(0);
+            let reference = cpu.run(vec![floats.clone().into()])?.remove(0);
             let classes = reference.data.len() / batch;
             let expected = argmax_rows(&reference.data, classes);
             for (transfers, model) in [("pinned", &mut pinned), ("plain", &mut plain)] {
                 let outputs = [
-                    ("fp32", model.run(vec![floats.clone()])?),
-                    ("uint8", model.run_pixels(pixels.clone())?),
+                    ("fp32", model.run(vec![floats.clone().into()])?),
+                    ("uint8", model.run(vec![pixels.clone().into()])?),
                 ];
                 for (input, output) in outputs {
                     let output = &output[0];
@@ -288,7 +288,7 @@ mod cuda {
         let runtime = Runtime::new();
         runtime.set_repository(repository);
         let pixels = subject.pixels(3);
-        let reference = cpu.run(vec![pixels.to_tensor()])?.remove(0);
+        let reference = cpu.run(vec![pixels.to_tensor().into()])?.remove(0);
         let requests = [
             ("fp32", TensorData::F32(pixels.to_tensor().data)),
             ("uint8", TensorData::U8(pixels.data.clone())),
@@ -342,7 +342,7 @@ mod cuda {
             for (engine, model) in configurations.iter_mut() {
                 let fp32 = measure(
                     args.seconds,
-                    || vec![floats.clone()],
+                    || vec![floats.clone().into()],
                     |inputs| Ok(model.run(inputs).map(drop)?),
                 )?;
                 report(engine, "fp32", batch, &fp32);
@@ -352,7 +352,7 @@ mod cuda {
                 let uint8 = measure(
                     args.seconds,
                     || pixels.clone(),
-                    |pixels| Ok(model.run_pixels(pixels).map(drop)?),
+                    |pixels| Ok(model.run(vec![pixels.into()]).map(drop)?),
                 )?;
                 report(engine, "uint8", batch, &uint8);
             }

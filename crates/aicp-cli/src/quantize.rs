@@ -433,7 +433,7 @@ fn top_classes(
     let per_sample: usize = sample_shape.iter().product();
     let mut top = Vec::with_capacity(inputs.len() / per_sample);
     for chunk in inputs.chunks(1000 * per_sample) {
-        let outputs = model.run(vec![batch_tensor(chunk, sample_shape)])?;
+        let outputs = model.run(vec![batch_tensor(chunk, sample_shape).into()])?;
         let logits = &outputs[0];
         let classes = logits.data.len() / (chunk.len() / per_sample);
         top.extend(aicp_train::trainer::argmax_rows(&logits.data, classes));
@@ -517,12 +517,12 @@ fn samples_per_second(
 ) -> anyhow::Result<f64> {
     let batch = batch_tensor(input, sample_shape);
     let samples = batch.shape[0];
-    model.run(vec![batch.clone()])?; // warm-up
+    model.run(vec![batch.clone().into()])?; // warm-up
     // Engines take their inputs by value: each run's copy is made outside the timed part.
     let budget = Duration::from_secs_f64(seconds);
     let (mut spent, mut runs) = (Duration::ZERO, 0usize);
     while runs == 0 || spent < budget {
-        let copy = vec![batch.clone()];
+        let copy = vec![batch.clone().into()];
         let started = Instant::now();
         model.run(copy)?;
         spent += started.elapsed();

@@ -175,7 +175,7 @@ fn concurrent_requests_are_batched_and_each_gets_its_own_answer() {
         .iter()
         .map(|image| {
             let input = aicp_core::Tensor::new(vec![1, 1, 28, 28], image.clone()).unwrap();
-            engine.run(vec![input]).unwrap().remove(0).data
+            engine.run(vec![input.into()]).unwrap().remove(0).data
         })
         .collect();
     let (samples_before, runs_before) = stats(&server, "mnist");

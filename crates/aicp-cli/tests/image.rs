@@ -106,7 +106,7 @@ fn model(name: &str) -> Box<dyn Runnable> {
 /// How many of `images` (each 784 values in [0, 1]) the model gets right.
 fn correct(model: &mut dyn Runnable, images: &[Vec<f32>], labels: &[u8]) -> usize {
     let input = aicp_core::Tensor::new(vec![images.len(), 1, 28, 28], images.concat()).unwrap();
-    let logits = model.run(vec![input]).unwrap().remove(0).data;
+    let logits = model.run(vec![input.into()]).unwrap().remove(0).data;
     logits
         .chunks(10)
         .zip(labels)
@@ -271,7 +271,7 @@ fn the_image_endpoint_classifies_pictures_and_shows_what_the_model_saw() {
             .collect();
         assert_eq!(seen, through_image_path(&png));
         let input = aicp_core::Tensor::new(vec![1, 1, 28, 28], seen).unwrap();
-        let logits = model.run(vec![input]).unwrap().remove(0).data;
+        let logits = model.run(vec![input.into()]).unwrap().remove(0).data;
         let best = (0..10)
             .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
             .unwrap();

@@ -32,7 +32,7 @@ fn engine_logits(images: &[Vec<f32>]) -> Vec<f32> {
         .load(&bundled_model(), &info.signature, &Default::default())
         .unwrap();
     let input = aicp_core::Tensor::new(vec![images.len(), 1, 28, 28], images.concat()).unwrap();
-    model.run(vec![input]).unwrap().remove(0).data
+    model.run(vec![input.into()]).unwrap().remove(0).data
 }
 
 fn assert_close(got: &[f32], want: &[f32]) {

@@ -182,10 +182,10 @@ fn both_bundled_models_quantise_within_half_a_point_and_run_alike_on_both_engine
         let (batch, labels) = test_batch(500);
         let scale = PixelScale::for_range([0.0, 1.0]);
         let on_tract = load(&TractEngine, &int8_path, None)
-            .run(vec![batch.clone()])
+            .run(vec![batch.clone().into()])
             .unwrap();
         let mut on_ort_model = load(&ort, &int8_path, Some(scale));
-        let on_ort = on_ort_model.run(vec![batch.clone()]).unwrap();
+        let on_ort = on_ort_model.run(vec![batch.clone().into()]).unwrap();
         let (t, o) = (top_classes(&on_tract[0]), top_classes(&on_ort[0]));
         let agree = t.iter().zip(&o).filter(|(a, b)| a == b).count();
         assert!(
@@ -203,7 +203,7 @@ fn both_bundled_models_quantise_within_half_a_point_and_run_alike_on_both_engine
                 shape: vec![1, 1, 28, 28],
                 data: batch.data[i * 784..(i + 1) * 784].to_vec(),
             };
-            let single = on_ort_model.run(vec![alone]).unwrap();
+            let single = on_ort_model.run(vec![alone.into()]).unwrap();
             let in_batch = &on_ort[0].data[i * 10..(i + 1) * 10];
             let difference = aicp_core::tensor::max_difference(&single[0].data, in_batch);
             assert!(
@@ -228,7 +228,7 @@ fn both_bundled_models_quantise_within_half_a_point_and_run_alike_on_both_engine
                 .collect(),
             scale,
         };
-        let from_pixels = on_ort_model.run_pixels(pixels).unwrap();
+        let from_pixels = on_ort_model.run(vec![pixels.into()]).unwrap();
         let difference = aicp_core::tensor::max_difference(&from_pixels[0].data, &on_ort[0].data);
         assert!(
             difference <= 1e-4,

@@ -14,5 +14,5 @@ pub use metadata::{Backend, Batching, InputSpec, ModelMetadata, OutputKind};
 pub use name::validate_model_name;
 pub use nested::NestedArray;
 pub use tensor::{
-    DataType, ModelSignature, PixelScale, Pixels, Tensor, TensorSpec, max_difference,
+    DataType, Input, ModelSignature, PixelScale, Pixels, Tensor, TensorSpec, max_difference,
 };

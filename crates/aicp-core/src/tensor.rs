@@ -68,6 +68,93 @@ impl Pixels {
     }
 }
 
+/// One input of a batch, as an engine takes it: float32 values, or 8-bit pixels for a model
+/// that takes float32 images, which the engine normalises (on the host, or where it computes).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    F32(Tensor),
+    Pixels(Pixels),
+}
+
+impl Input {
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            Self::F32(tensor) => &tensor.shape,
+            Self::Pixels(pixels) => &pixels.shape,
+        }
+    }
+
+    /// The pixels of a batch that is one pixel input (what an engine with a path of its own for
+    /// pixels runs there); else the inputs back, as they were.
+    pub fn lone_pixels(inputs: Vec<Input>) -> std::result::Result<Pixels, Vec<Input>> {
+        match <[Input; 1]>::try_from(inputs) {
+            Ok([Self::Pixels(pixels)]) => Ok(pixels),
+            Ok([other]) => Err(vec![other]),
+            Err(inputs) => Err(inputs),
+        }
+    }
+
+    /// The float32 tensor the model sees: pixels normalised here, on the host.
+    pub fn into_f32(self) -> Tensor {
+        match self {
+            Self::F32(tensor) => tensor,
+            Self::Pixels(pixels) => pixels.to_tensor(),
+        }
+    }
+
+    /// `parts` (one request's input each, of one kind, and of one sample shape) stacked along
+    /// the batch dimension into one input of `samples` samples. Parts of different kinds are an
+    /// error: they cannot share an engine run.
+    pub fn stack(parts: &[&Input], samples: usize) -> Result<Input> {
+        let Some(first) = parts.first() else {
+            return Err(Error::internal("no input to stack"));
+        };
+        let mut shape = first.shape().to_vec();
+        if let Some(batch) = shape.first_mut() {
+            *batch = samples;
+        }
+        let mixed = || Error::internal("a batch's requests must give their inputs of one kind");
+        Ok(match first {
+            Self::F32(_) => {
+                let mut data = Vec::with_capacity(element_count(&shape)?);
+                for part in parts {
+                    let Self::F32(tensor) = part else {
+                        return Err(mixed());
+                    };
+                    data.extend_from_slice(&tensor.data);
+                }
+                Self::F32(Tensor { shape, data })
+            }
+            Self::Pixels(pixels) => {
+                let mut data = Vec::with_capacity(element_count(&shape)?);
+                for part in parts {
+                    let Self::Pixels(part) = part else {
+                        return Err(mixed());
+                    };
+                    data.extend_from_slice(&part.data);
+                }
+                Self::Pixels(Pixels {
+                    shape,
+                    data,
+                    scale: pixels.scale,
+                })
+            }
+        })
+    }
+}
+
+impl From<Tensor> for Input {
+    fn from(tensor: Tensor) -> Self {
+        Self::F32(tensor)
+    }
+}
+
+impl From<Pixels> for Input {
+    fn from(pixels: Pixels) -> Self {
+        Self::Pixels(pixels)
+    }
+}
+
 /// The largest difference between `a` and `b`, element by element (over the shorter of the
 /// two); a NaN on either side counts as infinite, where `f32::max` would skip it and let a
 /// NaN output pass a comparison.
@@ -237,6 +324,30 @@ pub struct ModelSignature {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inputs_stack_along_the_batch_and_only_with_their_own_kind() {
+        let floats = |samples: usize, value: f32| {
+            Input::from(Tensor::new(vec![samples, 2], vec![value; samples * 2]).unwrap())
+        };
+        let pixels = |samples: usize, value: u8| {
+            Input::from(Pixels {
+                shape: vec![samples, 2],
+                data: vec![value; samples * 2],
+                scale: PixelScale::for_range([0.0, 1.0]),
+            })
+        };
+        let stacked = Input::stack(&[&floats(1, 1.0), &floats(2, 2.0)], 3).unwrap();
+        assert_eq!(
+            stacked,
+            Input::from(Tensor::new(vec![3, 2], vec![1.0, 1.0, 2.0, 2.0, 2.0, 2.0]).unwrap())
+        );
+        let stacked = Input::stack(&[&pixels(1, 255), &pixels(1, 0)], 2).unwrap();
+        assert_eq!(stacked.shape(), [2, 2]);
+        assert_eq!(stacked.into_f32().data, [1.0, 1.0, 0.0, 0.0]);
+        let err = Input::stack(&[&floats(1, 1.0), &pixels(1, 0)], 2).unwrap_err();
+        assert!(err.message.contains("one kind"), "{err}");
+    }
 
     #[test]
     fn shapes_must_match_the_data() {

@@ -97,7 +97,7 @@ fn bench_model(
             group.bench_with_input(BenchmarkId::from_parameter(name), &input, |b, input| {
                 // Engines take their inputs by value; the copy made for each run is not timed.
                 b.iter_batched(
-                    || vec![input.clone()],
+                    || vec![input.clone().into()],
                     |inputs| black_box(model.run(inputs).expect("inference")),
                     BatchSize::LargeInput,
                 );
@@ -110,7 +110,12 @@ fn bench_model(
         let input = input(batch);
         // About the same work per round whatever the model and batch.
         let probe = Instant::now();
-        black_box(engines[0].1.run(vec![input.clone()]).expect("inference"));
+        black_box(
+            engines[0]
+                .1
+                .run(vec![input.clone().into()])
+                .expect("inference"),
+        );
         let once = probe.elapsed().as_secs_f64().max(1e-6);
         let runs = ((2.0 / once) as usize).clamp(50, 20_000);
         // The best of five rounds: on a shared machine, noise only ever slows a round down.
@@ -119,7 +124,7 @@ fn bench_model(
                 .map(|_| {
                     let mut spent = Duration::ZERO;
                     for _ in 0..runs / 5 {
-                        let inputs = vec![input.clone()];
+                        let inputs = vec![input.clone().into()];
                         let started = Instant::now();
                         black_box(model.run(inputs).expect("inference"));
                         spent += started.elapsed();

@@ -31,8 +31,8 @@ enum Feed {
 /// outside what they time.
 fn run(model: &mut dyn Runnable, feed: Feed) {
     black_box(match feed {
-        Feed::Floats(t) => model.run(vec![t]),
-        Feed::Pixels(p) => model.run_pixels(p),
+        Feed::Floats(t) => model.run(vec![t.into()]),
+        Feed::Pixels(p) => model.run(vec![p.into()]),
     })
     .expect("inference");
 }

@@ -32,7 +32,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use aicp_core::{
-    DataType, Error, ModelSignature, PixelScale, Pixels, Result, Tensor, max_difference,
+    DataType, Error, Input, ModelSignature, PixelScale, Pixels, Result, Tensor, max_difference,
     panic_message,
 };
 use cudarc::driver::{CudaContext, DeviceRepr, PinnedHostSlice, ValidAsZeroBits, result, sys};
@@ -203,7 +203,10 @@ impl Engine for CudaEngine {
             // Nothing to measure with: every batch goes to the GPU.
             (GpuMinBatch::Measured, None) => 1,
             (GpuMinBatch::Measured, Some(inputs)) => {
-                let floats = |batch| inputs(batch).iter().map(Pixels::to_tensor).collect();
+                let floats = |batch| {
+                    let pixels = inputs(batch);
+                    pixels.iter().map(|p| Input::from(p.to_tensor())).collect()
+                };
                 let found = measure_min_batch(cpu.as_mut(), &mut model, floats)?;
                 tracing::info!(
                     "{}: batches under {} run on the CPU, where they are faster (batch 1: CPU {} us, GPU {} us)",
@@ -266,11 +269,11 @@ fn made_up_inputs(
 /// Runs `inputs` through `model`'s plans and through `cpu` (tract), and fails when an output
 /// differs by more than [`CROSS_CHECK_TOLERANCE`].
 fn cross_check(model: &mut CudaModel, cpu: &mut dyn Runnable, inputs: &[Pixels]) -> Result<()> {
-    let floats: Vec<Tensor> = inputs.iter().map(Pixels::to_tensor).collect();
+    let floats: Vec<Input> = inputs.iter().map(|p| p.to_tensor().into()).collect();
     let expected = cpu.run(floats.clone())?;
     compare("float32", &model.run(floats)?, &expected)?;
     if let ([input], Some(_)) = (inputs, &model.pixels) {
-        compare("uint8", &model.run_pixels(input.clone())?, &expected)?;
+        compare("uint8", &model.run(vec![input.clone().into()])?, &expected)?;
     }
     Ok(())
 }
@@ -516,19 +519,22 @@ fn inference_failed(e: TractError) -> Error {
 }
 
 impl Runnable for CudaModel {
-    fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
-        let values = self.io.floats(inputs).map_err(inference_failed)?;
+    fn run(&mut self, inputs: Vec<Input>) -> Result<Vec<Tensor>> {
+        // Pixels as they are to the plan that takes them, which normalises them on the GPU.
+        let inputs = match (&mut self.pixels, Input::lone_pixels(inputs)) {
+            (Some(plan), Ok(pixels)) => {
+                let value = self.io.pixels(pixels).map_err(inference_failed)?;
+                return plan
+                    .run(&mut self.io, tvec![value])
+                    .map_err(inference_failed);
+            }
+            (None, Ok(pixels)) => vec![Input::Pixels(pixels)],
+            (_, Err(inputs)) => inputs,
+        };
+        let floats = inputs.into_iter().map(Input::into_f32).collect();
+        let values = self.io.floats(floats).map_err(inference_failed)?;
         self.floats
             .run(&mut self.io, values)
-            .map_err(inference_failed)
-    }
-
-    fn run_pixels(&mut self, pixels: Pixels) -> Result<Vec<Tensor>> {
-        let Some(plan) = &mut self.pixels else {
-            return self.run(vec![pixels.to_tensor()]);
-        };
-        let value = self.io.pixels(pixels).map_err(inference_failed)?;
-        plan.run(&mut self.io, tvec![value])
             .map_err(inference_failed)
     }
 
@@ -539,9 +545,11 @@ impl Runnable for CudaModel {
         let shapes = self.input_shapes().map_err(inference_failed)?;
         let zeros = shapes
             .iter()
-            .map(|shape| Tensor {
-                data: vec![0.0; one(shape)],
-                shape: shape.clone(),
+            .map(|shape| {
+                Input::from(Tensor {
+                    data: vec![0.0; one(shape)],
+                    shape: shape.clone(),
+                })
             })
             .collect();
         self.run(zeros)?;
@@ -554,7 +562,7 @@ impl Runnable for CudaModel {
                     step: 1.0,
                 },
             };
-            self.run_pixels(pixels)?;
+            self.run(vec![pixels.into()])?;
         }
         Ok(())
     }

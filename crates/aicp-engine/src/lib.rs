@@ -12,7 +12,7 @@ pub mod tract;
 
 use std::path::Path;
 
-use aicp_core::{ModelSignature, PixelScale, Pixels, Result, Tensor};
+use aicp_core::{Input, ModelSignature, PixelScale, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// Which engine runs a model.
@@ -46,7 +46,7 @@ impl std::fmt::Display for EngineKind {
 pub struct LoadOptions {
     /// How 8-bit pixels map to the model's input, when the model takes them (its one input is a
     /// float32 image with a declared range). An engine may build a path that normalises them
-    /// itself; [`Runnable::run_pixels`] is then fed them as they are.
+    /// itself; [`Runnable::run`] is then fed them as they are ([`Input::Pixels`]).
     pub pixels: Option<PixelScale>,
 }
 
@@ -73,17 +73,14 @@ pub trait Engine: Send + Sync {
 /// It runs through `&mut self`, so an engine keeps that state without locks, and it is `Send`
 /// but not `Sync`: it moves to its thread once, and nothing else can reach it there.
 pub trait Runnable: Send {
-    /// Runs one batch: one tensor per model input, in signature order, each shaped as the
+    /// Runs one batch: one input per model input, in signature order, each shaped as the
     /// model declares with the batch first. Returns one tensor per output, in signature order.
     /// Takes the inputs by value so an engine that needs to own them need not copy them.
-    fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>>;
-
-    /// Runs one batch of 8-bit pixels for a model with one float32 input. By default they are
-    /// normalised here, on the host; an engine that loaded with [`LoadOptions::pixels`] may
-    /// move the bytes as they are and normalise them where it computes.
-    fn run_pixels(&mut self, pixels: Pixels) -> Result<Vec<Tensor>> {
-        self.run(vec![pixels.to_tensor()])
-    }
+    ///
+    /// An input may come as 8-bit pixels (a model with one float32 input that loaded with
+    /// [`LoadOptions::pixels`]): an engine normalises them on the host ([`Input::into_f32`]),
+    /// or moves the bytes as they are and normalises them where it computes.
+    fn run(&mut self, inputs: Vec<Input>) -> Result<Vec<Tensor>>;
 
     /// Prepares the calling thread to run this model (a GPU engine makes its stream and
     /// library handles here, which belong to the thread that makes them), so the first request

@@ -352,7 +352,7 @@ mod tests {
         let floats = TractEngine
             .load(&model, &info.signature, &Default::default())
             .unwrap()
-            .run(vec![pixels.to_tensor()])
+            .run(vec![pixels.to_tensor().into()])
             .unwrap()
             .remove(0);
         assert_eq!(through_graph.shape, floats.shape);

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use aicp_core::{Error, ModelSignature, Pixels, Result, Tensor};
+use aicp_core::{Error, Input, ModelSignature, Result, Tensor};
 use ort::environment::Environment;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionInputValue};
@@ -154,8 +154,23 @@ fn run_session<'v>(
 }
 
 impl Runnable for OrtModel {
-    fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+    fn run(&mut self, inputs: Vec<Input>) -> Result<Vec<Tensor>> {
         let failed = |e: ort::Error| Error::internal(format!("onnxruntime inference failed: {e}"));
+        // Pixels as they are to a model that takes them as its quantised input.
+        let inputs = match (&mut self.pixels, Input::lone_pixels(inputs)) {
+            (Some(session), Ok(pixels)) => {
+                let value =
+                    TensorRef::from_array_view((pixels.shape.clone(), pixels.data.as_slice()))
+                        .map_err(failed)?;
+                // A pixel session exists only for a model with one input.
+                let name = self.inputs.first().map_or("", String::as_str);
+                let feed = vec![(Cow::Borrowed(name), value.into())];
+                return run_session(session, &self.outputs, feed);
+            }
+            (None, Ok(pixels)) => vec![Input::Pixels(pixels)],
+            (_, Err(inputs)) => inputs,
+        };
+        let inputs: Vec<Tensor> = inputs.into_iter().map(Input::into_f32).collect();
         let mut feed: Vec<(Cow<str>, SessionInputValue)> = Vec::with_capacity(inputs.len());
         for (name, tensor) in self.inputs.iter().zip(&inputs) {
             let value = TensorRef::from_array_view((tensor.shape.clone(), tensor.data.as_slice()))
@@ -163,19 +178,6 @@ impl Runnable for OrtModel {
             feed.push((Cow::Borrowed(name.as_str()), value.into()));
         }
         run_session(&mut self.session, &self.outputs, feed)
-    }
-
-    fn run_pixels(&mut self, pixels: Pixels) -> Result<Vec<Tensor>> {
-        let (Some(session), [name]) = (&mut self.pixels, self.inputs.as_slice()) else {
-            return self.run(vec![pixels.to_tensor()]);
-        };
-        let value = TensorRef::from_array_view((pixels.shape.clone(), pixels.data.as_slice()))
-            .map_err(|e| Error::internal(format!("onnxruntime inference failed: {e}")))?;
-        run_session(
-            session,
-            &self.outputs,
-            vec![(Cow::Borrowed(name.as_str()), value.into())],
-        )
     }
 }
 

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use aicp_core::{Pixels, Result, Tensor};
+use aicp_core::{Input, Result, Tensor};
 
 use crate::Runnable;
 
@@ -34,22 +34,17 @@ impl SplitByBatch {
 }
 
 /// A batch's size: its first input's first dimension.
-fn batch_of(inputs: &[Tensor]) -> usize {
+fn batch_of(inputs: &[Input]) -> usize {
     inputs
         .first()
-        .and_then(|t| t.shape.first())
+        .and_then(|input| input.shape().first())
         .copied()
         .unwrap_or(1)
 }
 
 impl Runnable for SplitByBatch {
-    fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+    fn run(&mut self, inputs: Vec<Input>) -> Result<Vec<Tensor>> {
         self.pick(batch_of(&inputs)).run(inputs)
-    }
-
-    fn run_pixels(&mut self, pixels: Pixels) -> Result<Vec<Tensor>> {
-        let batch = pixels.shape.first().copied().unwrap_or(1);
-        self.pick(batch).run_pixels(pixels)
     }
 
     fn prepare_thread(&mut self) -> Result<()> {
@@ -64,7 +59,7 @@ impl Runnable for SplitByBatch {
 pub fn measure_min_batch(
     small: &mut dyn Runnable,
     large: &mut dyn Runnable,
-    inputs: impl Fn(usize) -> Vec<Tensor>,
+    inputs: impl Fn(usize) -> Vec<Input>,
 ) -> Result<Crossover> {
     first_batch_where_large_wins(|batch| {
         let inputs = inputs(batch);
@@ -122,8 +117,8 @@ fn first_batch_where_large_wins(
 /// The median of five timed runs of `run`, after one untimed; `inputs` makes each run's
 /// inputs (the engines take them by value), outside the time.
 fn median_time(
-    inputs: impl Fn() -> Vec<Tensor>,
-    mut run: impl FnMut(Vec<Tensor>) -> Result<Vec<Tensor>>,
+    inputs: impl Fn() -> Vec<Input>,
+    mut run: impl FnMut(Vec<Input>) -> Result<Vec<Tensor>>,
 ) -> Result<Duration> {
     run(inputs())?;
     let mut times = (0..5)
@@ -215,7 +210,7 @@ mod tests {
     }
 
     impl Runnable for Counted {
-        fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        fn run(&mut self, inputs: Vec<Input>) -> Result<Vec<Tensor>> {
             self.batches.lock().unwrap().push(batch_of(&inputs));
             self.model.run(inputs)
         }
@@ -250,17 +245,17 @@ mod tests {
             large,
             min_batch: 8,
         };
-        let digits = |batch: usize| Pixels {
+        let digits = |batch: usize| aicp_core::Pixels {
             data: vec![128; batch * 784],
             shape: vec![batch, 1, 28, 28],
             scale: aicp_core::PixelScale::for_range([0.0, 1.0]),
         };
         for batch in [1, 7, 8, 64] {
-            let outputs = split.run(vec![digits(batch).to_tensor()]).unwrap();
+            let outputs = split.run(vec![digits(batch).to_tensor().into()]).unwrap();
             assert_eq!(outputs[0].shape, [batch, 10]);
         }
-        split.run_pixels(digits(3)).unwrap();
-        split.run_pixels(digits(9)).unwrap();
+        split.run(vec![digits(3).into()]).unwrap();
+        split.run(vec![digits(9).into()]).unwrap();
         assert_eq!(*small_batches.lock().unwrap(), [1, 7, 3]);
         assert_eq!(*large_batches.lock().unwrap(), [8, 64, 9]);
         split.prepare_thread().unwrap();
@@ -269,7 +264,7 @@ mod tests {
 
         // Measured between two real engines, the answer is a batch size it tried.
         let found = measure_min_batch(split.small.as_mut(), split.large.as_mut(), |batch| {
-            vec![digits(batch).to_tensor()]
+            vec![digits(batch).to_tensor().into()]
         })
         .unwrap();
         assert!(found.min_batch.is_power_of_two(), "{found:?}");

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use aicp_core::{Error, ModelSignature, Result, Tensor};
+use aicp_core::{Error, Input, ModelSignature, Result, Tensor};
 use tract_onnx::prelude::{
     Framework, InferenceModelExt, IntoRunnable, IntoTValue, TValue, TVec, TypedSimpleState,
     tract_ndarray,
@@ -46,10 +46,12 @@ impl Engine for TractEngine {
 }
 
 impl Runnable for TractModel {
-    fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
-        // The request's buffers become tract's tensors as they are: no copy.
+    fn run(&mut self, inputs: Vec<Input>) -> Result<Vec<Tensor>> {
+        // The request's buffers become tract's tensors as they are: no copy (pixels are
+        // normalised into new ones).
         let values = inputs
             .into_iter()
+            .map(Input::into_f32)
             .map(|t| {
                 tract_ndarray::ArrayD::from_shape_vec(t.shape, t.data)
                     .map(|array| array.into_tvalue())

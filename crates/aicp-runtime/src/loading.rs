@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use aicp_core::{
-    Backend, Batching, DataType, ModelMetadata, ModelSignature, OutputKind, PixelScale, Tensor,
-    TensorSpec,
+    Backend, Batching, DataType, Input, ModelMetadata, ModelSignature, OutputKind, PixelScale,
+    Tensor, TensorSpec,
 };
 use aicp_engine::{Engine, EngineKind, LoadOptions, Runnable, onnx};
 
@@ -185,10 +185,10 @@ fn warm_up(
         .iter()
         .map(|spec| {
             let (shape, values) = sample_shape(spec);
-            Tensor {
+            Input::from(Tensor {
                 shape,
                 data: vec![0.0; values.unwrap_or(0)],
-            }
+            })
         })
         .collect::<Vec<_>>();
     runnable

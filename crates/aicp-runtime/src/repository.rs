@@ -425,7 +425,7 @@ mod tests {
     struct Ran;
 
     impl Runnable for Ran {
-        fn run(&mut self, _: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        fn run(&mut self, _: Vec<aicp_core::Input>) -> Result<Vec<Tensor>> {
             Ok(Vec::new())
         }
     }

@@ -19,7 +19,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TryS
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aicp_core::{Error, ErrorKind, Pixels, Result, Tensor, panic_message};
+use aicp_core::{Error, ErrorKind, Input, Result, Tensor, panic_message};
 use aicp_engine::Runnable;
 use tokio::sync::oneshot;
 
@@ -37,18 +37,10 @@ pub struct Completed {
     pub compute: Duration,
 }
 
-/// A request's inputs, model-shaped, batch first.
-#[derive(Debug)]
-pub enum Inputs {
-    /// One float32 tensor per model input, in the model's order.
-    Floats(Vec<Tensor>),
-    /// 8-bit pixels for a model's one input; the engine normalises them.
-    Pixels(Pixels),
-}
-
 /// A request waiting for an instance.
 struct Job {
-    inputs: Inputs,
+    /// Model-shaped, batch first.
+    inputs: Vec<Input>,
     samples: usize,
     submitted: Instant,
     deadline: Option<Instant>,
@@ -156,7 +148,7 @@ impl Scheduler {
     /// at `deadline` if the request has not finished by then.
     pub async fn submit(
         &self,
-        inputs: Inputs,
+        inputs: Vec<Input>,
         samples: usize,
         deadline: Option<Instant>,
     ) -> Result<Completed> {
@@ -304,15 +296,11 @@ fn still_wanted(job: Job) -> Option<Job> {
 /// has the same shape after the batch dimension (always true for models whose sample shape is
 /// fixed).
 fn stackable(a: &Job, b: &Job) -> bool {
-    let same_sample = |x: &[usize], y: &[usize]| x.get(1..) == y.get(1..);
-    match (&a.inputs, &b.inputs) {
-        (Inputs::Floats(x), Inputs::Floats(y)) => x
-            .iter()
-            .zip(y)
-            .all(|(x, y)| same_sample(&x.shape, &y.shape)),
-        (Inputs::Pixels(x), Inputs::Pixels(y)) => same_sample(&x.shape, &y.shape),
-        _ => false,
-    }
+    a.inputs.len() == b.inputs.len()
+        && a.inputs.iter().zip(&b.inputs).all(|(x, y)| {
+            std::mem::discriminant(x) == std::mem::discriminant(y)
+                && x.shape().get(1..) == y.shape().get(1..)
+        })
 }
 
 fn run_instance(
@@ -353,16 +341,13 @@ fn execute(runnable: &mut dyn Runnable, stats: &Stats, load: &Load, batch: Vec<J
     let samples: usize = batch.iter().map(|job| job.samples).sum();
     let (inputs, replies) = assemble(batch, samples);
     let started = Instant::now();
-    let outcome = catch_unwind(AssertUnwindSafe(|| match inputs {
-        Inputs::Floats(tensors) => runnable.run(tensors),
-        Inputs::Pixels(pixels) => runnable.run_pixels(pixels),
-    }))
-    .unwrap_or_else(|panic| {
-        Err(Error::internal(format!(
-            "the engine panicked: {}",
-            panic_message(&*panic)
-        )))
-    });
+    let outcome =
+        catch_unwind(AssertUnwindSafe(|| runnable.run(inputs?))).unwrap_or_else(|panic| {
+            Err(Error::internal(format!(
+                "the engine panicked: {}",
+                panic_message(&*panic)
+            )))
+        });
     let compute = started.elapsed();
     load.running.fetch_sub(requests, Ordering::Relaxed);
     let answers = outcome.and_then(|outputs| {
@@ -401,7 +386,7 @@ fn execute(runnable: &mut dyn Runnable, stats: &Stats, load: &Load, batch: Vec<J
 
 /// The engine's inputs: a lone request's as they are (no copy), or the requests' stacked along
 /// the batch dimension (the batch holds one kind only, see [`stackable`]).
-fn assemble(batch: Vec<Job>, samples: usize) -> (Inputs, Vec<Reply>) {
+fn assemble(batch: Vec<Job>, samples: usize) -> (Result<Vec<Input>>, Vec<Reply>) {
     let mut replies = Vec::with_capacity(batch.len());
     let mut parts = Vec::with_capacity(batch.len());
     for job in batch {
@@ -414,47 +399,14 @@ fn assemble(batch: Vec<Job>, samples: usize) -> (Inputs, Vec<Reply>) {
         parts.push(job.inputs);
     }
     if parts.len() == 1 {
-        return (parts.pop().expect("one part"), replies);
+        return (Ok(parts.pop().unwrap_or_default()), replies);
     }
-    // The first request's shape, holding the whole batch.
-    let stacked = |shape: &[usize]| {
-        let mut shape = shape.to_vec();
-        shape[0] = samples;
-        shape
-    };
-    let inputs = match &parts[0] {
-        Inputs::Floats(first) => Inputs::Floats(
-            (0..first.len())
-                .map(|i| {
-                    let rows: Vec<&[f32]> = parts
-                        .iter()
-                        .map(|part| match part {
-                            Inputs::Floats(tensors) => tensors[i].data.as_slice(),
-                            Inputs::Pixels(_) => unreachable!("a batch holds one kind of input"),
-                        })
-                        .collect();
-                    Tensor {
-                        shape: stacked(&first[i].shape),
-                        data: rows.concat(),
-                    }
-                })
-                .collect(),
-        ),
-        Inputs::Pixels(first) => {
-            let rows: Vec<&[u8]> = parts
-                .iter()
-                .map(|part| match part {
-                    Inputs::Pixels(pixels) => pixels.data.as_slice(),
-                    Inputs::Floats(_) => unreachable!("a batch holds one kind of input"),
-                })
-                .collect();
-            Inputs::Pixels(Pixels {
-                shape: stacked(&first.shape),
-                data: rows.concat(),
-                scale: first.scale,
-            })
-        }
-    };
+    let inputs = (0..parts[0].len())
+        .map(|i| {
+            let column: Vec<&Input> = parts.iter().filter_map(|part| part.get(i)).collect();
+            Input::stack(&column, samples)
+        })
+        .collect();
     (inputs, replies)
 }
 
@@ -509,12 +461,12 @@ mod tests {
     }
 
     impl Runnable for Doubler {
-        fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        fn run(&mut self, inputs: Vec<Input>) -> Result<Vec<Tensor>> {
             if let Some(turnstile) = &self.gate {
                 turnstile.started.lock().unwrap().send(()).ok();
                 turnstile.gate.lock().unwrap().recv().ok();
             }
-            let input = &inputs[0];
+            let input = &inputs.into_iter().next().unwrap().into_f32();
             if input.data.first() == Some(&-1.0) {
                 panic!("asked to fail");
             }
@@ -581,23 +533,23 @@ mod tests {
         }
     }
 
-    fn sample(value: f32, samples: usize) -> Inputs {
-        Inputs::Floats(vec![Tensor {
+    fn sample(value: f32, samples: usize) -> Vec<Input> {
+        vec![Input::F32(Tensor {
             shape: vec![samples, 2],
             data: vec![value; samples * 2],
-        }])
+        })]
     }
 
     /// `samples` samples of two pixels each, all `pixel`, mapped onto [0, 255 * 0.5].
-    fn pixels(pixel: u8, samples: usize) -> Inputs {
-        Inputs::Pixels(Pixels {
+    fn pixels(pixel: u8, samples: usize) -> Vec<Input> {
+        vec![Input::Pixels(aicp_core::Pixels {
             shape: vec![samples, 2],
             data: vec![pixel; samples * 2],
             scale: aicp_core::PixelScale {
                 offset: 0.0,
                 step: 0.5,
             },
-        })
+        })]
     }
 
     /// Submits `inputs` to `scheduler` and returns once the request is in the queue, so that
@@ -605,7 +557,7 @@ mod tests {
     /// race to the queue).
     async fn queued(
         scheduler: Arc<Scheduler>,
-        inputs: Inputs,
+        inputs: Vec<Input>,
         samples: usize,
     ) -> tokio::task::JoinHandle<Result<Completed>> {
         let mut request = Box::pin(async move { scheduler.submit(inputs, samples, None).await });
@@ -621,7 +573,7 @@ mod tests {
     async fn pixels_batch_with_pixels_and_floats_with_floats() {
         let test = gated(policy(true, 64));
         let submit =
-            |inputs: Inputs, samples: usize| queued(test.scheduler.clone(), inputs, samples);
+            |inputs: Vec<Input>, samples: usize| queued(test.scheduler.clone(), inputs, samples);
         let first = submit(sample(0.0, 1), 1).await;
         test.wait_for_a_run();
         // Waiting, in this order: pixels, pixels, floats, pixels. The first two pixel requests
@@ -765,8 +717,8 @@ mod tests {
     }
 
     impl Runnable for Unprepared {
-        fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
-            Ok(inputs)
+        fn run(&mut self, inputs: Vec<Input>) -> Result<Vec<Tensor>> {
+            Ok(inputs.into_iter().map(Input::into_f32).collect())
         }
 
         fn prepare_thread(&mut self) -> Result<()> {

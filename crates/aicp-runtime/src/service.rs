@@ -6,10 +6,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use aicp_core::{DataType, Error, ErrorKind, Pixels, Result, Tensor, TensorData, TensorSpec};
+use aicp_core::{
+    DataType, Error, ErrorKind, Input, Pixels, Result, Tensor, TensorData, TensorSpec,
+};
 
 use crate::repository::{Repository, ServedModel};
-use crate::scheduler::Inputs;
 use crate::stats::Timings;
 
 /// An inference request as every front end translates it.
@@ -244,9 +245,10 @@ impl Runtime {
 
 /// Matches `inputs` to the model's inputs by name, converts each to the type the model takes
 /// and reshapes it to the model's declared shape (a reshape: the data is not copied). Returns
-/// the batch size and one tensor per model input, in the model's order; or, for UINT8 data
-/// sent to a model that takes pixels, the pixels as they came, for the engine to normalise.
-fn prepare_inputs(model: &ServedModel, inputs: Vec<InferInput>) -> Result<(usize, Inputs)> {
+/// the batch size and one input per model input, in the model's order: float32, or for UINT8
+/// data sent to a model that takes pixels, the pixels as they came, for the engine to
+/// normalise.
+fn prepare_inputs(model: &ServedModel, inputs: Vec<InferInput>) -> Result<(usize, Vec<Input>)> {
     let specs = &model.signature.inputs;
     let names = || {
         specs
@@ -299,7 +301,7 @@ fn prepare_inputs(model: &ServedModel, inputs: Vec<InferInput>) -> Result<(usize
         let shape = fit_shape(model, spec, &input.shape)?;
         let batch = shape.first().copied().unwrap_or(1);
         check_batch(model, spec, &mut None, batch)?;
-        return Ok((batch, Inputs::Pixels(Pixels { shape, data, scale })));
+        return Ok((batch, vec![Pixels { shape, data, scale }.into()]));
     }
     let mut batch = None;
     let mut tensors = Vec::with_capacity(specs.len());
@@ -311,9 +313,9 @@ fn prepare_inputs(model: &ServedModel, inputs: Vec<InferInput>) -> Result<(usize
             &mut batch,
             tensor.shape.first().copied().unwrap_or(1),
         )?;
-        tensors.push(tensor);
+        tensors.push(tensor.into());
     }
-    Ok((batch.unwrap_or(1), Inputs::Floats(tensors)))
+    Ok((batch.unwrap_or(1), tensors))
 }
 
 /// Checks that input `spec`'s batch agrees with the other inputs' (`batch`, set by the first)
