@@ -569,3 +569,32 @@ fn print_digit(pixels: &[u8]) {
         println!("|{line}|");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    fn batching(flags: &[&str]) -> Batching {
+        let args = std::iter::once("serve").chain(flags.iter().copied());
+        Serve::try_parse_from(args).unwrap().args.batching.given()
+    }
+
+    /// A flag left out stays unset, so the device's default applies (a GPU's queue delay of
+    /// 100 us, say), and a flag given is taken as given.
+    #[test]
+    fn batching_flags_are_unset_unless_given() {
+        assert_eq!(batching(&[]), Batching::default());
+        let given = batching(&["--max-queue-delay-us", "0", "--instances", "3"]);
+        assert_eq!(given.max_queue_delay_us, Some(0));
+        assert_eq!(given.instances, Some(3));
+        assert_eq!(given.dynamic, None);
+    }
+}

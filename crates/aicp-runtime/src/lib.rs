@@ -14,6 +14,7 @@ pub mod reload;
 pub mod repository;
 pub mod scheduler;
 pub mod scores;
+pub mod served;
 pub mod service;
 pub mod stats;
 
@@ -22,8 +23,9 @@ pub use aicp_engine::{EngineKind, GpuMinBatch};
 pub use control::{ControlMode, ModelControl};
 pub use engines::{Engines, GpuUse};
 pub use policy::{Device, Policy};
-pub use repository::{ModelEntry, ModelState, Repository, ServedModel, VersionState};
+pub use repository::{ModelEntry, ModelState, Repository, VersionState};
 pub use scheduler::{QueueState, Scheduler};
 pub use scores::{softmax, top_k};
+pub use served::ServedModel;
 pub use service::{InferInput, InferRequest, InferResponse, Runtime, Ticket};
 pub use stats::{CountAndDuration, Stats, StatsSnapshot};

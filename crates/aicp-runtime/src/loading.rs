@@ -13,8 +13,8 @@ use aicp_engine::{Engine, EngineKind, LoadOptions, Runnable, onnx};
 
 use crate::engines::Engines;
 use crate::policy::{Device, Policy};
-use crate::repository::ServedModel;
 use crate::scheduler::Scheduler;
+use crate::served::ServedModel;
 use crate::stats::Stats;
 
 /// Counts a version load in the metrics (`result`: success or failure).

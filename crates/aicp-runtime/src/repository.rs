@@ -17,67 +17,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use aicp_core::{
-    Batching, Error, ErrorKind, ModelMetadata, ModelSignature, OutputKind, PixelScale, Result,
-    validate_model_name,
-};
-use aicp_engine::EngineKind;
+use aicp_core::{Batching, Error, ErrorKind, ModelMetadata, Result, validate_model_name};
 use serde::Serialize;
 
 use crate::discovery::{Report, Source, SourceStamp, VersionStamp, discover};
 use crate::engines::Engines;
 use crate::loading::{count_load, load_version};
-use crate::policy::Policy;
 use crate::reload::{self, Outcome, Plan};
-use crate::scheduler::Scheduler;
-use crate::stats::Stats;
-
-/// A model version that is loaded, warmed up and ready to run.
-pub struct ServedModel {
-    pub name: String,
-    pub version: u64,
-    pub engine: EngineKind,
-    /// Where its engine runs it: `cpu`, or the GPU (`cuda:0 NVIDIA H200`).
-    pub device: String,
-    pub signature: ModelSignature,
-    /// How 8-bit pixels become its input, when it takes them: its one input is float32 and its
-    /// model.toml declares the input range. UINT8 requests are then normalised by the engine.
-    pub pixels: Option<PixelScale>,
-    /// Whether the first output holds logits (softmax to get probabilities) or probabilities.
-    pub output: OutputKind,
-    pub metadata: Arc<ModelMetadata>,
-    /// How its requests are queued, batched and run.
-    pub policy: Policy,
-    pub stats: Arc<Stats>,
-    /// Its queue and engine instances.
-    pub scheduler: Scheduler,
-}
-
-impl ServedModel {
-    /// The most samples one request may carry; 0 when the model has no variable batch
-    /// dimension (its inputs are then fed exactly as declared).
-    pub fn max_batch_size(&self) -> usize {
-        self.policy.max_batch_size
-    }
-
-    /// Probabilities from one row of the first output: softmax of logits, or the row itself
-    /// when the model already outputs probabilities (so softmax is never applied twice).
-    pub fn probabilities(&self, row: &[f32]) -> Vec<f32> {
-        match self.output {
-            OutputKind::Logits => crate::scores::softmax(row),
-            OutputKind::Probabilities => row.to_vec(),
-        }
-    }
-
-    /// The class label of output index `class`: from model.toml, else the index.
-    pub fn label(&self, class: usize) -> String {
-        self.metadata
-            .labels
-            .get(class)
-            .cloned()
-            .unwrap_or_else(|| class.to_string())
-    }
-}
+use crate::served::ServedModel;
 
 /// A version's state.
 #[derive(Clone)]
@@ -412,7 +359,7 @@ mod tests {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     use aicp_core::{ModelSignature, Tensor};
-    use aicp_engine::{Engine, LoadOptions, Runnable};
+    use aicp_engine::{Engine, EngineKind, LoadOptions, Runnable};
 
     use super::*;
 
@@ -420,6 +367,8 @@ mod tests {
     struct Fake {
         loads: Arc<AtomicUsize>,
         failing: Arc<AtomicBool>,
+        /// Says it is the GPU engine.
+        gpu: bool,
     }
 
     struct Ran;
@@ -432,7 +381,11 @@ mod tests {
 
     impl Engine for Fake {
         fn kind(&self) -> EngineKind {
-            EngineKind::Tract
+            if self.gpu {
+                EngineKind::Cuda
+            } else {
+                EngineKind::Tract
+            }
         }
 
         fn load(&self, _: &Path, _: &ModelSignature, _: &LoadOptions) -> Result<Box<dyn Runnable>> {
@@ -454,19 +407,23 @@ mod tests {
     /// A directory with model "m" version 1 (the bundled MLP's file), loaded on the fake engine
     /// with one instance per version.
     fn setup() -> Setup {
+        let one = Batching {
+            instances: Some(1),
+            ..Batching::default()
+        };
+        setup_on(Fake::default(), &one)
+    }
+
+    /// The same directory, loaded on `fake` with the server's batching `flags`.
+    fn setup_on(fake: Fake, flags: &Batching) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let bundled = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../../models/mnist/1/model.onnx");
         std::fs::create_dir_all(dir.path().join("m/1")).unwrap();
         std::fs::copy(&bundled, dir.path().join("m/1/model.onnx")).unwrap();
-        let fake = Fake::default();
         let (loads, failing) = (fake.loads.clone(), fake.failing.clone());
         let engines = Arc::new(Engines::only(Box::new(fake)));
-        let one = Batching {
-            instances: Some(1),
-            ..Batching::default()
-        };
-        let repository = Repository::load(dir.path(), engines, &one).unwrap();
+        let repository = Repository::load(dir.path(), engines, flags).unwrap();
         Setup {
             dir,
             repository,
@@ -627,5 +584,35 @@ mod tests {
             .block_on(runtime.run(ticket, vec![input.into()], None))
             .unwrap();
         assert_eq!((stats().success.count, stats().fail.count), (1, 1));
+    }
+
+    /// What `aicp serve` once got wrong: a model on the GPU engine, served without batching
+    /// flags, takes the GPU's defaults; a flag given wins over them.
+    #[test]
+    fn a_model_on_the_gpu_takes_the_gpus_batching_defaults_unless_a_flag_is_given() {
+        let on_gpu = || Fake {
+            gpu: true,
+            ..Fake::default()
+        };
+        let setup = setup_on(on_gpu(), &Batching::default());
+        let policy = &served(&setup.repository, 1).policy;
+        assert_eq!(
+            policy.max_queue_delay,
+            std::time::Duration::from_micros(crate::policy::defaults::GPU_MAX_QUEUE_DELAY_US)
+        );
+        assert_eq!(policy.instances, crate::policy::defaults::GPU_INSTANCES);
+        assert_eq!(
+            policy.max_batch_size,
+            crate::policy::defaults::GPU_MAX_BATCH_SIZE
+        );
+        let flags = Batching {
+            max_queue_delay_us: Some(0),
+            instances: Some(1),
+            ..Batching::default()
+        };
+        let setup = setup_on(on_gpu(), &flags);
+        let policy = &served(&setup.repository, 1).policy;
+        assert_eq!(policy.max_queue_delay, std::time::Duration::ZERO);
+        assert_eq!(policy.instances, 1);
     }
 }

@@ -10,7 +10,8 @@ use aicp_core::{
     DataType, Error, ErrorKind, Input, Pixels, Result, Tensor, TensorData, TensorSpec,
 };
 
-use crate::repository::{Repository, ServedModel};
+use crate::repository::Repository;
+use crate::served::ServedModel;
 use crate::stats::Timings;
 
 /// An inference request as every front end translates it.
