@@ -6,6 +6,7 @@
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod onnx;
+pub mod onnx_build;
 pub mod onnxruntime;
 pub mod split;
 pub mod tract;

@@ -10,6 +10,8 @@ use aicp_core::{DataType, Error, ModelSignature, PixelScale, Result, TensorSpec}
 use tract_onnx::pb;
 use tract_onnx::prelude::Framework;
 
+use crate::onnx_build::{f32_tensor, int_attr, node};
+
 /// What [`inspect`] found in a model file.
 #[derive(Debug, Clone)]
 pub struct OnnxInfo {
@@ -151,31 +153,20 @@ pub fn with_pixel_input(path: &Path, scale: PixelScale) -> Result<PixelModel> {
         format!("{name}__pixel_offset"),
     );
     for (constant, value) in [(&step, scale.step), (&offset, scale.offset)] {
-        graph.initializer.push(pb::TensorProto {
-            name: constant.clone(),
-            data_type: T::Float as i32,
-            float_data: vec![value],
-            ..Default::default()
-        });
+        graph.initializer.push(f32_tensor(constant, &[], &[value]));
     }
-    let node = |op: &str, inputs: &[&String], output: &String| pb::NodeProto {
-        name: output.clone(),
-        op_type: op.to_string(),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec![output.clone()],
-        ..Default::default()
+    let node = |op: &str, inputs: &[&str], output: &str, attributes| {
+        node(op, output, inputs, output, attributes)
     };
-    let mut to_float = node("Cast", &[&name], &cast);
-    to_float.attribute.push(pb::AttributeProto {
-        name: "to".into(),
-        r#type: pb::attribute_proto::AttributeType::Int as i32,
-        i: T::Float as i64,
-        ..Default::default()
-    });
     let prologue = [
-        to_float,
-        node("Mul", &[&cast, &step], &scaled),
-        node("Add", &[&scaled, &offset], &normalised),
+        node(
+            "Cast",
+            &[&name],
+            &cast,
+            vec![int_attr("to", T::Float as i64)],
+        ),
+        node("Mul", &[&cast, &step], &scaled, vec![]),
+        node("Add", &[&scaled, &offset], &normalised, vec![]),
     ];
     graph.node.splice(0..0, prologue);
     Ok(PixelModel {

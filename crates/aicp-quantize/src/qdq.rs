@@ -7,6 +7,8 @@ use std::collections::{HashMap, HashSet};
 use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::{self, ModelProto, NodeProto, TensorProto};
 
+use aicp_engine::onnx_build::{int_attr, node, tensor};
+
 use crate::Options;
 use crate::calibrate::Ranges;
 
@@ -380,7 +382,7 @@ fn shape_of(values: &[f32]) -> Vec<usize> {
 }
 
 fn vector_or_scalar_f32(name: &str, values: &[f32]) -> TensorProto {
-    raw(
+    tensor(
         name,
         &shape_of(values),
         DataType::Float,
@@ -389,11 +391,11 @@ fn vector_or_scalar_f32(name: &str, values: &[f32]) -> TensorProto {
 }
 
 fn scalar_f32(name: &str, value: f32) -> TensorProto {
-    raw(name, &[], DataType::Float, value.to_le_bytes().to_vec())
+    tensor(name, &[], DataType::Float, value.to_le_bytes().to_vec())
 }
 
 fn tensor_u8(name: &str, dims: &[usize], values: &[u8]) -> TensorProto {
-    raw(name, dims, DataType::Uint8, values.to_vec())
+    tensor(name, dims, DataType::Uint8, values.to_vec())
 }
 
 fn tensor_i8(name: &str, dims: &[impl Copy + TryInto<i64>], values: &[i8]) -> TensorProto {
@@ -401,7 +403,7 @@ fn tensor_i8(name: &str, dims: &[impl Copy + TryInto<i64>], values: &[i8]) -> Te
         .iter()
         .map(|&d| d.try_into().ok().unwrap_or(0) as usize)
         .collect();
-    raw(
+    tensor(
         name,
         &dims,
         DataType::Int8,
@@ -410,46 +412,10 @@ fn tensor_i8(name: &str, dims: &[impl Copy + TryInto<i64>], values: &[i8]) -> Te
 }
 
 fn tensor_i32(name: &str, dims: &[usize], values: &[i32]) -> TensorProto {
-    raw(
+    tensor(
         name,
         dims,
         DataType::Int32,
         values.iter().flat_map(|v| v.to_le_bytes()).collect(),
     )
-}
-
-fn raw(name: &str, dims: &[usize], data_type: DataType, raw_data: Vec<u8>) -> TensorProto {
-    TensorProto {
-        name: name.into(),
-        dims: dims.iter().map(|&d| d as i64).collect(),
-        data_type: data_type as i32,
-        raw_data,
-        ..Default::default()
-    }
-}
-
-fn node(
-    op_type: &str,
-    name: &str,
-    inputs: &[&str],
-    output: &str,
-    attribute: Vec<pb::AttributeProto>,
-) -> NodeProto {
-    NodeProto {
-        op_type: op_type.into(),
-        name: name.into(),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec![output.into()],
-        attribute,
-        ..Default::default()
-    }
-}
-
-fn int_attr(name: &str, value: i64) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: pb::attribute_proto::AttributeType::Int as i32,
-        i: value,
-        ..Default::default()
-    }
 }

@@ -6,6 +6,8 @@
 use prost::Message;
 use tract_onnx::pb;
 
+use aicp_engine::onnx_build::{f32_tensor, int_attr, ints_attr, node};
+
 use crate::model::Layer;
 
 /// The opset the graph is written against; Conv, MaxPool, Flatten, Gemm and Relu have been
@@ -74,12 +76,8 @@ pub fn onnx_bytes(layers: &[Layer], info: &ExportInfo) -> anyhow::Result<Vec<u8>
                 );
                 let (weight, bias) = (format!("conv{i}.weight"), format!("conv{i}.bias"));
                 let k = conv.kernel;
-                initializers.push(float_tensor(
-                    &weight,
-                    &[conv.outputs, c, k, k],
-                    &conv.weight,
-                ));
-                initializers.push(float_tensor(&bias, &[conv.outputs], &conv.bias));
+                initializers.push(f32_tensor(&weight, &[conv.outputs, c, k, k], &conv.weight));
+                initializers.push(f32_tensor(&bias, &[conv.outputs], &conv.bias));
                 nodes.push(node(
                     "Conv",
                     &name,
@@ -113,12 +111,12 @@ pub fn onnx_bytes(layers: &[Layer], info: &ExportInfo) -> anyhow::Result<Vec<u8>
                     dense.inputs
                 );
                 let (weight, bias) = (format!("dense{i}.weight"), format!("dense{i}.bias"));
-                initializers.push(float_tensor(
+                initializers.push(f32_tensor(
                     &weight,
                     &[dense.inputs, dense.outputs],
                     &dense.weight,
                 ));
-                initializers.push(float_tensor(&bias, &[dense.outputs], &dense.bias));
+                initializers.push(f32_tensor(&bias, &[dense.outputs], &dense.bias));
                 // burn stores weights as [inputs, outputs], which is Gemm's B without transposition.
                 nodes.push(node(
                     "Gemm",
@@ -176,52 +174,6 @@ pub fn onnx_bytes(layers: &[Layer], info: &ExportInfo) -> anyhow::Result<Vec<u8>
 enum Dim {
     Batch,
     Fixed(usize),
-}
-
-fn node(
-    op_type: &str,
-    name: &str,
-    inputs: &[&str],
-    output: &str,
-    attribute: Vec<pb::AttributeProto>,
-) -> pb::NodeProto {
-    pb::NodeProto {
-        op_type: op_type.into(),
-        name: name.into(),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec![output.into()],
-        attribute,
-        ..Default::default()
-    }
-}
-
-fn int_attr(name: &str, value: i64) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: pb::attribute_proto::AttributeType::Int as i32,
-        i: value,
-        ..Default::default()
-    }
-}
-
-fn ints_attr(name: &str, values: &[usize]) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: pb::attribute_proto::AttributeType::Ints as i32,
-        ints: values.iter().map(|&v| v as i64).collect(),
-        ..Default::default()
-    }
-}
-
-fn float_tensor(name: &str, dims: &[usize], values: &[f32]) -> pb::TensorProto {
-    pb::TensorProto {
-        name: name.into(),
-        dims: dims.iter().map(|&d| d as i64).collect(),
-        data_type: pb::tensor_proto::DataType::Float as i32,
-        // ONNX raw_data is little-endian whatever the host.
-        raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        ..Default::default()
-    }
 }
 
 fn value_info(name: &str, dims: &[Dim]) -> pb::ValueInfoProto {
