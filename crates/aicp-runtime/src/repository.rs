@@ -369,12 +369,15 @@ mod tests {
         failing: Arc<AtomicBool>,
         /// Says it is the GPU engine.
         gpu: bool,
+        /// How long each run takes.
+        run_time: std::time::Duration,
     }
 
-    struct Ran;
+    struct Ran(std::time::Duration);
 
     impl Runnable for Ran {
         fn run(&mut self, _: Vec<aicp_core::Input>) -> Result<Vec<Tensor>> {
+            std::thread::sleep(self.0);
             Ok(Vec::new())
         }
     }
@@ -393,7 +396,7 @@ mod tests {
             if self.failing.load(Ordering::SeqCst) {
                 return Err(Error::invalid("the fake engine was told to fail"));
             }
-            Ok(Box::new(Ran))
+            Ok(Box::new(Ran(self.run_time)))
         }
     }
 
@@ -614,5 +617,35 @@ mod tests {
         let policy = &served(&setup.repository, 1).policy;
         assert_eq!(policy.max_queue_delay, std::time::Duration::ZERO);
         assert_eq!(policy.instances, 1);
+    }
+
+    /// A caller that leaves while its request runs is not counted as a failure (its ticket was
+    /// spent on the run), nor as a success.
+    #[test]
+    fn a_request_whose_caller_leaves_during_its_run_is_not_counted_as_refused() {
+        let slow = Fake {
+            run_time: std::time::Duration::from_millis(500),
+            ..Fake::default()
+        };
+        let one = Batching {
+            instances: Some(1),
+            ..Batching::default()
+        };
+        let setup = setup_on(slow, &one);
+        let runtime = crate::Runtime::new();
+        runtime.set_repository(setup.repository.clone());
+        let ticket = runtime.model("m", None).unwrap();
+        let input = Tensor::new(vec![1, 784], vec![0.5; 784]).unwrap();
+        let tokio = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let run = runtime.run(ticket, vec![input.into()], None);
+        let left = tokio.block_on(async {
+            tokio::time::timeout(std::time::Duration::from_millis(20), run).await
+        });
+        assert!(left.is_err(), "the caller left before the answer");
+        let stats = served(&setup.repository, 1).stats.snapshot();
+        assert_eq!((stats.success.count, stats.fail.count), (0, 0));
     }
 }

@@ -77,12 +77,13 @@ impl From<Tensor> for InferInput {
 /// ([`Runtime::model`]) to the run ([`Runtime::run`]), which counts the request's outcome in the
 /// model's statistics and metrics. A ticket dropped unused counts the request as failed: a front
 /// end that refuses a request between lookup and run (its input did not fit the model, its
-/// picture did not decode) need do nothing for it to be counted, and cannot forget to.
+/// picture did not decode) need do nothing for it to be counted, and cannot forget to. A
+/// request whose caller leaves while it runs is not counted, as before tickets.
 pub struct Ticket {
     model: Arc<ServedModel>,
     arrived: Instant,
-    /// Whether the outcome has been counted (by the run).
-    counted: bool,
+    /// Whether the request reached the run, which counts it (or its caller left).
+    ran: bool,
 }
 
 impl Ticket {
@@ -90,27 +91,17 @@ impl Ticket {
         Self {
             model,
             arrived: Instant::now(),
-            counted: false,
+            ran: false,
         }
     }
 
-    /// The model version, to shape the request for.
-    pub fn model(&self) -> &Arc<ServedModel> {
-        &self.model
-    }
-
-    /// Counts the outcome of the run; the ticket is spent.
-    fn count(
-        mut self,
-        outcome: std::result::Result<(usize, Timings), ErrorKind>,
-    ) -> Arc<ServedModel> {
+    /// Counts the outcome of the run.
+    fn count(&self, outcome: std::result::Result<(usize, Timings), ErrorKind>) {
         let elapsed = self.arrived.elapsed();
         match outcome {
             Ok((samples, timings)) => self.model.stats.record_success(samples, elapsed, timings),
             Err(kind) => self.model.stats.record_failure(elapsed, kind),
         }
-        self.counted = true;
-        self.model.clone()
     }
 }
 
@@ -126,7 +117,7 @@ impl Drop for Ticket {
     /// Unused: the request was refused before it ran. Refusals there are about the request's
     /// input (its shape, its values, its picture), so they count as invalid.
     fn drop(&mut self) {
-        if !self.counted {
+        if !self.ran {
             let elapsed = self.arrived.elapsed();
             self.model
                 .stats
@@ -213,10 +204,11 @@ impl Runtime {
     /// counting the request in the model's statistics.
     pub async fn run(
         &self,
-        ticket: Ticket,
+        mut ticket: Ticket,
         inputs: Vec<InferInput>,
         deadline: Option<Instant>,
     ) -> Result<InferResponse> {
+        ticket.ran = true;
         let outcome = match prepare_inputs(&ticket, inputs) {
             Ok((samples, inputs)) => ticket
                 .scheduler
@@ -231,8 +223,9 @@ impl Runtime {
                     queue: done.queue,
                     compute: done.compute,
                 };
+                ticket.count(Ok((samples, timings)));
                 Ok(InferResponse {
-                    model: ticket.count(Ok((samples, timings))),
+                    model: ticket.model.clone(),
                     outputs: done.outputs,
                 })
             }
