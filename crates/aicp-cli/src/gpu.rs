@@ -74,9 +74,7 @@ mod cuda {
     use aicp_engine::cuda::{CudaEngine, digit_like_pixels};
     use aicp_engine::tract::TractEngine;
     use aicp_engine::{Engine, EngineKind, LoadOptions, Runnable};
-    use aicp_runtime::{
-        Batching, Engines, GpuMinBatch, GpuUse, InferInput, InferRequest, Repository, Runtime,
-    };
+    use aicp_runtime::{Batching, Engines, GpuMinBatch, GpuUse, InferInput, Repository, Runtime};
     use anyhow::{Context, anyhow, bail};
 
     use super::{BenchArgs, VerifyArgs};
@@ -297,17 +295,14 @@ mod cuda {
             .enable_all()
             .build()?;
         for (input, data) in requests {
+            let request = InferInput {
+                name: None,
+                shape: pixels.shape.clone(),
+                data,
+            };
+            let ticket = runtime.model(&args.model, None)?;
             let response = tokio
-                .block_on(runtime.infer(InferRequest {
-                    model: args.model.clone(),
-                    version: None,
-                    inputs: vec![InferInput {
-                        name: None,
-                        shape: pixels.shape.clone(),
-                        data,
-                    }],
-                    deadline: None,
-                }))
+                .block_on(runtime.run(ticket, vec![request], None))
                 .with_context(|| format!("a {input} request to the served model"))?;
             let output: &Tensor = &response.outputs[0];
             let difference = max_difference(&output.data, &reference.data);

@@ -1,9 +1,9 @@
-//! Everything behind an [`InferRequest`]: the model [`repository`] (found by [`discovery`],
+//! Everything behind a request: the model [`repository`] (found by [`discovery`],
 //! loaded by [`loading`] on the [`engines`], reloaded by the [`reload`] table), input validation
 //! ([`service`]), each model's batching [`policy`], queue, dynamic batcher and engine instances
 //! on dedicated threads ([`scheduler`]), and keeping the served models in step with the model
-//! directory ([`control`]). Front ends translate their wire formats into an
-//! `InferRequest` and never reach past this crate.
+//! directory ([`control`]). Front ends translate their wire formats into [`InferInput`]s for
+//! the model [`Runtime::model`] found, [`Runtime::run`] them, and never reach past this crate.
 
 pub mod control;
 pub mod discovery;
@@ -27,5 +27,5 @@ pub use repository::{ModelEntry, ModelState, Repository, VersionState};
 pub use scheduler::{QueueState, Scheduler};
 pub use scores::{softmax, top_k};
 pub use served::ServedModel;
-pub use service::{InferInput, InferRequest, InferResponse, Runtime, Ticket};
+pub use service::{InferInput, InferResponse, Runtime, Ticket};
 pub use stats::{CountAndDuration, Stats, StatsSnapshot};

@@ -14,17 +14,6 @@ use crate::repository::Repository;
 use crate::served::ServedModel;
 use crate::stats::Timings;
 
-/// An inference request as every front end translates it.
-#[derive(Debug, Clone)]
-pub struct InferRequest {
-    pub model: String,
-    pub version: Option<u64>,
-    pub inputs: Vec<InferInput>,
-    /// When the caller stops waiting: a request not finished by then fails as
-    /// deadline-exceeded, and is dropped before the engine if it has not reached it.
-    pub deadline: Option<Instant>,
-}
-
 /// One input tensor of a request, as it came.
 #[derive(Debug, Clone)]
 pub struct InferInput {
@@ -182,12 +171,6 @@ impl Runtime {
             })
     }
 
-    /// Finds the model, then validates and runs one request.
-    pub async fn infer(&self, request: InferRequest) -> Result<InferResponse> {
-        let model = self.model(&request.model, request.version)?;
-        self.run(model, request.inputs, request.deadline).await
-    }
-
     /// The model version an inference request asks for, as the [`Ticket`] that counts the
     /// request. A request that finds none counts as a failed request in the metrics (without
     /// the model's name unless it exists: labels never take a client's arbitrary text).
@@ -201,7 +184,9 @@ impl Runtime {
     }
 
     /// Validates `inputs` against the ticket's model and runs them through its scheduler,
-    /// counting the request in the model's statistics.
+    /// counting the request in the model's statistics. Past `deadline` (when the caller stops
+    /// waiting) the request fails as deadline-exceeded, and is dropped before the engine if it
+    /// has not reached it.
     pub async fn run(
         &self,
         mut ticket: Ticket,

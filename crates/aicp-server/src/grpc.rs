@@ -95,11 +95,8 @@ impl InferenceService {
             (a, b) => a.or(b),
         };
         let raw = !request.raw_input_contents.is_empty();
-        let model = oip::find_to_infer(
-            &self.runtime,
-            &request.model_name,
-            Some(&request.model_version),
-        )?;
+        let version = oip::parse_version(Some(&request.model_version))?;
+        let model = self.runtime.model(&request.model_name, version)?;
         // From here on, a refusal counts against the model's statistics (see `Ticket`).
         let prepared = read_inputs(request.inputs, request.raw_input_contents).and_then(|inputs| {
             let requested = request

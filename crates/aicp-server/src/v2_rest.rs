@@ -488,7 +488,8 @@ pub async fn infer(
     let bytes = body(bytes)?;
     let (request, binary) = read_request(&headers, &bytes)?;
     // From here on, a refusal counts against the model's statistics (see `Ticket`).
-    let model = oip::find_to_infer(&runtime, &path.name, path.version.as_deref())?;
+    let version = oip::parse_version(path.version.as_deref())?;
+    let model = runtime.model(&path.name, version)?;
     let Prepared {
         inputs,
         requested,

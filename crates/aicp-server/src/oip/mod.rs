@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use aicp_core::{DataType, Error, ErrorKind, Result, TensorSpec};
 use aicp_runtime::{
-    CountAndDuration, ModelEntry, Repository, Runtime, ServedModel, StatsSnapshot, Ticket,
-    VersionState,
+    CountAndDuration, ModelEntry, Repository, Runtime, ServedModel, StatsSnapshot, VersionState,
 };
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -56,12 +55,6 @@ pub fn parse_version(version: Option<&str>) -> Result<Option<u64>> {
 pub fn find(runtime: &Runtime, name: &str, version: Option<&str>) -> Result<Arc<ServedModel>> {
     let version = parse_version(version)?;
     runtime.repository()?.get(name, version)
-}
-
-/// The model version an inference request names, as the ticket that counts the request; a
-/// request that finds none counts in the metrics as a failed request.
-pub fn find_to_infer(runtime: &Runtime, name: &str, version: Option<&str>) -> Result<Ticket> {
-    runtime.model(name, parse_version(version)?)
 }
 
 /// Whether a model (version) can serve now. Unknown models and versions are errors.
