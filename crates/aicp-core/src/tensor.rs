@@ -113,34 +113,42 @@ impl Input {
         if let Some(batch) = shape.first_mut() {
             *batch = samples;
         }
-        let mixed = || Error::internal("a batch's requests must give their inputs of one kind");
+        let values = element_count(&shape)?;
         Ok(match first {
-            Self::F32(_) => {
-                let mut data = Vec::with_capacity(element_count(&shape)?);
-                for part in parts {
-                    let Self::F32(tensor) = part else {
-                        return Err(mixed());
-                    };
-                    data.extend_from_slice(&tensor.data);
-                }
-                Self::F32(Tensor { shape, data })
-            }
-            Self::Pixels(pixels) => {
-                let mut data = Vec::with_capacity(element_count(&shape)?);
-                for part in parts {
-                    let Self::Pixels(part) = part else {
-                        return Err(mixed());
-                    };
-                    data.extend_from_slice(&part.data);
-                }
-                Self::Pixels(Pixels {
-                    shape,
-                    data,
-                    scale: pixels.scale,
-                })
-            }
+            Self::F32(_) => Self::F32(Tensor {
+                data: concat(parts, values, |part| match part {
+                    Self::F32(tensor) => Some(&tensor.data),
+                    Self::Pixels(_) => None,
+                })?,
+                shape,
+            }),
+            Self::Pixels(pixels) => Self::Pixels(Pixels {
+                data: concat(parts, values, |part| match part {
+                    Self::Pixels(pixels) => Some(&pixels.data),
+                    Self::F32(_) => None,
+                })?,
+                shape,
+                scale: pixels.scale,
+            }),
         })
     }
+}
+
+/// The values of every part (`capacity` in all), one after the other; `values` gives a part's,
+/// or `None` for a part of another kind, which cannot share the run.
+fn concat<'a, T: Copy + 'a>(
+    parts: &[&'a Input],
+    capacity: usize,
+    values: impl Fn(&'a Input) -> Option<&'a Vec<T>>,
+) -> Result<Vec<T>> {
+    let mut data = Vec::with_capacity(capacity);
+    for part in parts {
+        let part = values(part).ok_or_else(|| {
+            Error::internal("a batch's requests must give their inputs of one kind")
+        })?;
+        data.extend_from_slice(part);
+    }
+    Ok(data)
 }
 
 impl From<Tensor> for Input {

@@ -441,6 +441,17 @@ mod tests {
             self.repository.with_model("m", sources.get("m"))
         }
 
+        /// A runtime serving this repository, and an executor to run its requests on.
+        fn serving(&self) -> (crate::Runtime, tokio::runtime::Runtime) {
+            let runtime = crate::Runtime::new();
+            runtime.set_repository(self.repository.clone());
+            let tokio = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            (runtime, tokio)
+        }
+
         /// Marks a file as rewritten: a new modification time, the same bytes.
         fn touch(&self, path: &str) {
             let file = std::fs::File::options()
@@ -450,6 +461,11 @@ mod tests {
             let later = SystemTime::now() + std::time::Duration::from_secs(5);
             file.set_modified(later).unwrap();
         }
+    }
+
+    /// One sample of the model's input.
+    fn digit() -> crate::InferInput {
+        Tensor::new(vec![1, 784], vec![0.5; 784]).unwrap().into()
     }
 
     fn served(repository: &Repository, version: u64) -> Arc<ServedModel> {
@@ -570,21 +586,15 @@ mod tests {
     #[test]
     fn a_ticket_counts_its_request_once_and_a_ticket_dropped_unused_counts_a_failure() {
         let setup = setup();
-        let runtime = crate::Runtime::new();
-        runtime.set_repository(setup.repository.clone());
+        let (runtime, tokio) = setup.serving();
         let stats = || served(&setup.repository, 1).stats.snapshot();
         // A front end refusing the request between lookup and run does nothing for it...
         drop(runtime.model("m", None).unwrap());
         assert_eq!((stats().success.count, stats().fail.count), (0, 1));
         // ...and a request that runs is counted by the run, once.
         let ticket = runtime.model("m", None).unwrap();
-        let input = Tensor::new(vec![1, 784], vec![0.5; 784]).unwrap();
-        let tokio = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
         tokio
-            .block_on(runtime.run(ticket, vec![input.into()], None))
+            .block_on(runtime.run(ticket, vec![digit()], None))
             .unwrap();
         assert_eq!((stats().success.count, stats().fail.count), (1, 1));
     }
@@ -632,15 +642,9 @@ mod tests {
             ..Batching::default()
         };
         let setup = setup_on(slow, &one);
-        let runtime = crate::Runtime::new();
-        runtime.set_repository(setup.repository.clone());
+        let (runtime, tokio) = setup.serving();
         let ticket = runtime.model("m", None).unwrap();
-        let input = Tensor::new(vec![1, 784], vec![0.5; 784]).unwrap();
-        let tokio = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let run = runtime.run(ticket, vec![input.into()], None);
+        let run = runtime.run(ticket, vec![digit()], None);
         let left = tokio.block_on(async {
             tokio::time::timeout(std::time::Duration::from_millis(20), run).await
         });
