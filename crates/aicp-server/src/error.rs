@@ -108,11 +108,16 @@ impl IntoResponse for V2Error {
 /// An error answered in the shape of the API `path` belongs to: the Open Inference Protocol's
 /// under `/v2`, the ML API's anywhere else.
 pub fn for_path(path: &str, error: Error) -> Response {
-    if path == "/v2" || path.starts_with("/v2/") {
+    if is_v2(path) {
         V2Error(error).into_response()
     } else {
         ApiError(error).into_response()
     }
+}
+
+/// Whether `path` belongs to the Open Inference Protocol, whose errors have their own shape.
+pub fn is_v2(path: &str) -> bool {
+    path == "/v2" || path.starts_with("/v2/")
 }
 
 /// The gRPC status for each kind of error.

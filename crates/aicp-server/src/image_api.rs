@@ -80,11 +80,9 @@ pub struct ClassifyImageResponse {
         (Vec<u8> = "image/png"), (Vec<u8> = "image/jpeg"), (Vec<u8> = "image/gif"),
         (Vec<u8> = "image/bmp"), (Vec<u8> = "image/webp"), (Vec<u8> = "multipart/form-data"),
     ), description = "The picture"),
-    security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "The most likely classes", body = ClassifyImageResponse),
         (status = 400, description = "Not a picture, or a broken or truncated one", body = ApiErrorBody),
-        (status = 401, description = "No or wrong API key", body = ApiErrorBody),
         (status = 404, description = "No such model", body = ApiErrorBody),
         (status = 413, description = "Body over --max-body-bytes, or more than 8192 pixels a side", body = ApiErrorBody),
         (status = 415, description = "Not one of the picture media types, nor a multipart form", body = ApiErrorBody),

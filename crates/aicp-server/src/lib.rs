@@ -34,6 +34,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 use connections::{ConnectionLimits, Connections, Protocols};
 use grpc::{GrpcInferenceServiceServer, InferenceService};
+use openapi::{Guard, guarded, versioned};
 use shed::InFlight;
 use tls::{Tls, TlsFiles};
 use tonic_health::ServingStatus;
@@ -123,7 +124,7 @@ pub fn router_and_document(services: Services) -> (Router, utoipa::openapi::Open
         .routes(routes!(image_api::classify_image))
         .routes(routes!(ml_api::inference))
         .routes(routes!(v2_rest::infer))
-        .routes(routes!(v2_rest::version_infer))
+        .routes(versioned(routes!(v2_rest::infer)))
         .route_layer(from_fn_with_state(in_flight, shed::http));
     let protected = OpenApiRouter::new()
         .merge(inference)
@@ -133,13 +134,14 @@ pub fn router_and_document(services: Services) -> (Router, utoipa::openapi::Open
         .routes(routes!(v2_rest::repository_index))
         .routes(routes!(v2_rest::all_statistics))
         .routes(routes!(v2_rest::model_metadata))
-        .routes(routes!(v2_rest::model_version_metadata))
+        .routes(versioned(routes!(v2_rest::model_metadata)))
         .routes(routes!(v2_rest::model_config))
-        .routes(routes!(v2_rest::model_version_config))
+        .routes(versioned(routes!(v2_rest::model_config)))
         .routes(routes!(v2_rest::model_statistics))
-        .routes(routes!(v2_rest::model_version_statistics))
+        .routes(versioned(routes!(v2_rest::model_statistics)))
         .route_layer(from_fn_with_state(uploads.clone(), upload::read_body))
         .route_layer(from_fn_with_state(access.clone(), auth::inference));
+    let protected = guarded(protected, Guard::ApiKey);
     let open = OpenApiRouter::new()
         .routes(routes!(web::index))
         .routes(routes!(ml_api::healthz))
@@ -147,13 +149,14 @@ pub fn router_and_document(services: Services) -> (Router, utoipa::openapi::Open
         .routes(routes!(v2_rest::live))
         .routes(routes!(v2_rest::ready))
         .routes(routes!(v2_rest::model_ready))
-        .routes(routes!(v2_rest::model_version_ready));
+        .routes(versioned(routes!(v2_rest::model_ready)));
     let admin = OpenApiRouter::new()
         .routes(routes!(v2_rest::load_model))
         .routes(routes!(v2_rest::unload_model))
         .route_layer(from_fn_with_state(uploads, upload::read_body))
         .route_layer(from_fn_with_state(access, auth::admin))
         .with_state(control);
+    let admin = guarded(admin, Guard::AdminToken);
 
     let mut app = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(protected)

@@ -87,11 +87,9 @@ pub struct ClassifyResponse {
 /// Classify one image or a batch of images.
 #[utoipa::path(post, path = "/api/v1/ml/classify", tag = "ML API",
     request_body = ClassifyRequest,
-    security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "The most likely classes", body = ClassifyResponse),
         (status = 400, description = "Not JSON", body = ApiErrorBody),
-        (status = 401, description = "No or wrong API key", body = ApiErrorBody),
         (status = 404, description = "No such model", body = ApiErrorBody),
         (status = 413, description = "Body over --max-body-bytes", body = ApiErrorBody),
         (status = 422, description = "Wrong fields, shape or values (the message says what was expected and what came)", body = ApiErrorBody),
@@ -345,11 +343,9 @@ pub(crate) fn deadline(started: Instant, timeout_ms: Option<u64>) -> ApiResult<O
 /// Run a model on raw input values.
 #[utoipa::path(post, path = "/api/v1/ml/inference", tag = "ML API",
     request_body = InferenceRequest,
-    security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "The outputs", body = InferenceResponse),
         (status = 400, description = "Not JSON", body = ApiErrorBody),
-        (status = 401, description = "No or wrong API key", body = ApiErrorBody),
         (status = 404, description = "No such model", body = ApiErrorBody),
         (status = 413, description = "Body over --max-body-bytes", body = ApiErrorBody),
         (status = 422, description = "Wrong fields, shape or values", body = ApiErrorBody),
@@ -420,10 +416,8 @@ pub struct ModelList {
 
 /// Every model in the model directory, with its versions, state, engine and queue.
 #[utoipa::path(get, path = "/api/v1/ml/models", tag = "ML API",
-    security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "The models", body = ModelList),
-        (status = 401, description = "No or wrong API key", body = ApiErrorBody),
         (status = 503, description = "Still loading", body = ApiErrorBody),
     ))]
 pub async fn list_models(State(runtime): State<Arc<Runtime>>) -> ApiResult<Json<ModelList>> {
@@ -435,10 +429,8 @@ pub async fn list_models(State(runtime): State<Arc<Runtime>>) -> ApiResult<Json<
 /// One model.
 #[utoipa::path(get, path = "/api/v1/ml/models/{name}", tag = "ML API",
     params(("name" = String, Path, description = "The model's name")),
-    security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "The model", body = ModelInfo),
-        (status = 401, description = "No or wrong API key", body = ApiErrorBody),
         (status = 404, description = "No such model", body = ApiErrorBody),
         (status = 422, description = "Not a valid model name", body = ApiErrorBody),
     ))]

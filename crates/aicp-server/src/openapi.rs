@@ -5,13 +5,21 @@
 //! its request and response types their schemas (`ToSchema`), and the router registers each
 //! route with its operation (utoipa-axum's `routes!`), so that a route cannot be served without
 //! being documented, nor documented without being served. This module holds what belongs to
-//! the whole document: its title, tags and security schemes, and the two routes Swagger UI
-//! serves.
+//! the whole document: its title, tags and security schemes, the two routes Swagger UI serves,
+//! and two facts the router knows better than each handler: which routes sit behind a guard
+//! ([`guarded`]), and which routes are the version twins of another ([`versioned`]).
 
 use axum::Router;
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 use utoipa_swagger_ui::SwaggerUi;
+
+use crate::error::{ApiErrorBody, V2ErrorBody, is_v2};
 
 /// The document.
 #[derive(OpenApi)]
@@ -63,6 +71,109 @@ impl Modify for Security {
             ))),
         );
     }
+}
+
+/// What a group of routes needs, as [`auth`](crate::auth) checks it in front of them.
+#[derive(Clone, Copy, Debug)]
+pub enum Guard {
+    /// The API key (when the server has one), as a bearer token or in `X-API-Key`.
+    ApiKey,
+    /// The admin token, as a bearer token.
+    AdminToken,
+}
+
+/// Documents every operation of `router` as behind `guard`: the credentials it takes and the
+/// 401 the guard answers without them. Applied where the guard's layer is, so the document
+/// says a route is guarded exactly when it is.
+pub fn guarded<S: Clone + Send + Sync + 'static>(
+    mut router: OpenApiRouter<S>,
+    guard: Guard,
+) -> OpenApiRouter<S> {
+    let (schemes, refusal): (&[&str], _) = match guard {
+        Guard::ApiKey => (&["bearer", "api_key"], "No or wrong API key"),
+        Guard::AdminToken => (&["bearer"], "No or wrong admin token"),
+    };
+    for (path, item) in &mut router.get_openapi_mut().paths.paths {
+        let body = match is_v2(path) {
+            true => V2ErrorBody::name(),
+            false => ApiErrorBody::name(),
+        };
+        let content = ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name(body)))
+            .build();
+        let response = ResponseBuilder::new()
+            .description(refusal)
+            .content("application/json", content)
+            .build();
+        for operation in operations(item) {
+            let requirements = schemes
+                .iter()
+                .map(|scheme| SecurityRequirement::new(*scheme, Vec::<String>::new()));
+            operation.security = Some(requirements.collect());
+            operation
+                .responses
+                .responses
+                .insert("401".into(), RefOr::T(response.clone()));
+        }
+    }
+    router
+}
+
+/// A model route of the Open Inference Protocol again under
+/// `/v2/models/{name}/versions/{version}`, served by the same handler (which reads the version
+/// from its path): the twin takes the version parameter, and may answer 400 for one that is not
+/// a number and 404 for one the model does not have.
+pub fn versioned<S>((schemas, paths, handler): UtoipaMethodRouter<S>) -> UtoipaMethodRouter<S> {
+    let mut twins = paths.clone();
+    twins.paths.clear();
+    for (path, mut item) in paths.paths {
+        let twin = path.replacen(
+            "/v2/models/{name}",
+            "/v2/models/{name}/versions/{version}",
+            1,
+        );
+        assert_ne!(twin, path, "{path} is not a model route");
+        for operation in operations(&mut item) {
+            operation.summary = Some(format!("`{path}`, for the version in the path."));
+            operation.operation_id = operation.operation_id.take().map(|id| id + "_version");
+            let parameters = operation.parameters.get_or_insert_default();
+            if let Some(RefOr::T(name)) = parameters.first() {
+                let mut version = name.clone();
+                version.name = "version".into();
+                version.description = Some("The version number".into());
+                parameters.insert(1, RefOr::T(version));
+            }
+            let responses = &mut operation.responses.responses;
+            if let Some(RefOr::T(not_found)) = responses.get_mut("404") {
+                not_found.description = "No such model or version".into();
+                let mut bad_version = not_found.clone();
+                bad_version.description = "Not a version number".into();
+                responses
+                    .entry("400".into())
+                    .or_insert(RefOr::T(bad_version));
+            }
+        }
+        twins.paths.insert(twin, item);
+    }
+    (schemas, twins, handler)
+}
+
+/// The operations of a path, whatever their method.
+fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+    let PathItem {
+        get,
+        put,
+        post,
+        delete,
+        options,
+        head,
+        patch,
+        trace,
+        ..
+    } = item;
+    [get, put, post, delete, options, head, patch, trace]
+        .into_iter()
+        .flatten()
 }
 
 /// `/openapi.json` and `/docs`, serving `document`: [`ApiDoc`] merged with the router's

@@ -48,10 +48,8 @@ pub struct ServerMetadata {
 
 /// The server's name, version and protocol extensions.
 #[utoipa::path(get, path = "/v2", tag = "Open Inference Protocol",
-    security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "Server metadata", body = ServerMetadata),
-        (status = 401, description = "No or wrong API key", body = V2ErrorBody),
     ))]
 pub async fn server_metadata() -> Json<ServerMetadata> {
     Json(ServerMetadata {
@@ -127,29 +125,11 @@ pub async fn model_ready(
     Ok((status, Json(body)).into_response())
 }
 
-/// Whether a model version can serve.
-#[utoipa::path(get, path = "/v2/models/{name}/versions/{version}/ready", tag = "Health",
-    params(("name" = String, Path, description = "The model"), ("version" = String, Path, description = "The version number")),
-    responses(
-        (status = 200, description = "Ready", body = ModelReadiness),
-        (status = 503, description = "Not ready", body = ModelReadiness),
-        (status = 400, description = "Not a version number", body = V2ErrorBody),
-        (status = 404, description = "No such model or version", body = V2ErrorBody),
-    ))]
-pub async fn model_version_ready(
-    runtime: State<Arc<Runtime>>,
-    path: Path<ModelPath>,
-) -> V2Result<Response> {
-    model_ready(runtime, path).await
-}
-
 /// A model's inputs and outputs.
 #[utoipa::path(get, path = "/v2/models/{name}", tag = "Open Inference Protocol",
     params(("name" = String, Path, description = "The model")),
-    security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "Model metadata", body = oip::ModelMetadata),
-        (status = 401, description = "No or wrong API key", body = V2ErrorBody),
         (status = 404, description = "No such model", body = V2ErrorBody),
         (status = 503, description = "Not ready", body = V2ErrorBody),
     ))]
@@ -164,30 +144,11 @@ pub async fn model_metadata(
     )?))
 }
 
-/// A model version's inputs and outputs.
-#[utoipa::path(get, path = "/v2/models/{name}/versions/{version}", tag = "Open Inference Protocol",
-    params(("name" = String, Path, description = "The model"), ("version" = String, Path, description = "The version number")),
-    security(("bearer" = []), ("api_key" = [])),
-    responses(
-        (status = 200, description = "Model metadata", body = oip::ModelMetadata),
-        (status = 400, description = "Not a version number", body = V2ErrorBody),
-        (status = 401, description = "No or wrong API key", body = V2ErrorBody),
-        (status = 404, description = "No such model or version", body = V2ErrorBody),
-    ))]
-pub async fn model_version_metadata(
-    runtime: State<Arc<Runtime>>,
-    path: Path<ModelPath>,
-) -> V2Result<Json<oip::ModelMetadata>> {
-    model_metadata(runtime, path).await
-}
-
 /// A model's configuration (Triton's model configuration extension).
 #[utoipa::path(get, path = "/v2/models/{name}/config", tag = "Open Inference Protocol",
     params(("name" = String, Path, description = "The model")),
-    security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "Model configuration", body = oip::ModelConfig),
-        (status = 401, description = "No or wrong API key", body = V2ErrorBody),
         (status = 404, description = "No such model", body = V2ErrorBody),
     ))]
 pub async fn model_config(
@@ -198,23 +159,6 @@ pub async fn model_config(
     Ok(Json(oip::model_config(&model)))
 }
 
-/// A model version's configuration.
-#[utoipa::path(get, path = "/v2/models/{name}/versions/{version}/config", tag = "Open Inference Protocol",
-    params(("name" = String, Path, description = "The model"), ("version" = String, Path, description = "The version number")),
-    security(("bearer" = []), ("api_key" = [])),
-    responses(
-        (status = 200, description = "Model configuration", body = oip::ModelConfig),
-        (status = 400, description = "Not a version number", body = V2ErrorBody),
-        (status = 401, description = "No or wrong API key", body = V2ErrorBody),
-        (status = 404, description = "No such model or version", body = V2ErrorBody),
-    ))]
-pub async fn model_version_config(
-    runtime: State<Arc<Runtime>>,
-    path: Path<ModelPath>,
-) -> V2Result<Json<oip::ModelConfig>> {
-    model_config(runtime, path).await
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StatisticsResponse {
     /// One entry per model version.
@@ -223,10 +167,8 @@ pub struct StatisticsResponse {
 
 /// Every ready model version's statistics.
 #[utoipa::path(get, path = "/v2/models/stats", tag = "Open Inference Protocol",
-    security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "Statistics", body = StatisticsResponse),
-        (status = 401, description = "No or wrong API key", body = V2ErrorBody),
     ))]
 pub async fn all_statistics(
     State(runtime): State<Arc<Runtime>>,
@@ -238,10 +180,8 @@ pub async fn all_statistics(
 /// A model's statistics (Triton's statistics extension), for each ready version.
 #[utoipa::path(get, path = "/v2/models/{name}/stats", tag = "Open Inference Protocol",
     params(("name" = String, Path, description = "The model")),
-    security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "Statistics", body = StatisticsResponse),
-        (status = 401, description = "No or wrong API key", body = V2ErrorBody),
         (status = 404, description = "No such model", body = V2ErrorBody),
     ))]
 pub async fn model_statistics(
@@ -250,23 +190,6 @@ pub async fn model_statistics(
 ) -> V2Result<Json<StatisticsResponse>> {
     let model_stats = oip::model_statistics(&runtime, Some(&path.name), path.version.as_deref())?;
     Ok(Json(StatisticsResponse { model_stats }))
-}
-
-/// A model version's statistics.
-#[utoipa::path(get, path = "/v2/models/{name}/versions/{version}/stats", tag = "Open Inference Protocol",
-    params(("name" = String, Path, description = "The model"), ("version" = String, Path, description = "The version number")),
-    security(("bearer" = []), ("api_key" = [])),
-    responses(
-        (status = 200, description = "Statistics", body = StatisticsResponse),
-        (status = 400, description = "Not a version number", body = V2ErrorBody),
-        (status = 401, description = "No or wrong API key", body = V2ErrorBody),
-        (status = 404, description = "No such model or version", body = V2ErrorBody),
-    ))]
-pub async fn model_version_statistics(
-    runtime: State<Arc<Runtime>>,
-    path: Path<ModelPath>,
-) -> V2Result<Json<StatisticsResponse>> {
-    model_statistics(runtime, path).await
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -280,11 +203,9 @@ pub struct IndexRequest {
 /// Every model and version in the model directory, with its state.
 #[utoipa::path(post, path = "/v2/repository/index", tag = "Model repository",
     request_body(content = Option<IndexRequest>, description = "Optional"),
-    security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "The index", body = Vec<oip::IndexEntry>),
         (status = 400, description = "A malformed body", body = V2ErrorBody),
-        (status = 401, description = "No or wrong API key", body = V2ErrorBody),
     ))]
 pub async fn repository_index(
     State(runtime): State<Arc<Runtime>>,
@@ -309,11 +230,9 @@ pub struct Empty {}
 /// Reads only inside the model directory.
 #[utoipa::path(post, path = "/v2/repository/models/{name}/load", tag = "Model repository",
     params(("name" = String, Path, description = "The model: a directory or .onnx file in the model directory")),
-    security(("bearer" = [])),
     responses(
         (status = 200, description = "Loaded", body = Empty),
         (status = 400, description = "Not a valid name, or the model failed to load (the reason)", body = V2ErrorBody),
-        (status = 401, description = "No or wrong admin token", body = V2ErrorBody),
         (status = 403, description = "Model management is off (no admin token, or --model-control none)", body = V2ErrorBody),
         (status = 404, description = "No such model in the model directory", body = V2ErrorBody),
     ))]
@@ -329,11 +248,9 @@ pub async fn load_model(
 /// admin token.
 #[utoipa::path(post, path = "/v2/repository/models/{name}/unload", tag = "Model repository",
     params(("name" = String, Path, description = "The model")),
-    security(("bearer" = [])),
     responses(
         (status = 200, description = "Unloaded", body = Empty),
         (status = 400, description = "Not a valid name", body = V2ErrorBody),
-        (status = 401, description = "No or wrong admin token", body = V2ErrorBody),
         (status = 403, description = "Model management is off", body = V2ErrorBody),
         (status = 404, description = "No such model", body = V2ErrorBody),
     ))]
@@ -467,11 +384,9 @@ impl Serialize for OutputData {
         (InferRequestJson = "application/json"),
         (Vec<u8> = "application/octet-stream"),
     )),
-    security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "The outputs", body = InferResponseJson),
         (status = 400, description = "A bad request: malformed JSON or binary layout, wrong inputs, shapes, types or values", body = V2ErrorBody),
-        (status = 401, description = "No or wrong API key", body = V2ErrorBody),
         (status = 404, description = "No such model", body = V2ErrorBody),
         (status = 413, description = "Body over --max-body-bytes", body = V2ErrorBody),
         (status = 503, description = "Overloaded, or not ready", body = V2ErrorBody),
@@ -511,37 +426,6 @@ pub async fn infer(
         request.id,
         &outputs,
     ))
-}
-
-/// Inference on one model version (the body as for the default version).
-#[utoipa::path(post, path = "/v2/models/{name}/versions/{version}/infer", tag = "Open Inference Protocol",
-    params(
-        ("name" = String, Path, description = "The model"),
-        ("version" = String, Path, description = "The version number"),
-        ("Inference-Header-Content-Length" = Option<u64>, Header, description = "With binary tensors: the length of the JSON header"),
-    ),
-    request_body(content(
-        (InferRequestJson = "application/json"),
-        (Vec<u8> = "application/octet-stream"),
-    )),
-    security(("bearer" = []), ("api_key" = [])),
-    responses(
-        (status = 200, description = "The outputs", body = InferResponseJson),
-        (status = 400, description = "A bad request", body = V2ErrorBody),
-        (status = 401, description = "No or wrong API key", body = V2ErrorBody),
-        (status = 404, description = "No such model or version", body = V2ErrorBody),
-        (status = 413, description = "Body too large", body = V2ErrorBody),
-        (status = 503, description = "Overloaded, or not ready", body = V2ErrorBody),
-        (status = 504, description = "The request's timeout passed", body = V2ErrorBody),
-        (status = 500, description = "The engine failed", body = V2ErrorBody),
-    ))]
-pub async fn version_infer(
-    runtime: State<Arc<Runtime>>,
-    path: Path<ModelPath>,
-    headers: HeaderMap,
-    bytes: std::result::Result<Bytes, BytesRejection>,
-) -> V2Result<Response> {
-    infer(runtime, path, headers, bytes).await
 }
 
 /// An infer request's body read: its JSON, and the raw tensor bytes after it (the binary data
