@@ -86,6 +86,13 @@ row(
     f"{off_64['throughput']:,.0f}",
     on_64["throughput"] / off_64["throughput"],
 )
+cnn_on, cnn_off = level("aicp_cnn_batching_on", 64), level("aicp_cnn_batching_off", 64)
+row(
+    f"CNN, V2 binary c=64 over HTTP, requests/s: batching on (avg batch {cnn_on['server_avg_batch'] or 0:.1f}) vs off",
+    f"{cnn_on['throughput']:,.0f}",
+    f"{cnn_off['throughput']:,.0f}",
+    cnn_on["throughput"] / cnn_off["throughput"],
+)
 binary, text = level("aicp_v2_binary", 64), level("aicp_v2_json", 64)
 row(
     "V2 REST c=64, requests/s: binary tensors vs JSON",
@@ -104,8 +111,38 @@ for concurrency in (1, 64):
         grpc["throughput"] / classify["throughput"],
     )
 
+# The floor: each figure the best of its rounds (the most requests/s, the lowest p50).
+setup = read("floor_setup")
+floor_rows = []
+for protocol, label in [("classify", "classify (JSON)"), ("v2_binary", "V2 binary"), ("grpc", "gRPC")]:
+    rounds = range(1, setup["rounds"] + 1)
+    ours = [read(f"pinned_{protocol}_{r}") for r in rounds]
+    floor = [read(f"floor_{protocol}_{r}") for r in rounds]
+
+    def at(run, concurrency):
+        return next(l for l in run if l["concurrency"] == concurrency)
+
+    ours_64 = max(at(run, 64)["throughput"] for run in ours)
+    floor_64 = max(at(run, 64)["throughput"] for run in floor)
+    ours_p50 = min(at(run, 1)["latency_us"]["p50"] for run in ours)
+    floor_p50 = min(at(run, 1)["latency_us"]["p50"] for run in floor)
+    rows_before = len(rows)
+    row(f"{label} c=64, requests/s: aicp vs the floor", f"{ours_64:,.0f}", f"{floor_64:,.0f}",
+        ours_64 / floor_64, 0.85)
+    row(f"{label} c=1, p50 latency (us): aicp vs the floor", ours_p50, floor_p50,
+        ours_p50 / floor_p50, 1.25, higher_is_better=False)
+    floor_rows += rows[rows_before:]
+    del rows[rows_before:]
+
 print(f"# aicp benchmark ({os.path.basename(out)}, {os.cpu_count()} cores; client and servers on this machine)\n")
 print("| figure | aicp | baseline | ratio | target | |")
 print("|---|---|---|---|---|---|")
 print("\n".join(rows))
+pinning = "server on core 0, load tool on core 1 (taskset)" if setup["pinned"] else "not pinned (one core)"
+print(f"\n## Against the floor ({pinning}; best of {setup['rounds']} interleaved rounds)\n")
+print("The floor is bench/floor: axum and tonic, at aicp's versions, parsing the same requests and")
+print("answering fixed ones, with no model. aicp's figures include the inference.\n")
+print("| figure | aicp | floor | ratio | target | |")
+print("|---|---|---|---|---|---|")
+print("\n".join(floor_rows))
 print("\nEvery level's full figures (p50/p90/p99/max, errors, server batch size) are in the JSON files beside this one.")

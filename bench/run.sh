@@ -7,13 +7,22 @@
 #   3. the server, measured by `aicp bench` from this machine:
 #      - the BASELINE, FastAPI + onnxruntime (bench/baseline_server.py), one uvicorn worker per
 #        core, at concurrency 1 and 64;
-#      - `aicp serve` with dynamic batching off, then on, /api/v1/ml/classify at 1 and 64;
+#      - `aicp serve` with dynamic batching off, then on, /api/v1/ml/classify at 1 and 64, and
+#        the bundled CNN (a model heavy enough for the engine to be the bottleneck) with V2
+#        binary tensors at 64;
 #      - `aicp serve` (batching on): V2 JSON and V2 binary tensors at 64, gRPC at 1 and 64;
-#   4. a report of the ratios (bench/report.py), also written to OUT/summary.md.
+#   4. THE FLOOR (bench/floor: bare axum and tonic servers that parse the same requests and
+#      answer fixed ones, no model) against `aicp serve`, classify, V2 binary and gRPC at 1 and
+#      64. On a machine with two cores or more, the server under test is pinned to core 0 and
+#      the load tool to core 1 (taskset), so neither competes with the other for a core; the
+#      two servers take turns for BENCH_ROUNDS rounds (default 3), and each figure is the best
+#      of its rounds, which is what the machine can do when nothing else disturbs it;
+#   5. a report of the ratios (bench/report.py), also written to OUT/summary.md.
 #
 # Usage: bench/run.sh [OUT]   (default OUT: target/bench/<date>)
-# Environment: BENCH_SECONDS (per level, default 5), BENCH_QUICK=1 (short criterion runs and
-# 1 s levels: checks that everything runs, figures too noisy to quote).
+# Environment: BENCH_SECONDS (per level, default 5), BENCH_ROUNDS (floor rounds, default 3),
+# BENCH_QUICK=1 (short criterion runs, 1 s levels, one round: checks that everything runs,
+# figures too noisy to quote).
 # Servers run one at a time on ports 18400-18403 of 127.0.0.1; nothing else should load the
 # machine meanwhile (the figures are ratios within this run, but a busy machine adds noise).
 set -euo pipefail
@@ -23,9 +32,11 @@ out=${1:-target/bench/$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 seconds=${BENCH_SECONDS:-5}
+rounds=${BENCH_ROUNDS:-3}
 criterion=(--warm-up-time 2 --measurement-time 5)
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
     seconds=1
+    rounds=1
     criterion=(--warm-up-time 0.2 --measurement-time 0.5)
 fi
 cores=$(nproc)
@@ -41,6 +52,7 @@ echo "== Python environment (.venv)"
 echo "== building"
 cargo test --release --locked --workspace --no-run
 aicp=${CARGO_TARGET_DIR:-target}/release/aicp
+floor=${CARGO_TARGET_DIR:-target}/release/aicp-floor
 
 echo "== 1. in-process engines (aicp) and the onnxruntime Python package"
 AICP_BENCH_JSON="$out/engines.json" cargo bench --locked --workspace --bench engines -- "${criterion[@]}" \
@@ -71,10 +83,14 @@ wait_ready() {
     return 1
 }
 
-# load NAME PROTOCOL URL CONCURRENCY: one `aicp bench` sweep, its JSON in OUT/NAME.json.
+# load NAME PROTOCOL URL CONCURRENCY [ARGS...]: one `aicp bench` sweep, its JSON in
+# OUT/NAME.json; $client runs it (empty, or taskset for the floor comparison).
+client=()
 load() {
-    "$aicp" bench --url "$3" --protocol "$2" --concurrency "$4" --duration "$seconds" \
-        --warmup 1 --json "$out/$1.json"
+    local name=$1 protocol=$2 url=$3 concurrency=$4
+    shift 4
+    "${client[@]}" "$aicp" bench --url "$url" --protocol "$protocol" --concurrency "$concurrency" \
+        --duration "$seconds" --warmup 1 --json "$out/$name.json" "$@"
 }
 
 echo "== 3a. BASELINE: FastAPI + onnxruntime, $cores uvicorn workers"
@@ -91,6 +107,7 @@ echo "== 3b. aicp serve, dynamic batching off"
 pids+=($!)
 wait_ready http://127.0.0.1:18401/readyz
 load aicp_batching_off classify http://127.0.0.1:18401 1,64
+load aicp_cnn_batching_off v2-binary http://127.0.0.1:18401 64 --model mnist-cnn
 stop_all
 
 echo "== 3c. aicp serve, dynamic batching on (the default)"
@@ -98,10 +115,37 @@ echo "== 3c. aicp serve, dynamic batching on (the default)"
 pids+=($!)
 wait_ready http://127.0.0.1:18401/readyz
 load aicp_batching_on classify http://127.0.0.1:18401 1,64
+load aicp_cnn_batching_on v2-binary http://127.0.0.1:18401 64 --model mnist-cnn
 load aicp_v2_json v2-json http://127.0.0.1:18401 64
 load aicp_v2_binary v2-binary http://127.0.0.1:18401 64
 load aicp_grpc grpc http://127.0.0.1:18402 1,64
 stop_all
 
-echo "== 4. report"
+echo "== 4. THE FLOOR against aicp serve, $rounds rounds"
+server_cpu=()
+if [ "$cores" -ge 2 ]; then
+    server_cpu=(taskset -c 0)
+    client=(taskset -c 1)
+    echo "(server pinned to core 0, load tool to core 1)"
+fi
+echo "{\"pinned\": ${#server_cpu[@]}, \"rounds\": $rounds}" > "$out/floor_setup.json"
+for round in $(seq "$rounds"); do
+    "${server_cpu[@]}" "$floor" --http-port 18401 --grpc-port 18402 >/dev/null &
+    pids+=($!)
+    wait_ready http://127.0.0.1:18401/v2/models/mnist
+    load "floor_classify_$round" classify http://127.0.0.1:18401 1,64
+    load "floor_v2_binary_$round" v2-binary http://127.0.0.1:18401 1,64
+    load "floor_grpc_$round" grpc http://127.0.0.1:18402 1,64
+    stop_all
+    "${server_cpu[@]}" "$aicp" serve --port 18401 --grpc-port 18402 >/dev/null &
+    pids+=($!)
+    wait_ready http://127.0.0.1:18401/readyz
+    load "pinned_classify_$round" classify http://127.0.0.1:18401 1,64
+    load "pinned_v2_binary_$round" v2-binary http://127.0.0.1:18401 1,64
+    load "pinned_grpc_$round" grpc http://127.0.0.1:18402 1,64
+    stop_all
+done
+client=()
+
+echo "== 5. report"
 .venv/bin/python bench/report.py "$out" | tee "$out/summary.md"

@@ -420,7 +420,13 @@ mod tests {
     /// The same directory, loaded on `fake` with the server's batching `flags`.
     fn setup_on(fake: Fake, flags: &Batching) -> Setup {
         let dir = tempfile::tempdir().unwrap();
-        let bundled = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        // At run time first: a build directory shared between checkouts keeps the path of the
+        // checkout that compiled this test.
+        let bundled = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map_or_else(
+                || env!("CARGO_MANIFEST_DIR").into(),
+                std::path::PathBuf::from,
+            )
             .join("../../models/mnist/1/model.onnx");
         std::fs::create_dir_all(dir.path().join("m/1")).unwrap();
         std::fs::copy(&bundled, dir.path().join("m/1/model.onnx")).unwrap();

@@ -194,23 +194,32 @@ pub fn body(
 }
 
 /// Parses a JSON body: broken JSON is a malformed body; JSON of the wrong shape is an invalid
-/// argument whose message names the field.
+/// argument whose message names the field. The field is found by parsing again, with its path
+/// tracked: tracking costs on every value, and only a refused body needs it.
 pub fn parse_json<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, Error> {
+    serde_json::from_slice(bytes).map_err(|_| refusal::<T>(bytes))
+}
+
+/// Why `bytes` is not a `T`.
+fn refusal<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Error {
     let malformed =
         |e: serde_json::Error| Error::new(ErrorKind::MalformedBody, format!("malformed JSON: {e}"));
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() || inner.is_io() {
-            malformed(inner)
-        } else if path == "." {
-            Error::invalid(format!("invalid request: {inner}"))
-        } else {
-            Error::invalid(format!("invalid field `{path}`: {inner}"))
+    match serde_path_to_error::deserialize::<_, T>(&mut deserializer) {
+        // Anything after the JSON value is as broken as a syntax error inside it.
+        Ok(_) => deserializer.end().map_or_else(malformed, |()| {
+            Error::internal("a JSON body parsed on its second try")
+        }),
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if inner.is_syntax() || inner.is_eof() || inner.is_io() {
+                malformed(inner)
+            } else if path == "." {
+                Error::invalid(format!("invalid request: {inner}"))
+            } else {
+                Error::invalid(format!("invalid field `{path}`: {inner}"))
+            }
         }
-    })?;
-    // Anything after the JSON value is as broken as a syntax error inside it.
-    deserializer.end().map_err(malformed)?;
-    Ok(value)
+    }
 }

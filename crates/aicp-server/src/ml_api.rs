@@ -14,7 +14,6 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ApiErrorBody, body, parse_json};
@@ -31,13 +30,12 @@ pub(crate) fn default_top_k() -> usize {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ClassifyRequest<'a> {
+pub struct ClassifyRequest {
     /// One image as 784 values in [0, 1], `[28][28]` or `[1][28][28]`; or a batch of such
     /// images (`[N][784]`, `[N][28][28]`, `[N][1][28][28]`). Values outside [0, 1], NaN and
     /// infinities are refused.
-    #[serde(borrow)]
     #[schema(value_type = Vec<Value>)]
-    image_data: &'a RawValue,
+    image_data: NestedArray,
     /// The model to use.
     #[serde(default = "default_model")]
     #[schema(default = "mnist")]
@@ -105,7 +103,7 @@ pub async fn classify(
     let started = Instant::now();
     let bytes = body(bytes)?;
     let request: ClassifyRequest = parse_json(&bytes)?;
-    let image_data = read_array(request.image_data, "image_data")?;
+    let image_data = request.image_data;
     if request.top_k == 0 {
         return Err(Error::invalid("top_k must be at least 1").into());
     }
@@ -271,15 +269,14 @@ pub(crate) fn predictions(
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct InferenceRequest<'a> {
+pub struct InferenceRequest {
     /// The model to run.
     #[serde(default = "default_model")]
     #[schema(default = "mnist")]
     model_name: String,
     /// The input values, flat or nested.
-    #[serde(borrow)]
     #[schema(value_type = Vec<Value>)]
-    input_data: &'a RawValue,
+    input_data: NestedArray,
     /// The input's shape, batch first (`[1, 1, 28, 28]`); it must hold exactly the values
     /// given. Default: rows of the model's values per sample.
     input_shape: Option<Vec<i64>>,
@@ -321,13 +318,6 @@ pub struct InferenceResponse {
     inference_time_ms: f64,
 }
 
-/// Reads an array field (kept raw while the request was parsed) into shape and data, with the
-/// fast reader: no JSON tree, no per-element bookkeeping.
-fn read_array(raw: &RawValue, field: &str) -> ApiResult<NestedArray> {
-    NestedArray::from_json(raw.get())
-        .map_err(|e| Error::invalid(format!("invalid field `{field}`: {e}")).into())
-}
-
 /// When a request with `timeout_ms` that arrived at `started` stops being worth answering.
 pub(crate) fn deadline(started: Instant, timeout_ms: Option<u64>) -> ApiResult<Option<Instant>> {
     match timeout_ms {
@@ -361,7 +351,7 @@ pub async fn inference(
     let started = Instant::now();
     let bytes = body(bytes)?;
     let request: InferenceRequest = parse_json(&bytes)?;
-    let input_data = read_array(request.input_data, "input_data")?;
+    let input_data = request.input_data;
     if request.top_k == Some(0) {
         return Err(Error::invalid("top_k must be at least 1").into());
     }
