@@ -86,13 +86,14 @@ row(
     f"{off_64['throughput']:,.0f}",
     on_64["throughput"] / off_64["throughput"],
 )
-cnn_on, cnn_off = level("aicp_cnn_batching_on", 64), level("aicp_cnn_batching_off", 64)
-row(
-    f"CNN, V2 binary c=64 over HTTP, requests/s: batching on (avg batch {cnn_on['server_avg_batch'] or 0:.1f}) vs off",
-    f"{cnn_on['throughput']:,.0f}",
-    f"{cnn_off['throughput']:,.0f}",
-    cnn_on["throughput"] / cnn_off["throughput"],
-)
+for model, label in [("cnn", "CNN"), ("wide", "wide MLP")]:
+    on, off = level(f"aicp_{model}_batching_on", 64), level(f"aicp_{model}_batching_off", 64)
+    row(
+        f"{label}, V2 binary c=64 over HTTP, requests/s: batching on (avg batch {on['server_avg_batch'] or 0:.1f}) vs off",
+        f"{on['throughput']:,.0f}",
+        f"{off['throughput']:,.0f}",
+        on["throughput"] / off["throughput"],
+    )
 binary, text = level("aicp_v2_binary", 64), level("aicp_v2_json", 64)
 row(
     "V2 REST c=64, requests/s: binary tensors vs JSON",

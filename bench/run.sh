@@ -8,8 +8,8 @@
 #      - the BASELINE, FastAPI + onnxruntime (bench/baseline_server.py), one uvicorn worker per
 #        core, at concurrency 1 and 64;
 #      - `aicp serve` with dynamic batching off, then on, /api/v1/ml/classify at 1 and 64, and
-#        the bundled CNN (a model heavy enough for the engine to be the bottleneck) with V2
-#        binary tensors at 64;
+#        two models heavy enough for the engine to be the bottleneck, the bundled CNN and a
+#        wide MLP (bench/wide_mlp.py), with V2 binary tensors at 64;
 #      - `aicp serve` (batching on): V2 JSON and V2 binary tensors at 64, gRPC at 1 and 64;
 #   4. THE FLOOR (bench/floor: bare axum and tonic servers that parse the same requests and
 #      answer fixed ones, no model) against `aicp serve`, classify, V2 binary and gRPC at 1 and
@@ -69,7 +69,11 @@ stop_all() {
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
     pids=()
 }
-trap stop_all EXIT
+# The served models: the bundled ones and the wide MLP.
+models=$(mktemp -d)
+trap 'stop_all; rm -rf "$models"' EXIT
+cp -r models/mnist models/mnist-cnn "$models/"
+.venv/bin/python bench/wide_mlp.py "$models/wide-mlp"
 
 # wait_ready URL: polls until the URL answers 200, for at most 60 s.
 wait_ready() {
@@ -103,19 +107,21 @@ load baseline classify http://127.0.0.1:18400 1,64
 stop_all
 
 echo "== 3b. aicp serve, dynamic batching off"
-"$aicp" serve --port 18401 --grpc-port 18402 --dynamic-batching false >/dev/null &
+"$aicp" serve --models "$models" --port 18401 --grpc-port 18402 --dynamic-batching false >/dev/null &
 pids+=($!)
 wait_ready http://127.0.0.1:18401/readyz
 load aicp_batching_off classify http://127.0.0.1:18401 1,64
 load aicp_cnn_batching_off v2-binary http://127.0.0.1:18401 64 --model mnist-cnn
+load aicp_wide_batching_off v2-binary http://127.0.0.1:18401 64 --model wide-mlp
 stop_all
 
 echo "== 3c. aicp serve, dynamic batching on (the default)"
-"$aicp" serve --port 18401 --grpc-port 18402 >/dev/null &
+"$aicp" serve --models "$models" --port 18401 --grpc-port 18402 >/dev/null &
 pids+=($!)
 wait_ready http://127.0.0.1:18401/readyz
 load aicp_batching_on classify http://127.0.0.1:18401 1,64
 load aicp_cnn_batching_on v2-binary http://127.0.0.1:18401 64 --model mnist-cnn
+load aicp_wide_batching_on v2-binary http://127.0.0.1:18401 64 --model wide-mlp
 load aicp_v2_json v2-json http://127.0.0.1:18401 64
 load aicp_v2_binary v2-binary http://127.0.0.1:18401 64
 load aicp_grpc grpc http://127.0.0.1:18402 1,64

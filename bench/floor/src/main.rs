@@ -15,7 +15,7 @@
 //!   raw logits; `ModelMetadata` as above. Every other method is unimplemented.
 //!
 //! Each server runs on tokio's multi-threaded runtime with as many workers as the process may
-//! use cores, and mimalloc, as `aicp serve` does.
+//! use cores, with mimalloc and TCP_NODELAY, as `aicp serve` does.
 
 // The workspace's rule that every route be documented is aicp's; the floor has no document.
 #![allow(clippy::disallowed_methods)]
@@ -30,8 +30,10 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use clap::Parser;
 use serde::{Deserialize, Serialize};
+use tonic::transport::server::TcpIncoming;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -74,9 +76,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/v2/models/{name}/infer", post(infer));
     let grpc = tonic::transport::Server::builder()
         .add_service(proto::grpc_inference_service_server::GrpcInferenceServiceServer::new(Grpc))
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(grpc));
+        .serve_with_incoming(TcpIncoming::from(grpc).with_nodelay(Some(true)));
     tokio::select! {
-        served = axum::serve(http, app) => served?,
+        served = axum::serve(http.tap_io(|tcp| { let _ = tcp.set_nodelay(true); }), app) => served?,
         served = grpc => served?,
     }
     Ok(())

@@ -3,11 +3,10 @@
 //! `[1, 2, 3, 4]`. Ragged arrays, mixed nesting and values the element type cannot hold
 //! (300 as INT8, 1e39 as FP32, 1.5 as an integer) are rejected with a message that says where.
 //!
-//! [`NestedArray::from_json`] is the hot path for request bodies: it scans JSON text that is
-//! already known to be valid (a `RawValue`'s) and parses each number straight into its type,
-//! which is several times faster than going through serde for every element. Whatever it does
-//! not expect (a string, a ragged array, a value that does not fit) sends it to the serde
-//! reader, whose message then says exactly what is wrong.
+//! serde_json reads the numbers; each is checked against the element type as it comes, and the
+//! shape is built on the way, so a body is read in one pass. (An earlier reader kept arrays raw
+//! and scanned them again by hand: serde's own pass was faster for the long decimals clients
+//! send, and as fast for short ones.)
 
 use std::fmt;
 
@@ -44,15 +43,6 @@ pub trait Element: Sized {
     fn from_bool(_value: bool) -> Option<Self> {
         None
     }
-    /// A JSON number token, when it fits exactly; `None` sends the caller to the serde reader.
-    fn parse(_token: &str) -> Option<Self> {
-        None
-    }
-    /// The number `mantissa / 10^scale` (negated when `negative`) read from a plain decimal of at
-    /// most 7 digits, when it fits exactly; `None` sends the caller to [`Element::parse`].
-    fn from_decimal(_negative: bool, _mantissa: u32, _scale: u32) -> Option<Self> {
-        None
-    }
 }
 
 macro_rules! float_element {
@@ -72,24 +62,9 @@ macro_rules! float_element {
             fn from_u64(value: u64) -> Option<Self> {
                 Some(value as $t)
             }
-
-            fn parse(token: &str) -> Option<Self> {
-                // Rust's float parser: correctly rounded (Eisel-Lemire).
-                token.parse::<$t>().ok().filter(|v| v.is_finite())
-            }
-
-            fn from_decimal(negative: bool, mantissa: u32, scale: u32) -> Option<Self> {
-                // With at most 7 digits, the mantissa and the power of ten are both exact in
-                // this type, so their quotient is correctly rounded (Clinger's fast path).
-                let value = mantissa as $t / (POWERS_OF_TEN[scale as usize] as $t);
-                Some(if negative { -value } else { value })
-            }
         }
     };
 }
-
-/// Powers of ten, all exact in f32 and f64.
-const POWERS_OF_TEN: [u32; 8] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000];
 
 float_element!(f32, "FP32");
 float_element!(f64, "FP64");
@@ -110,18 +85,6 @@ macro_rules! integer_element {
 
             fn from_u64(value: u64) -> Option<Self> {
                 <$t>::try_from(value).ok()
-            }
-
-            fn parse(token: &str) -> Option<Self> {
-                token.parse().ok()
-            }
-
-            fn from_decimal(negative: bool, mantissa: u32, scale: u32) -> Option<Self> {
-                if scale > 0 {
-                    return None;
-                }
-                let value = i64::from(mantissa);
-                <$t>::try_from(if negative { -value } else { value }).ok()
             }
         }
     };
@@ -160,169 +123,8 @@ impl Element for bool {
 impl<T: Element> NestedArray<T> {
     /// Reads JSON text holding a value or a (nested) array of values.
     pub fn from_json(text: &str) -> serde_json::Result<Self> {
-        match scan(text) {
-            Some(array) => Ok(array),
-            None => serde_json::from_str(text),
-        }
+        serde_json::from_str(text)
     }
-}
-
-/// How deeply arrays may nest: serde_json's own limit (it refuses a 128th level), which the fast
-/// reader keeps too so that both readers accept the same texts.
-const MAX_DEPTH: usize = 127;
-
-/// The fast reader behind [`NestedArray::from_json`]: brackets, commas, whitespace and numbers
-/// only, in JSON's grammar, at most [`MAX_DEPTH`] deep, rectangular, every value fitting `T`.
-/// Anything else (including text that is not JSON at all) is `None`, for the serde reader to
-/// explain.
-fn scan<T: Element>(text: &str) -> Option<NestedArray<T>> {
-    let bytes = text.as_bytes();
-    let mut shape: Vec<usize> = Vec::new();
-    // Elements seen so far in each array still open, outermost first.
-    let mut open: Vec<usize> = Vec::new();
-    let mut leaf_depth = None;
-    // Where JSON's grammar is: after a value or a `]` comes a `,` or a `]`; after a `[` or a `,`
-    // comes a value or a `[` (or, right after a `[`, its `]`).
-    let mut after_value = false;
-    let mut after_comma = false;
-    // Room for values written like "0.12, "; a body of shorter ones grows the vector once or twice.
-    let mut data = Vec::with_capacity(bytes.len() / 6 + 1);
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'[' => {
-                // A second value at the top level, or a value where a separator belongs.
-                if after_value
-                    || open.len() >= MAX_DEPTH
-                    || open.is_empty() && (!shape.is_empty() || !data.is_empty())
-                {
-                    return None;
-                }
-                if let Some(count) = open.last_mut() {
-                    *count += 1;
-                }
-                if open.len() == shape.len() {
-                    shape.push(usize::MAX);
-                }
-                open.push(0);
-                after_comma = false;
-                i += 1;
-            }
-            b']' => {
-                if after_comma {
-                    return None;
-                }
-                let count = open.pop()?;
-                let depth = open.len();
-                match shape[depth] {
-                    usize::MAX => shape[depth] = count,
-                    expected if expected != count => return None,
-                    _ => {}
-                }
-                if count == 0 && leaf_depth.is_none() {
-                    leaf_depth = Some(depth + 1);
-                }
-                if leaf_depth.is_some_and(|leaf| leaf < depth + 1) {
-                    return None;
-                }
-                after_value = true;
-                i += 1;
-            }
-            b',' => {
-                if !after_value || open.is_empty() {
-                    return None;
-                }
-                after_value = false;
-                after_comma = true;
-                i += 1;
-            }
-            b' ' | b'\n' | b'\r' | b'\t' => i += 1,
-            b'-' | b'0'..=b'9' => {
-                if after_value || open.is_empty() && !data.is_empty() {
-                    return None;
-                }
-                // One pass reads the token and, for the common short plain decimal such as
-                // `0.123`, its value; anything else goes to the element's own parser.
-                let start = i;
-                let negative = bytes[i] == b'-';
-                i += usize::from(negative);
-                let (mut mantissa, mut digits, mut scale) = (0u32, 0u32, 0u32);
-                let (mut dot, mut plain) = (false, true);
-                while let Some(&c) = bytes.get(i) {
-                    match c {
-                        b'0'..=b'9' => {
-                            mantissa = mantissa.wrapping_mul(10).wrapping_add(u32::from(c - b'0'));
-                            digits += 1;
-                            scale += u32::from(dot);
-                        }
-                        b'.' if !dot => dot = true,
-                        b'.' | b'e' | b'E' | b'+' | b'-' => plain = false,
-                        _ => break,
-                    }
-                    i += 1;
-                }
-                let token = &bytes[start..i];
-                // JSON's number: no leading zeros, digits on both sides of the dot.
-                let well_formed = if plain {
-                    let integer = digits - scale;
-                    let unsigned = &token[usize::from(negative)..];
-                    integer >= 1 && (!dot || scale >= 1) && !(integer > 1 && unsigned[0] == b'0')
-                } else {
-                    json_number(token)
-                };
-                if !well_formed || *leaf_depth.get_or_insert(open.len()) != open.len() {
-                    return None;
-                }
-                let value = match (plain && digits <= 7)
-                    .then(|| T::from_decimal(negative, mantissa, scale))
-                    .flatten()
-                {
-                    Some(value) => value,
-                    None => T::parse(&text[start..i])?,
-                };
-                data.push(value);
-                if let Some(count) = open.last_mut() {
-                    *count += 1;
-                }
-                after_value = true;
-                after_comma = false;
-            }
-            _ => return None,
-        }
-    }
-    if !open.is_empty() || leaf_depth.is_none() && shape.is_empty() {
-        return None;
-    }
-    Some(NestedArray { shape, data })
-}
-
-/// Whether `token` is a number as JSON writes it: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]?
-/// [0-9]+)?`.
-fn json_number(token: &[u8]) -> bool {
-    let digits = |t: &[u8]| t.iter().take_while(|c| c.is_ascii_digit()).count();
-    let mut rest = token.strip_prefix(b"-").unwrap_or(token);
-    match digits(rest) {
-        0 => return false,
-        n if n > 1 && rest[0] == b'0' => return false,
-        n => rest = &rest[n..],
-    }
-    if let Some(fraction) = rest.strip_prefix(b".") {
-        match digits(fraction) {
-            0 => return false,
-            n => rest = &fraction[n..],
-        }
-    }
-    if let Some(exponent) = rest.strip_prefix(b"e").or_else(|| rest.strip_prefix(b"E")) {
-        let exponent = exponent
-            .strip_prefix(b"+")
-            .or_else(|| exponent.strip_prefix(b"-"))
-            .unwrap_or(exponent);
-        match digits(exponent) {
-            0 => return false,
-            n => rest = &exponent[n..],
-        }
-    }
-    rest.is_empty()
 }
 
 impl<'de, T: Element> Deserialize<'de> for NestedArray<T> {
@@ -516,11 +318,10 @@ mod tests {
         assert!(err.contains("invalid type: boolean `true`"), "{err}");
     }
 
-    /// The fast reader agrees with the serde reader wherever it answers, and leaves every error
-    /// to the serde reader.
+    /// JSON text that is not a rectangular array of numbers is refused, whatever is wrong with it.
     #[test]
-    fn the_fast_reader_agrees_with_serde() {
-        let same = [
+    fn refuses_anything_but_a_rectangular_array_of_numbers() {
+        for json in [
             "3",
             "-0.5",
             "[1, 2.5e-3, -7E2]",
@@ -529,10 +330,8 @@ mod tests {
             "[]",
             "[[], []]",
             "[0.123,0.5,1]",
-        ];
-        for json in same {
-            let fast = scan::<f32>(json).unwrap_or_else(|| panic!("fast reader refused {json}"));
-            assert_eq!(fast, parse(json).unwrap(), "{json}");
+        ] {
+            assert!(NestedArray::<f32>::from_json(json).is_ok(), "{json}");
         }
         for json in [
             "[[1, 2], [3]]",
@@ -561,41 +360,21 @@ mod tests {
             "1-2",
             ",",
         ] {
-            assert_eq!(scan::<f32>(json), None, "{json}");
             assert!(NestedArray::<f32>::from_json(json).is_err(), "{json}");
         }
-        // Nesting: as deep as serde's reader goes, and no deeper.
-        for depth in [MAX_DEPTH - 1, MAX_DEPTH, MAX_DEPTH + 1] {
-            let json = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
-            assert_eq!(
-                scan::<f32>(&json).ok_or(()),
-                parse(&json).map_err(|_| ()),
-                "{depth}"
-            );
-        }
-        assert_eq!(scan::<i8>("[1, 300]"), None);
-        assert_eq!(scan::<i64>("[1.5]"), None);
-        assert_eq!(scan::<u8>("[[0, 255]]").unwrap().data, vec![0, 255]);
-        // Parsed straight to f32, correctly rounded, by the short path and the general one.
-        for token in [
-            "0.1",
-            "0.123",
-            "-12.5",
-            "1234567",
-            "0.000001",
-            "3.4028235e38",
-            "0.12345678",
-        ] {
+        assert!(NestedArray::<i8>::from_json("[1, 300]").is_err());
+        assert!(NestedArray::<i64>::from_json("[1.5]").is_err());
+        assert_eq!(
+            NestedArray::<u8>::from_json("[[0, 255]]").unwrap().data,
+            vec![0, 255]
+        );
+        for token in ["0.1", "0.123", "-12.5", "1234567", "0.000001", "0.12345678"] {
             let want: f32 = token.parse().unwrap();
-            assert_eq!(scan::<f32>(token).unwrap().data, vec![want], "{token}");
-        }
-        for token in ["0.1", "0.123", "-12.5", "0.12345678", "1e-7"] {
-            let want: f64 = token.parse().unwrap();
-            assert_eq!(scan::<f64>(token).unwrap().data, vec![want], "{token}");
-        }
-        for token in ["-7", "300", "0", "-0", "12.5"] {
-            let want: Option<i16> = token.parse().ok();
-            assert_eq!(scan::<i16>(token).map(|a| a.data[0]), want, "{token}");
+            assert_eq!(
+                NestedArray::<f32>::from_json(token).unwrap().data,
+                vec![want],
+                "{token}"
+            );
         }
     }
 
