@@ -10,7 +10,7 @@
 //! ([`guarded`]), and which routes are the version twins of another ([`versioned`]).
 
 use axum::Router;
-use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::path::{Operation, PathItem, Paths};
 use utoipa::openapi::security::{
     ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
 };
@@ -124,8 +124,7 @@ pub fn guarded<S: Clone + Send + Sync + 'static>(
 /// from its path): the twin takes the version parameter, and may answer 400 for one that is not
 /// a number and 404 for one the model does not have.
 pub fn versioned<S>((schemas, paths, handler): UtoipaMethodRouter<S>) -> UtoipaMethodRouter<S> {
-    let mut twins = paths.clone();
-    twins.paths.clear();
+    let mut twins = Paths::new();
     for (path, mut item) in paths.paths {
         let twin = path.replacen(
             "/v2/models/{name}",
