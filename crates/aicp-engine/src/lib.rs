@@ -5,6 +5,7 @@
 
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod integer;
 pub mod onnx;
 pub mod onnx_build;
 pub mod onnxruntime;

@@ -10,7 +10,7 @@ use aicp_core::{DataType, Error, ModelSignature, PixelScale, Result, TensorSpec}
 use tract_onnx::pb;
 use tract_onnx::prelude::Framework;
 
-use crate::onnx_build::{f32_tensor, int_attr, node};
+use crate::onnx_build::{f32_tensor, f32_values, int_attr, int_values, node};
 
 /// What [`inspect`] found in a model file.
 #[derive(Debug, Clone)]
@@ -207,28 +207,18 @@ fn pixel_quantizers(graph: &pb::GraphProto, input: &str, scale: PixelScale) -> O
 }
 
 fn scalar_f32(t: &pb::TensorProto) -> Option<f32> {
-    if t.data_type != pb::tensor_proto::DataType::Float as i32
-        || t.dims.iter().product::<i64>() != 1
-    {
-        return None;
-    }
-    match (t.float_data.as_slice(), t.raw_data.as_slice()) {
-        ([v], _) => Some(*v),
-        ([], &[a, b, c, d]) => Some(f32::from_le_bytes([a, b, c, d])),
+    match f32_values(t)?[..] {
+        [v] => Some(v),
         _ => None,
     }
 }
 
-/// A uint8 scalar, as ONNX stores one: in `raw_data`, or widened in `int32_data`.
 fn scalar_u8(t: &pb::TensorProto) -> Option<u8> {
-    if t.data_type != pb::tensor_proto::DataType::Uint8 as i32
-        || t.dims.iter().product::<i64>() != 1
-    {
+    if t.data_type != pb::tensor_proto::DataType::Uint8 as i32 {
         return None;
     }
-    match (t.int32_data.as_slice(), t.raw_data.as_slice()) {
-        ([v], _) => u8::try_from(*v).ok(),
-        ([], &[v]) => Some(v),
+    match int_values(t)?[..] {
+        [v] => u8::try_from(v).ok(),
         _ => None,
     }
 }

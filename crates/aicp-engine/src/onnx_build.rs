@@ -1,5 +1,7 @@
-//! Pieces of ONNX graphs, for the code that writes models: training's export, the quantiser,
-//! and the uint8-pixel rewrite ([`crate::onnx::with_pixel_input`]). One spelling of each.
+//! Pieces of ONNX graphs, for the code that writes and rewrites models: training's export, the
+//! quantiser, the uint8-pixel rewrite ([`crate::onnx::with_pixel_input`]) and tract's integer
+//! rewrite ([`crate::integer`]); and the readers of the initializer values they check. One
+//! spelling of each.
 
 use tract_onnx::pb;
 use tract_onnx::pb::attribute_proto::AttributeType;
@@ -62,4 +64,41 @@ pub fn tensor(
 pub fn f32_tensor(name: &str, dims: &[usize], values: &[f32]) -> pb::TensorProto {
     let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
     tensor(name, dims, DataType::Float, bytes)
+}
+
+/// A float32 initializer's values, from `raw_data` or `float_data`; `None` for another type.
+pub fn f32_values(t: &pb::TensorProto) -> Option<Vec<f32>> {
+    if t.data_type != DataType::Float as i32 {
+        return None;
+    }
+    if t.raw_data.is_empty() {
+        return Some(t.float_data.clone());
+    }
+    let bytes = t.raw_data.chunks_exact(4);
+    bytes.remainder().is_empty().then(|| {
+        bytes
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    })
+}
+
+/// An 8- or 32-bit integer initializer's values, from `raw_data` or `int32_data` (where ONNX
+/// widens the narrow types); `None` for another type.
+pub fn int_values(t: &pb::TensorProto) -> Option<Vec<i64>> {
+    let raw = &t.raw_data;
+    let widened = || t.int32_data.iter().map(|&v| i64::from(v)).collect();
+    match DataType::try_from(t.data_type).ok()? {
+        DataType::Uint8 | DataType::Int8 | DataType::Int32 if raw.is_empty() => Some(widened()),
+        DataType::Uint8 => Some(raw.iter().map(|&v| i64::from(v)).collect()),
+        DataType::Int8 => Some(raw.iter().map(|&v| i64::from(v as i8)).collect()),
+        DataType::Int32 => {
+            let words = raw.chunks_exact(4);
+            words.remainder().is_empty().then(|| {
+                words
+                    .map(|b| i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+                    .collect()
+            })
+        }
+        _ => None,
+    }
 }

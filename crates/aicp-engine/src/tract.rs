@@ -3,12 +3,13 @@
 use std::path::Path;
 
 use aicp_core::{Error, Input, ModelSignature, Result, Tensor};
+use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::{
-    Framework, InferenceModelExt, IntoRunnable, IntoTValue, TValue, TVec, TypedSimpleState,
-    tract_ndarray,
+    Datum, Framework, InferenceModelExt, IntoRunnable, IntoTValue, TValue, TVec, TractResult,
+    TypedSimpleState, tract_ndarray, tvec,
 };
 
-use crate::{Engine, EngineKind, LoadOptions, Runnable};
+use crate::{Engine, EngineKind, LoadOptions, Runnable, integer, onnx};
 
 /// Loads models with tract-onnx.
 #[derive(Debug, Default, Clone, Copy)]
@@ -18,6 +19,32 @@ pub struct TractEngine;
 /// plan spawns a state per thread).
 struct TractModel {
     state: TypedSimpleState,
+    /// For a quantised model whose input is quantised to the pixels' own scale: the same
+    /// model taking the pixels as its quantised input ([`onnx::with_pixel_input`]).
+    pixels: Option<TypedSimpleState>,
+}
+
+/// tract's plan for `proto`, with a QDQ model's products on tract's integer kernels
+/// ([`integer`]). Should tract refuse the rewritten graph, it gets the graph as written.
+fn plan(proto: ModelProto) -> TractResult<TypedSimpleState> {
+    let build = |proto: &ModelProto| {
+        tract_onnx::onnx()
+            .model_for_proto_model(proto)
+            .and_then(|model| model.into_optimized())
+            .and_then(|model| model.into_runnable())
+            .and_then(|plan| plan.spawn())
+    };
+    let quantized = proto
+        .graph
+        .as_ref()
+        .is_some_and(|graph| graph.node.iter().any(|n| n.op_type == "DequantizeLinear"));
+    if !quantized {
+        return build(&proto);
+    }
+    match integer::with_integer_ops(proto.clone()) {
+        (rewritten, 1..) => build(&rewritten).or_else(|_| build(&proto)),
+        _ => build(&proto),
+    }
 }
 
 impl Engine for TractEngine {
@@ -29,37 +56,57 @@ impl Engine for TractEngine {
         &self,
         path: &Path,
         _signature: &ModelSignature,
-        _options: &LoadOptions,
+        options: &LoadOptions,
     ) -> Result<Box<dyn Runnable>> {
         let failed = |e: tract_onnx::prelude::TractError| {
             Error::invalid(format!("tract cannot load {}: {e:#}", path.display()))
         };
         // The batch dimension stays symbolic: one plan serves every batch size.
-        let state = tract_onnx::onnx()
-            .model_for_path(path)
-            .and_then(|model| model.into_optimized())
-            .and_then(|model| model.into_runnable())
-            .and_then(|plan| plan.spawn())
+        let proto = tract_onnx::onnx()
+            .proto_model_for_path(path)
             .map_err(failed)?;
-        Ok(Box::new(TractModel { state }))
+        let state = plan(proto).map_err(failed)?;
+        // Only a model that takes pixels as its quantised input gains from a plan of its own;
+        // any other is fed pixels normalised on the host.
+        let pixel_model = options
+            .pixels
+            .map(|scale| onnx::with_pixel_input(path, scale))
+            .transpose()?;
+        let pixels = match pixel_model {
+            Some(model) if model.quantized => Some(plan(model.proto).map_err(failed)?),
+            _ => None,
+        };
+        Ok(Box::new(TractModel { state, pixels }))
     }
+}
+
+/// A request's buffer as tract's tensor, as it is: no copy.
+fn value<T: Datum>(shape: Vec<usize>, data: Vec<T>) -> Result<TValue> {
+    tract_ndarray::ArrayD::from_shape_vec(shape, data)
+        .map(IntoTValue::into_tvalue)
+        .map_err(|e| Error::internal(format!("tract input: {e}")))
 }
 
 impl Runnable for TractModel {
     fn run(&mut self, inputs: Vec<Input>) -> Result<Vec<Tensor>> {
-        // The request's buffers become tract's tensors as they are: no copy (pixels are
-        // normalised into new ones).
-        let values = inputs
-            .into_iter()
-            .map(Input::into_f32)
-            .map(|t| {
-                tract_ndarray::ArrayD::from_shape_vec(t.shape, t.data)
-                    .map(|array| array.into_tvalue())
-            })
-            .collect::<std::result::Result<TVec<TValue>, _>>()
-            .map_err(|e| Error::internal(format!("tract input: {e}")))?;
-        let outputs = self
-            .state
+        // Pixels as they are to a model that takes them as its quantised input.
+        let (state, values) = match (&mut self.pixels, Input::lone_pixels(inputs)) {
+            (Some(state), Ok(pixels)) => (state, tvec![value(pixels.shape, pixels.data)?]),
+            (_, inputs) => {
+                let inputs =
+                    inputs.map_or_else(|inputs| inputs, |pixels| vec![Input::Pixels(pixels)]);
+                // Any other pixels are normalised on the host.
+                let values = inputs
+                    .into_iter()
+                    .map(|input| {
+                        let tensor = input.into_f32();
+                        value(tensor.shape, tensor.data)
+                    })
+                    .collect::<Result<TVec<TValue>>>()?;
+                (&mut self.state, values)
+            }
+        };
+        let outputs = state
             .run(values)
             .map_err(|e| Error::internal(format!("tract inference failed: {e:#}")))?;
         outputs

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::{self, ModelProto, NodeProto, TensorProto};
 
-use aicp_engine::onnx_build::{int_attr, node, tensor};
+use aicp_engine::onnx_build::{f32_values, int_attr, node, tensor};
 
 use crate::Options;
 use crate::calibrate::Ranges;
@@ -358,19 +358,8 @@ fn quantize_weight(
 }
 
 fn float_values(t: &TensorProto) -> anyhow::Result<Vec<f32>> {
-    if !t.raw_data.is_empty() {
-        anyhow::ensure!(
-            t.raw_data.len().is_multiple_of(4),
-            "initializer {} has a partial float",
-            t.name
-        );
-        Ok(t.raw_data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect())
-    } else {
-        Ok(t.float_data.clone())
-    }
+    f32_values(t)
+        .ok_or_else(|| anyhow::anyhow!("initializer {} is not a whole float tensor", t.name))
 }
 
 fn shape_of(values: &[f32]) -> Vec<usize> {

@@ -26,7 +26,8 @@ fn floats(pixels: &[u8]) -> Vec<f32> {
     pixels.iter().map(|&p| f32::from(p) / 255.0).collect()
 }
 
-fn accuracy(model: &[u8], data: &Dataset) -> f64 {
+/// The model's logits for the test digits, on tract.
+fn logits(model: &[u8], data: &Dataset) -> Vec<f32> {
     let plan = tract_onnx::onnx()
         .model_for_read(&mut &model[..])
         .unwrap()
@@ -38,8 +39,12 @@ fn accuracy(model: &[u8], data: &Dataset) -> f64 {
     let input = Tensor::from_shape(&[n, 1, 28, 28], &floats(&data.test.pixels)).unwrap();
     let out = plan.run(tvec!(input.into_tvalue())).unwrap();
     let logits = out[0].to_plain_array_view::<f32>().unwrap();
-    let logits: Vec<f32> = logits.iter().copied().collect();
-    let right = logits
+    logits.iter().copied().collect()
+}
+
+fn accuracy(model: &[u8], data: &Dataset) -> f64 {
+    let n = data.test.len();
+    let right = logits(model, data)
         .chunks(10)
         .zip(&data.test.labels)
         .filter(|(row, l)| {
@@ -102,4 +107,98 @@ fn the_cnn_keeps_its_accuracy() {
             ..Options::default()
         },
     );
+}
+
+/// tract's integer rewrite of a QDQ model: every product and pass-through operator leaves
+/// the float domain, and the answers stay the QDQ graph's. (tract runs the QDQ graph itself in
+/// float, so a value on a rounding edge may land one step apart; the CLI's tests check the
+/// rewrite against ONNX Runtime's integer kernels, where the logits are equal.)
+#[test]
+fn tract_runs_the_quantised_models_in_integers() {
+    use prost::Message;
+    let data = digits();
+    let calibration = floats(&data.train.pixels[..300 * 784]);
+    // (model, per-channel weights, Gemm weights stored transposed as PyTorch exports them,
+    // products rewritten)
+    for (name, per_channel, trans_b, products) in [
+        ("mnist", false, false, 3),
+        ("mnist", true, false, 3),
+        ("mnist", true, true, 3),
+        ("mnist-cnn", false, false, 4),
+        ("mnist-cnn", true, false, 4),
+    ] {
+        let mut float =
+            std::fs::read(repo_root().join(format!("models/{name}/1/model.onnx"))).unwrap();
+        if trans_b {
+            float = with_transposed_gemm_weights(&float);
+        }
+        // A float model has nothing to rewrite, and stays as it is.
+        let float_proto = tract_onnx::pb::ModelProto::decode(&float[..]).unwrap();
+        let (unchanged, none) = aicp_engine::integer::with_integer_ops(float_proto.clone());
+        assert_eq!((none, unchanged), (0, float_proto), "{name}");
+        let options = Options {
+            per_channel,
+            ..Options::default()
+        };
+        let int8 = quantize(&float, &calibration, &[1, 28, 28], &options).unwrap();
+        let proto = tract_onnx::pb::ModelProto::decode(&int8[..]).unwrap();
+        let (rewritten, count) = aicp_engine::integer::with_integer_ops(proto);
+        let ops: Vec<&str> = rewritten
+            .graph
+            .as_ref()
+            .unwrap()
+            .node
+            .iter()
+            .map(|n| n.op_type.as_str())
+            .collect();
+        println!("{name} per_channel={per_channel} trans_b={trans_b}: {ops:?}");
+        assert_eq!(count, products, "{name}: {ops:?}");
+        assert!(!ops.contains(&"DequantizeLinear"), "{name}: {ops:?}");
+        let (qdq, integer) = (
+            logits(&int8, &data),
+            logits(&rewritten.encode_to_vec(), &data),
+        );
+        let top = |row: &[f32]| (0..10).max_by(|&a, &b| row[a].total_cmp(&row[b]));
+        let same = qdq
+            .chunks(10)
+            .zip(integer.chunks(10))
+            .filter(|(a, b)| top(a) == top(b))
+            .count();
+        println!(
+            "  top-1 agreement with the QDQ graph: {same} of {}",
+            data.test.len()
+        );
+        assert!(same * 1000 >= data.test.len() * 998, "{name}: {same}");
+        if let Some(dir) = std::env::var_os("AICP_QUANTIZE_OUT") {
+            let path = PathBuf::from(dir).join(format!("{name}-{per_channel}-integer.onnx"));
+            std::fs::write(path, rewritten.encode_to_vec()).unwrap();
+        }
+    }
+}
+
+/// The float model with each Gemm's weight stored as [N, K] and read with `transB = 1`.
+fn with_transposed_gemm_weights(model: &[u8]) -> Vec<u8> {
+    use prost::Message;
+    use tract_onnx::pb::attribute_proto::AttributeType;
+    let mut proto = tract_onnx::pb::ModelProto::decode(model).unwrap();
+    let graph = proto.graph.as_mut().unwrap();
+    for node in graph.node.iter_mut().filter(|n| n.op_type == "Gemm") {
+        node.attribute.retain(|a| a.name != "transB");
+        node.attribute.push(tract_onnx::pb::AttributeProto {
+            name: "transB".into(),
+            r#type: AttributeType::Int as i32,
+            i: 1,
+            ..Default::default()
+        });
+        let weight = graph
+            .initializer
+            .iter_mut()
+            .find(|t| t.name == node.input[1])
+            .unwrap();
+        let (k, n) = (weight.dims[0] as usize, weight.dims[1] as usize);
+        let values = aicp_engine::onnx_build::f32_values(weight).unwrap();
+        let transposed: Vec<f32> = (0..n * k).map(|i| values[(i % k) * n + i / k]).collect();
+        *weight = aicp_engine::onnx_build::f32_tensor(&weight.name, &[n, k], &transposed);
+    }
+    proto.encode_to_vec()
 }
