@@ -10,10 +10,9 @@
 //! the API key, `X-API-Key: <secret>`. Secrets are compared in constant time.
 
 use aicp_core::{Error, ErrorKind};
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::HeaderMap;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use subtle::ConstantTimeEq;
 
 /// The server's secrets.
@@ -132,30 +131,23 @@ impl<'a> Credentials<'a> {
     }
 }
 
-/// HTTP middleware for the inference routes.
-pub async fn inference(State(access): State<Access>, request: Request, next: Next) -> Response {
-    guard(&access, Class::Inference, request, next).await
-}
-
-/// HTTP middleware for the admin routes.
-pub async fn admin(State(access): State<Access>, request: Request, next: Next) -> Response {
-    guard(&access, Class::Admin, request, next).await
-}
-
-async fn guard(access: &Access, class: Class, request: Request, next: Next) -> Response {
-    match access.check(class, Credentials::from_headers(request.headers())) {
-        Ok(()) => next.run(request).await,
-        Err(error) => {
-            let unauthorized = error.kind == ErrorKind::Unauthorized;
-            let mut response = crate::error::for_path(request.uri().path(), error);
-            if unauthorized {
-                response.headers_mut().insert(
-                    axum::http::header::WWW_AUTHENTICATE,
-                    axum::http::HeaderValue::from_static("Bearer"),
-                );
-            }
-            response.into_response()
-        }
+impl Access {
+    /// Why a request may not use a route of `class`, answered in the shape of the API its
+    /// path belongs to (a 401 with `WWW-Authenticate: Bearer`, or a 403); `None` when it may.
+    pub fn refusal(&self, class: Class, request: &Request) -> Option<Response> {
+        self.check(class, Credentials::from_headers(request.headers()))
+            .err()
+            .map(|error| {
+                let unauthorized = error.kind == ErrorKind::Unauthorized;
+                let mut response = crate::error::for_path(request.uri().path(), error);
+                if unauthorized {
+                    response.headers_mut().insert(
+                        axum::http::header::WWW_AUTHENTICATE,
+                        axum::http::HeaderValue::from_static("Bearer"),
+                    );
+                }
+                response
+            })
     }
 }
 

@@ -3,6 +3,7 @@
 //! translates its wire format to the runtime's request and back; validation and execution live in
 //! `aicp-runtime`.
 
+pub mod admission;
 pub mod auth;
 pub mod connections;
 pub mod error;
@@ -24,6 +25,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use admission::Admission;
 use aicp_runtime::{
     Batching, ControlMode, Engines, GpuUse, ModelControl, ModelState, Repository, Runtime,
 };
@@ -125,9 +127,11 @@ pub fn router_and_document(services: Services) -> (Router, utoipa::openapi::Open
         .routes(routes!(ml_api::inference))
         .routes(routes!(v2_rest::infer))
         .routes(versioned(routes!(v2_rest::infer)))
-        .route_layer(from_fn_with_state(in_flight, shed::http));
-    let protected = OpenApiRouter::new()
-        .merge(inference)
+        .route_layer(from_fn_with_state(
+            Admission::inference(access.clone(), uploads.clone(), in_flight),
+            admission::admit,
+        ));
+    let reads = OpenApiRouter::new()
         .routes(routes!(ml_api::list_models))
         .routes(routes!(ml_api::get_model))
         .routes(routes!(v2_rest::server_metadata))
@@ -139,9 +143,11 @@ pub fn router_and_document(services: Services) -> (Router, utoipa::openapi::Open
         .routes(versioned(routes!(v2_rest::model_config)))
         .routes(routes!(v2_rest::model_statistics))
         .routes(versioned(routes!(v2_rest::model_statistics)))
-        .route_layer(from_fn_with_state(uploads.clone(), upload::read_body))
-        .route_layer(from_fn_with_state(access.clone(), auth::inference));
-    let protected = guarded(protected, Guard::ApiKey);
+        .route_layer(from_fn_with_state(
+            Admission::reads(access.clone(), uploads.clone()),
+            admission::admit,
+        ));
+    let protected = guarded(inference.merge(reads), Guard::ApiKey);
     let open = OpenApiRouter::new()
         .routes(routes!(web::index))
         .routes(routes!(ml_api::healthz))
@@ -153,8 +159,10 @@ pub fn router_and_document(services: Services) -> (Router, utoipa::openapi::Open
     let admin = OpenApiRouter::new()
         .routes(routes!(v2_rest::load_model))
         .routes(routes!(v2_rest::unload_model))
-        .route_layer(from_fn_with_state(uploads, upload::read_body))
-        .route_layer(from_fn_with_state(access, auth::admin))
+        .route_layer(from_fn_with_state(
+            Admission::admin(access, uploads),
+            admission::admit,
+        ))
         .with_state(control);
     let admin = guarded(admin, Guard::AdminToken);
 

@@ -7,9 +7,6 @@
 use std::sync::Arc;
 
 use aicp_core::{Error, ErrorKind};
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The cap and the requests holding a place under it.
@@ -46,15 +43,5 @@ impl InFlight {
                     ),
                 )
             })
-    }
-}
-
-/// Axum middleware for the inference routes, behind [`crate::upload::read_body`]: a place under
-/// the cap for the request, or the overloaded error in the shape of the API its path belongs
-/// to.
-pub async fn http(State(in_flight): State<InFlight>, request: Request, next: Next) -> Response {
-    match in_flight.enter() {
-        Ok(_permit) => next.run(request).await,
-        Err(error) => crate::error::for_path(request.uri().path(), error),
     }
 }

@@ -14,9 +14,7 @@ use std::time::Duration;
 
 use aicp_core::{Error, ErrorKind};
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::extract::Request;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -147,16 +145,6 @@ impl Uploads {
             _ => chunks.concat().into(),
         };
         Ok(Request::from_parts(parts, Body::from(bytes)))
-    }
-}
-
-/// Axum middleware: reads the request's body whole (see [`Uploads::read`]) before the routes
-/// behind it run, or answers why it could not, in the shape of the API the path belongs to.
-pub async fn read_body(State(uploads): State<Uploads>, request: Request, next: Next) -> Response {
-    let path = request.uri().path().to_string();
-    match uploads.read(request).await {
-        Ok(request) => next.run(request).await,
-        Err(error) => crate::error::for_path(&path, error),
     }
 }
 
