@@ -177,7 +177,9 @@ fn fold_pass_through(graph: &mut GraphProto) -> bool {
                 .flatten()?;
             let zero_floor =
                 input.zero_point == [0] && input.zero_point_type == DataType::Uint8 as i32;
-            let foldable = input.per_tensor()
+            // A graph lists a node after what it reads; one that does not is left alone.
+            let foldable = reader > i
+                && input.per_tensor()
                 && input.same_as(&output)
                 && (kind != "Relu" || zero_floor)
                 && !index.is_graph_output(&quantizer.output[0]);
@@ -187,7 +189,7 @@ fn fold_pass_through(graph: &mut GraphProto) -> bool {
     let Some((op, quantizer, quantized, requantized)) = found else {
         return false;
     };
-    // The QuantizeLinear reads the operator's output, so it comes after it.
+    // The QuantizeLinear comes after the operator: removing it leaves the operator's index.
     graph.node.remove(quantizer);
     if graph.node[op].op_type == "Relu" {
         // The quantised values are its answer: what read the requantised tensor reads them.
