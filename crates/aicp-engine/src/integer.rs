@@ -365,3 +365,83 @@ fn remove_unread_nodes(graph: &mut GraphProto) {
     kept.reverse();
     graph.node = kept;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::onnx_build::tensor;
+
+    fn graph(nodes: Vec<NodeProto>, initializers: Vec<TensorProto>, output: &str) -> ModelProto {
+        ModelProto {
+            graph: Some(GraphProto {
+                node: nodes,
+                initializer: initializers,
+                output: vec![tract_onnx::pb::ValueInfoProto {
+                    name: output.into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn scale_and_zero() -> Vec<TensorProto> {
+        vec![
+            f32_tensor("s", &[], &[0.5]),
+            tensor("z", &[], DataType::Uint8, vec![0]),
+        ]
+    }
+
+    /// Crafted graphs that do not match are left as they are, without a panic.
+    #[test]
+    fn graphs_that_do_not_match_stay_as_they_are() {
+        // The QuantizeLinear listed before the Relu it reads.
+        let out_of_order = graph(
+            vec![
+                node("DequantizeLinear", "dq", &["x", "s", "z"], "dq", vec![]),
+                node("QuantizeLinear", "q", &["relu", "s", "z"], "q", vec![]),
+                node("Relu", "relu", &["dq"], "relu", vec![]),
+                node("DequantizeLinear", "y", &["q", "s", "z"], "y", vec![]),
+            ],
+            scale_and_zero(),
+            "y",
+        );
+        // A Conv whose int8 weight has one dimension.
+        let mut initializers = scale_and_zero();
+        initializers.push(tensor("w", &[4], DataType::Int8, vec![1, 2, 3, 4]));
+        let flat_weight = graph(
+            vec![
+                node("DequantizeLinear", "dq", &["x", "s", "z"], "dq", vec![]),
+                node("DequantizeLinear", "wdq", &["w", "s", "z"], "wdq", vec![]),
+                node("Conv", "y", &["dq", "wdq"], "y", vec![]),
+            ],
+            initializers,
+            "y",
+        );
+        for model in [out_of_order, flat_weight] {
+            let (rewritten, count) = with_integer_ops(model.clone());
+            assert_eq!((count, rewritten), (0, model));
+        }
+    }
+
+    /// A ReLU between a dequantise and a requantise of the same zero-point-0 quantisation is
+    /// dropped, and what read the requantised tensor reads the quantised one.
+    #[test]
+    fn a_relu_on_quantised_values_folds_away() {
+        let model = graph(
+            vec![
+                node("DequantizeLinear", "dq", &["x", "s", "z"], "dq", vec![]),
+                node("Relu", "relu", &["dq"], "relu", vec![]),
+                node("QuantizeLinear", "q", &["relu", "s", "z"], "q", vec![]),
+                node("DequantizeLinear", "y", &["q", "s", "z"], "y", vec![]),
+            ],
+            scale_and_zero(),
+            "y",
+        );
+        let (rewritten, _) = with_integer_ops(model);
+        let nodes = rewritten.graph.unwrap().node;
+        assert_eq!(nodes.len(), 1, "{nodes:?}");
+        assert_eq!(nodes[0].input[0], "x");
+    }
+}
