@@ -68,6 +68,8 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // Before anything probes the CPU through tract (training, calibration, serving).
+    aicp_engine::tract::without_amx_kernels();
     let cli = config::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

@@ -29,6 +29,8 @@ use crate::onnx_build::{f32_tensor, f32_values, int_attr, int_values, ints_attr,
 
 /// `proto` with its QDQ products rewritten to integer operators, and how many were.
 pub fn with_integer_ops(mut proto: ModelProto) -> (ModelProto, usize) {
+    // Its graphs run tract's integer kernels, whichever code runs them.
+    crate::tract::without_amx_kernels();
     let Some(graph) = proto.graph.as_mut() else {
         return (proto, 0);
     };

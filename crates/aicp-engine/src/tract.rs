@@ -15,6 +15,22 @@ use crate::{Engine, EngineKind, LoadOptions, Runnable, integer, onnx};
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TractEngine;
 
+/// Leaves tract's Intel AMX int8 kernels out of its choice, keeping its AVX-512/AVX VNNI
+/// ones. With them, integer products (an INT8 model, [`integer`]) crashed the process with
+/// SIGSEGV inside `avx512amx_mmm_i32_16x16` (tract 0.23.9), intermittently, when the machine
+/// was busy. tract probes the CPU once, on its first use, so every entry into tract in aicp
+/// calls this first: the engine's load, the integer rewrite, calibration, `aicp` at start-up. A
+/// `TRACT_CPU_ISA` set in the environment is left as the deployer set it.
+pub fn without_amx_kernels() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TRACT_CPU_ISA").is_none() {
+            tract_onnx::prelude::tract_linalg::knobs::TRACT_CPU_ISA
+                .set(Some("-amx-int8".to_string()));
+        }
+    });
+}
+
 /// A model's plan, shared by nothing else, and the state its runs reuse (tract's own shape: a
 /// plan spawns a state per thread).
 struct TractModel {
@@ -61,6 +77,7 @@ impl Engine for TractEngine {
         let failed = |e: tract_onnx::prelude::TractError| {
             Error::invalid(format!("tract cannot load {}: {e:#}", path.display()))
         };
+        without_amx_kernels();
         // The batch dimension stays symbolic: one plan serves every batch size.
         let proto = tract_onnx::onnx()
             .proto_model_for_path(path)

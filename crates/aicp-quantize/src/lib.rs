@@ -53,6 +53,7 @@ pub fn quantize(
     sample_shape: &[usize],
     options: &Options,
 ) -> anyhow::Result<Vec<u8>> {
+    aicp_engine::tract::without_amx_kernels();
     use prost::Message;
     let proto = tract_onnx::pb::ModelProto::decode(model)
         .map_err(|e| anyhow::anyhow!("not an ONNX model: {e}"))?;

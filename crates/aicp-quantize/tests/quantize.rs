@@ -170,7 +170,8 @@ fn tract_runs_the_quantised_models_in_integers() {
         );
         assert!(same * 1000 >= data.test.len() * 998, "{name}: {same}");
         if let Some(dir) = std::env::var_os("AICP_QUANTIZE_OUT") {
-            let path = PathBuf::from(dir).join(format!("{name}-{per_channel}-integer.onnx"));
+            let path =
+                PathBuf::from(dir).join(format!("{name}-{per_channel}-{trans_b}-integer.onnx"));
             std::fs::write(path, rewritten.encode_to_vec()).unwrap();
         }
     }

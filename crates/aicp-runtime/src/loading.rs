@@ -39,7 +39,7 @@ pub(crate) fn load_version(
         tracing::warn!(
             "model {name:?} version {version} is quantised (INT8); tract runs it on integer \
              kernels but, fed float32, slower than its float original (the bundled MLP at about \
-             0.78x at batch 1024, and 1.8x fed 8-bit pixels; ONNX Runtime at over 2.5x): serve \
+             0.6x at batch 1024, and 1.2x fed 8-bit pixels; ONNX Runtime at over 2.5x): serve \
              it with ONNX Runtime (pip install onnxruntime, or --ort-lib), or serve the float \
              model"
         );
