@@ -317,14 +317,8 @@ fn a_running_server_serves_the_quantised_model_as_soon_as_it_is_written() {
     let listed = loop {
         let (status, body) = server.get("/api/v1/ml/models");
         assert_eq!(status, 200, "{body}");
-        let found = body["models"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|m| m["name"] == "mnist-int8")
-            .cloned();
-        if let Some(model) = found {
-            break model;
+        if let Some(model) = listed_model(&body, "mnist-int8") {
+            break model.clone();
         }
         assert!(
             Instant::now() < deadline,
@@ -347,12 +341,7 @@ fn a_running_server_serves_the_quantised_model_as_soon_as_it_is_written() {
     );
     let (status, listing) = tract_only.get("/api/v1/ml/models");
     assert_eq!(status, 200, "{listing}");
-    let int8 = listing["models"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|m| m["name"] == "mnist-int8")
-        .unwrap_or_else(|| panic!("{listing}"));
+    let int8 = listed_model(&listing, "mnist-int8").unwrap_or_else(|| panic!("{listing}"));
     assert_eq!(int8["engine"], "tract", "{int8}");
     classify_as_floats_and_pixels(&tract_only);
     let log = std::fs::read_to_string(log.path()).unwrap();
@@ -363,6 +352,14 @@ fn a_running_server_serves_the_quantised_model_as_soon_as_it_is_written() {
         "{log}"
     );
     assert!(warnings[0].contains("onnxruntime"), "{log}");
+}
+
+/// The model named `name` in a `/api/v1/ml/models` listing.
+fn listed_model<'a>(listing: &'a Value, name: &str) -> Option<&'a Value> {
+    listing["models"]
+        .as_array()?
+        .iter()
+        .find(|m| m["name"] == name)
 }
 
 /// A digit classified by `mnist-int8` over the ML API (floats) and over V2 as UINT8 pixels,

@@ -69,30 +69,26 @@ fn bench(c: &mut Criterion) {
                 .load(&path, &signature, &LoadOptions { pixels })
                 .expect("loading")
         };
-        let ort_runs: Vec<(&str, Box<dyn Runnable>, &Feed)> = vec![
-            ("float", load(&ort, "float", None), &floats),
-            ("aicp_int8", load(&ort, "aicp", None), &floats),
-            (
-                "aicp_int8_uint8_input",
-                load(&ort, "aicp", Some(scale)),
-                &as_pixels,
-            ),
-            ("ort_quantize_static", load(&ort, "ort", None), &floats),
-        ];
-        let tract_runs: Vec<(&str, Box<dyn Runnable>, &Feed)> = vec![
-            ("float", load(&TractEngine, "float", None), &floats),
-            ("aicp_int8", load(&TractEngine, "aicp", None), &floats),
-            (
-                "aicp_int8_uint8_input",
-                load(&TractEngine, "aicp", Some(scale)),
-                &as_pixels,
-            ),
-            (
-                "aicp_int8_qdq_as_written",
-                Box::new(AsWritten::load(&path("aicp"))),
-                &floats,
-            ),
-        ];
+        // The same three on each engine, then each engine's own baseline.
+        let aicp_runs = |engine: &dyn Engine| -> Vec<Run> {
+            vec![
+                ("float", load(engine, "float", None), &floats),
+                ("aicp_int8", load(engine, "aicp", None), &floats),
+                (
+                    "aicp_int8_uint8_input",
+                    load(engine, "aicp", Some(scale)),
+                    &as_pixels,
+                ),
+            ]
+        };
+        let mut ort_runs = aicp_runs(&ort);
+        ort_runs.push(("ort_quantize_static", load(&ort, "ort", None), &floats));
+        let mut tract_runs = aicp_runs(&TractEngine);
+        tract_runs.push((
+            "aicp_int8_qdq_as_written",
+            Box::new(AsWritten::load(&path("aicp"))),
+            &floats,
+        ));
         for (engine, mut runs) in [("onnxruntime", ort_runs), ("tract", tract_runs)] {
             measure(
                 c,
