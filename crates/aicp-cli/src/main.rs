@@ -10,6 +10,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod bench;
 mod config;
 mod gpu;
+mod logging;
 #[cfg(feature = "train")]
 mod quantize;
 mod serve;
@@ -26,17 +27,11 @@ struct Cli {
 
     /// How log lines look on stderr: `text` for people, `json` (one object per line, with the
     /// request's span and its id) for log collectors.
-    #[arg(long, env = "AICP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
-    log_format: LogFormat,
+    #[arg(long, env = "AICP_LOG_FORMAT", value_enum, default_value_t = logging::LogFormat::Text, global = true)]
+    log_format: logging::LogFormat,
 
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,19 +66,7 @@ fn main() -> std::process::ExitCode {
     // Before anything probes the CPU through tract (training, calibration, serving).
     aicp_engine::tract::without_amx_kernels();
     let cli = config::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .init(),
-    }
+    logging::init(&cli.log, cli.log_format);
     let result = match cli.command {
         Command::Serve(args) => serve::serve(*args),
         Command::Models(args) => serve::models(args),

@@ -244,6 +244,45 @@ fn request_ids_are_echoed_and_carried_to_the_engine_in_json_logs() {
     assert_eq!(engine["span"]["path"], "/api/v1/ml/classify", "{engine}");
 }
 
+#[test]
+fn text_logs_carry_the_request_span_without_colour_codes_in_a_file() {
+    let logs = tempfile::NamedTempFile::new().unwrap();
+    let mut server = Server::start_with_stderr(
+        &repo_root().join("models"),
+        &["--log", "info,aicp_runtime::scheduler=debug"],
+        logs.reopen().unwrap(),
+    );
+    let (pixels, _) = digits(1).remove(0);
+    let body = json!({"model_name": "mnist", "image_data": pixels}).to_string();
+    for id in ["trace-me-43", r#"two words "quoted""#] {
+        let response = server
+            .client
+            .post(format!("{}/api/v1/ml/classify", server.base))
+            .header("content-type", "application/json")
+            .header("x-request-id", id)
+            .body(body.clone())
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    let text = std::fs::read_to_string(logs.path()).unwrap();
+    assert!(
+        !text.contains('\x1b'),
+        "colour codes in a log file:\n{text}"
+    );
+    let engine_line = |span: &str| {
+        text.lines()
+            .find(|line| line.contains(span) && line.contains("engine run"))
+            .unwrap_or_else(|| panic!("no engine line in {span}:\n{text}"))
+            .to_string()
+    };
+    // A plain id goes out as it is; one with spaces or quotes is quoted, so it stays one field.
+    engine_line("request{id=trace-me-43 method=POST path=/api/v1/ml/classify}:");
+    engine_line(r#"request{id="two words \"quoted\"" method=POST path=/api/v1/ml/classify}:"#);
+}
+
 /// The JSON log lines a server wrote to `path`.
 fn json_lines(path: &std::path::Path) -> Vec<Value> {
     std::fs::read_to_string(path)

@@ -356,16 +356,20 @@ fn execute(runnable: &mut dyn Runnable, stats: &Stats, load: &Load, batch: Vec<J
     });
     match answers {
         Ok(answers) => {
+            // Checked first: entering each request's span costs even when the line is off.
+            let log_runs = tracing::enabled!(tracing::Level::DEBUG);
             for (reply, outputs) in replies.into_iter().zip(answers) {
                 let queue = started - reply.submitted;
-                reply.span.in_scope(|| {
-                    tracing::debug!(
-                        batch = samples,
-                        queue_us = queue.as_micros() as u64,
-                        compute_us = compute.as_micros() as u64,
-                        "engine run"
-                    );
-                });
+                if log_runs {
+                    reply.span.in_scope(|| {
+                        tracing::debug!(
+                            batch = samples,
+                            queue_us = queue.as_micros() as u64,
+                            compute_us = compute.as_micros() as u64,
+                            "engine run"
+                        );
+                    });
+                }
                 let _ = reply.sender.send(Ok(Completed {
                     outputs,
                     queue,

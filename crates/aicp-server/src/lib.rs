@@ -31,7 +31,6 @@ use aicp_runtime::{
 };
 use auth::Access;
 use axum::Router;
-use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 use connections::{ConnectionLimits, Connections, Protocols};
@@ -103,7 +102,8 @@ pub struct Services {
 /// The HTTP routes, each in its class (see [`auth`]): inference routes need the API key when
 /// there is one and count against the in-flight cap once their body is read; admin routes need
 /// the admin token; health, readiness, metrics and the API documentation are open. Routes that
-/// take a body read it whole, within the upload limits, before their handler runs.
+/// take a body read it whole, within the upload limits, before their handler runs. The
+/// request id, span and body limit are not here: [`serve`] wraps the whole router in them.
 pub fn router(services: Services) -> Router {
     router_and_document(services).0
 }
@@ -119,7 +119,6 @@ pub fn router_and_document(services: Services) -> (Router, utoipa::openapi::Open
         uploads,
         metrics,
     } = services;
-    let max_body_bytes = uploads.limits().max_body_bytes;
 
     let inference = OpenApiRouter::new()
         .routes(routes!(ml_api::classify))
@@ -176,17 +175,7 @@ pub fn router_and_document(services: Services) -> (Router, utoipa::openapi::Open
         app = app.merge(metrics);
     }
     let (app, document) = app.split_for_parts();
-    let app = app
-        .merge(openapi::router(document.clone()))
-        .layer(DefaultBodyLimit::max(max_body_bytes))
-        // Outermost last: the id is set, then the span opens with it, then the response gets it.
-        .layer(request_id::propagate())
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(request_id::trace::<Body>)
-                .on_failure(failure_line()),
-        )
-        .layer(request_id::set());
+    let app = app.merge(openapi::router(document.clone()));
     (app, document)
 }
 
@@ -358,14 +347,27 @@ pub async fn serve(
         Some(listener) => (Some((listener, metrics_routes)), None),
         None => (None, Some(metrics_routes)),
     };
-    let app = router(Services {
-        runtime: runtime.clone(),
-        control: control.clone(),
-        access: options.access.clone(),
-        in_flight: in_flight.clone(),
-        uploads: uploads.clone(),
-        metrics,
-    });
+    // The layers every request passes through wrap the whole router once, as on the gRPC port:
+    // added with `Router::layer`, they would wrap each route, and axum clones and boxes a
+    // route's layers for every request it routes there. Outermost first: the id is set, the
+    // span opens with it, the response gets it.
+    let app = tower::ServiceBuilder::new()
+        .layer(request_id::set())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_id::trace)
+                .on_failure(failure_line()),
+        )
+        .layer(request_id::propagate())
+        .layer(DefaultBodyLimit::max(uploads.limits().max_body_bytes))
+        .service(router(Services {
+            runtime: runtime.clone(),
+            control: control.clone(),
+            access: options.access.clone(),
+            in_flight: in_flight.clone(),
+            uploads: uploads.clone(),
+            metrics,
+        }));
     let metrics_server = async {
         match metrics_only {
             // Plain HTTP: the metrics port is for scrapers on an internal network.
