@@ -3,12 +3,18 @@
 //! then, on an inference route, its place under the in-flight cap ([`crate::shed`]). Each
 //! refusal is answered in the shape of the API the path belongs to.
 //!
-//! One layer rather than one per step: an axum middleware layer clones and boxes the route
-//! behind it for every request, and every inference call went through all three.
+//! One layer rather than one per step, and a tower [`Layer`] rather than axum's `from_fn`: an
+//! axum middleware layer clones its state and boxes the route behind it for every request, and
+//! every inference call went through all three.
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::extract::Request;
 use axum::response::Response;
+use tower::{Layer, Service};
 
 use crate::auth::{Access, Class};
 use crate::error::for_path;
@@ -55,27 +61,70 @@ impl Admission {
             in_flight: None,
         }
     }
+
+    /// Admits `request` and runs it on `route`, or answers the refusal.
+    async fn admit<S>(&self, request: Request, mut route: S) -> Response
+    where
+        S: Service<Request, Response = Response, Error = Infallible>,
+    {
+        if let Some(refusal) = self.access.refusal(self.class, &request) {
+            return refusal;
+        }
+        // The path's API decides the shape of a refusal after the request is consumed.
+        let path = request.uri().clone();
+        let request = match self.uploads.read(request).await {
+            Ok(request) => request,
+            Err(error) => return for_path(path.path(), error),
+        };
+        let _permit = match self.in_flight.as_ref().map(InFlight::enter).transpose() {
+            Ok(permit) => permit,
+            Err(error) => return for_path(path.path(), error),
+        };
+        match route.call(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
+    }
 }
 
-/// The middleware ([`axum::middleware::from_fn_with_state`]).
-pub async fn admit(State(admission): State<Admission>, request: Request, next: Next) -> Response {
-    if let Some(refusal) = admission.access.refusal(admission.class, &request) {
-        return refusal;
+/// The layer puts the [`Admission`] in front of each route of its class, behind an `Arc` that
+/// the route's requests share.
+impl<S> Layer<S> for Admission {
+    type Service = Admit<S>;
+
+    fn layer(&self, route: S) -> Admit<S> {
+        Admit {
+            admission: Arc::new(self.clone()),
+            route,
+        }
     }
-    // The path's API decides the shape of a refusal after the request is consumed.
-    let path = request.uri().clone();
-    let request = match admission.uploads.read(request).await {
-        Ok(request) => request,
-        Err(error) => return for_path(path.path(), error),
-    };
-    let _permit = match admission
-        .in_flight
-        .as_ref()
-        .map(InFlight::enter)
-        .transpose()
-    {
-        Ok(permit) => permit,
-        Err(error) => return for_path(path.path(), error),
-    };
-    next.run(request).await
+}
+
+/// A route behind its [`Admission`].
+#[derive(Clone)]
+pub struct Admit<S> {
+    admission: Arc<Admission>,
+    route: S,
+}
+
+impl<S> Service<Request> for Admit<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.route.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        // The route that was polled ready serves this request; a clone stays for the next.
+        let clone = self.route.clone();
+        let route = std::mem::replace(&mut self.route, clone);
+        let admission = self.admission.clone();
+        Box::pin(async move { Ok(admission.admit(request, route).await) })
+    }
 }

@@ -25,7 +25,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
@@ -308,10 +308,11 @@ where
     }
 }
 
-/// What a connection is doing, as its timeouts need to know.
+/// What a connection is doing, as its timeouts need to know. Requests only write it down: the
+/// connection's watcher ([`Activity::expired`]) reads it when it wakes, so that a request costs
+/// no wake-up and no timer of its own.
 struct Activity {
     state: Mutex<State>,
-    changed: Notify,
 }
 
 #[derive(Debug)]
@@ -336,7 +337,6 @@ impl Activity {
                 http1,
                 first_read: true,
             }),
-            changed: Notify::new(),
         }
     }
 
@@ -346,12 +346,10 @@ impl Activity {
 
     /// A request has arrived; it is in progress until the guard drops.
     fn begin(self: &Arc<Self>) -> RequestGuard {
-        {
-            let mut state = self.lock();
-            state.active += 1;
-            state.head_since = None;
-        }
-        self.changed.notify_one();
+        let mut state = self.lock();
+        state.active += 1;
+        state.head_since = None;
+        drop(state);
         RequestGuard(self.clone())
     }
 
@@ -363,14 +361,21 @@ impl Activity {
         }
         if state.http1 && state.active == 0 && state.head_since.is_none() {
             state.head_since = Some(Instant::now());
-            drop(state);
-            self.changed.notify_one();
         }
     }
 
     /// Resolves when the connection has held its place too long without using it.
+    ///
+    /// It sleeps until the deadline the state gives, but never longer than `header_timeout`:
+    /// a deadline that starts later (a head's first byte, the end of a request) is never
+    /// earlier than that, so it is met exactly, without the request waking the watcher.
     async fn expired(&self, limits: ConnectionLimits) -> Closed {
+        // At least a millisecond, so that a zero timeout cannot spin.
+        let longest_sleep = limits.header_timeout.max(Duration::from_millis(1));
+        let sleep = tokio::time::sleep(Duration::ZERO);
+        let mut sleep = std::pin::pin!(sleep);
         loop {
+            let now = Instant::now();
             let deadline = {
                 let state = self.lock();
                 if state.active > 0 {
@@ -381,16 +386,13 @@ impl Activity {
                     Some((state.idle_since + limits.idle_timeout, Closed::IdleTimeout))
                 }
             };
-            match deadline {
-                None => self.changed.notified().await,
-                Some((at, closed)) if at <= Instant::now() => return closed,
-                Some((at, _)) => {
-                    tokio::select! {
-                        () = tokio::time::sleep_until(at) => {}
-                        () = self.changed.notified() => {}
-                    }
-                }
-            }
+            let wake = match deadline {
+                Some((at, closed)) if at <= now => return closed,
+                Some((at, _)) => at.min(now + longest_sleep),
+                None => now + longest_sleep,
+            };
+            sleep.as_mut().reset(wake);
+            sleep.as_mut().await;
         }
     }
 }
@@ -400,14 +402,11 @@ struct RequestGuard(Arc<Activity>);
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        {
-            let mut state = self.0.lock();
-            state.active -= 1;
-            if state.active == 0 {
-                state.idle_since = Instant::now();
-            }
+        let mut state = self.0.lock();
+        state.active -= 1;
+        if state.active == 0 {
+            state.idle_since = Instant::now();
         }
-        self.0.changed.notify_one();
     }
 }
 
@@ -499,6 +498,22 @@ mod tests {
         let (closed, after) = expires_after(&activity).await;
         assert!(matches!(closed, Closed::HeaderTimeout));
         assert_eq!(after, Duration::from_secs(10));
+    }
+
+    /// The watcher sleeps toward the idle deadline, and a head that starts meanwhile does not
+    /// wake it: its deadline is met all the same, to the tick.
+    #[tokio::test(start_paused = true)]
+    async fn a_head_that_starts_while_the_watcher_sleeps_expires_on_time() {
+        let activity = Arc::new(Activity::new(true));
+        let watcher = {
+            let activity = activity.clone();
+            tokio::spawn(async move { expires_after(&activity).await })
+        };
+        tokio::time::sleep(Duration::from_millis(25_300)).await;
+        activity.read(b"GET / HTTP/1.1\r\n");
+        let (closed, after) = watcher.await.unwrap();
+        assert!(matches!(closed, Closed::HeaderTimeout));
+        assert_eq!(after, Duration::from_millis(35_300));
     }
 
     #[tokio::test(start_paused = true)]

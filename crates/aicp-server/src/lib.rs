@@ -32,7 +32,6 @@ use aicp_runtime::{
 use auth::Access;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::middleware::from_fn_with_state;
 use connections::{ConnectionLimits, Connections, Protocols};
 use grpc::{GrpcInferenceServiceServer, InferenceService};
 use openapi::{Guard, guarded, versioned};
@@ -126,9 +125,10 @@ pub fn router_and_document(services: Services) -> (Router, utoipa::openapi::Open
         .routes(routes!(ml_api::inference))
         .routes(routes!(v2_rest::infer))
         .routes(versioned(routes!(v2_rest::infer)))
-        .route_layer(from_fn_with_state(
-            Admission::inference(access.clone(), uploads.clone(), in_flight),
-            admission::admit,
+        .route_layer(Admission::inference(
+            access.clone(),
+            uploads.clone(),
+            in_flight,
         ));
     let reads = OpenApiRouter::new()
         .routes(routes!(ml_api::list_models))
@@ -142,10 +142,7 @@ pub fn router_and_document(services: Services) -> (Router, utoipa::openapi::Open
         .routes(versioned(routes!(v2_rest::model_config)))
         .routes(routes!(v2_rest::model_statistics))
         .routes(versioned(routes!(v2_rest::model_statistics)))
-        .route_layer(from_fn_with_state(
-            Admission::reads(access.clone(), uploads.clone()),
-            admission::admit,
-        ));
+        .route_layer(Admission::reads(access.clone(), uploads.clone()));
     let protected = guarded(inference.merge(reads), Guard::ApiKey);
     let open = OpenApiRouter::new()
         .routes(routes!(web::index))
@@ -158,10 +155,7 @@ pub fn router_and_document(services: Services) -> (Router, utoipa::openapi::Open
     let admin = OpenApiRouter::new()
         .routes(routes!(v2_rest::load_model))
         .routes(routes!(v2_rest::unload_model))
-        .route_layer(from_fn_with_state(
-            Admission::admin(access, uploads),
-            admission::admit,
-        ))
+        .route_layer(Admission::admin(access, uploads))
         .with_state(control);
     let admin = guarded(admin, Guard::AdminToken);
 
