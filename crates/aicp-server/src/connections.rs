@@ -366,12 +366,13 @@ impl Activity {
 
     /// Resolves when the connection has held its place too long without using it.
     ///
-    /// It sleeps until the deadline the state gives, but never longer than `header_timeout`:
-    /// a deadline that starts later (a head's first byte, the end of a request) is never
-    /// earlier than that, so it is met exactly, without the request waking the watcher.
+    /// It sleeps until the deadline the state gives, but never longer than the shorter
+    /// timeout: a deadline that starts later (a head's first byte, the end of a request) is
+    /// never earlier than that, so it is met exactly, without the request waking the watcher.
     async fn expired(&self, limits: ConnectionLimits) -> Closed {
         // At least a millisecond, so that a zero timeout cannot spin.
-        let longest_sleep = limits.header_timeout.max(Duration::from_millis(1));
+        let shorter_timeout = limits.header_timeout.min(limits.idle_timeout);
+        let longest_sleep = shorter_timeout.max(Duration::from_millis(1));
         let sleep = tokio::time::sleep(Duration::ZERO);
         let mut sleep = std::pin::pin!(sleep);
         loop {
@@ -478,8 +479,12 @@ mod tests {
     }
 
     async fn expires_after(activity: &Activity) -> (Closed, Duration) {
+        expires_within(activity, limits()).await
+    }
+
+    async fn expires_within(activity: &Activity, limits: ConnectionLimits) -> (Closed, Duration) {
         let start = Instant::now();
-        let closed = activity.expired(limits()).await;
+        let closed = activity.expired(limits).await;
         (closed, start.elapsed())
     }
 
@@ -514,6 +519,28 @@ mod tests {
         let (closed, after) = watcher.await.unwrap();
         assert!(matches!(closed, Closed::HeaderTimeout));
         assert_eq!(after, Duration::from_millis(35_300));
+    }
+
+    /// The same when the idle timeout is the shorter one: a request that ends while the
+    /// watcher sleeps starts an idle deadline that is met to the tick.
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_timeout_shorter_than_the_header_timeout_is_met_on_time() {
+        let limits = ConnectionLimits {
+            header_timeout: Duration::from_secs(3600),
+            idle_timeout: Duration::from_secs(5),
+            ..limits()
+        };
+        let activity = Arc::new(Activity::new(true));
+        let request = activity.begin();
+        let watcher = {
+            let activity = activity.clone();
+            tokio::spawn(async move { expires_within(&activity, limits).await })
+        };
+        tokio::time::sleep(Duration::from_millis(12_700)).await;
+        drop(request);
+        let (closed, after) = watcher.await.unwrap();
+        assert!(matches!(closed, Closed::IdleTimeout));
+        assert_eq!(after, Duration::from_millis(17_700));
     }
 
     #[tokio::test(start_paused = true)]
