@@ -80,10 +80,8 @@ impl Admission {
             Ok(permit) => permit,
             Err(error) => return for_path(path.path(), error),
         };
-        match route.call(request).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        }
+        let Ok(response) = route.call(request).await;
+        response
     }
 }
 
