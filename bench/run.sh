@@ -12,10 +12,11 @@
 #        wide MLP (bench/wide_mlp.py), with V2 binary tensors at 64;
 #      - `aicp serve` (batching on): V2 JSON and V2 binary tensors at 64, gRPC at 1 and 64;
 #   4. THE FLOOR (bench/floor: bare axum and tonic servers that parse the same requests and
-#      answer fixed ones, no model) against `aicp serve`, classify, V2 binary and gRPC at 1 and
-#      64. On a machine with two cores or more, the server under test is pinned to core 0 and
+#      answer fixed ones, no model), the floor running the model (the same servers running each
+#      request through ONNX Runtime inline, `--model`) and `aicp serve`, classify, V2 binary and
+#      gRPC at 1 and 64. On a machine with two cores or more, the server under test is pinned to core 0 and
 #      the load tool to core 1 (taskset), so neither competes with the other for a core; the
-#      two servers take turns for BENCH_ROUNDS rounds (default 3), and each figure is the best
+#      three servers take turns for BENCH_ROUNDS rounds (default 3), and each figure is the best
 #      of its rounds, which is what the machine can do when nothing else disturbs it;
 #   5. a report of the ratios (bench/report.py), also written to OUT/summary.md.
 #
@@ -135,21 +136,29 @@ if [ "$cores" -ge 2 ]; then
     echo "(server pinned to core 0, load tool to core 1)"
 fi
 echo "{\"pinned\": ${#server_cpu[@]}, \"rounds\": $rounds}" > "$out/floor_setup.json"
+# The onnxruntime package's library, for the floor running the model.
+ort_lib=$(.venv/bin/python -c "import glob, os, onnxruntime as o; \
+print(sorted(glob.glob(os.path.join(os.path.dirname(o.__file__), 'capi', 'libonnxruntime.so.1*')))[-1])")
+# floor_round NAME READY SERVER...: starts SERVER on 18401 (HTTP) and 18402 (gRPC) and loads
+# it with classify, V2 binary and gRPC at 1 and 64, into OUT/NAME_<protocol>_<round>.json.
+floor_round() {
+    local name=$1 ready=$2
+    shift 2
+    "${server_cpu[@]}" "$@" >/dev/null &
+    pids+=($!)
+    wait_ready "$ready"
+    load "${name}_classify_$round" classify http://127.0.0.1:18401 1,64
+    load "${name}_v2_binary_$round" v2-binary http://127.0.0.1:18401 1,64
+    load "${name}_grpc_$round" grpc http://127.0.0.1:18402 1,64
+    stop_all
+}
 for round in $(seq "$rounds"); do
-    "${server_cpu[@]}" "$floor" --http-port 18401 --grpc-port 18402 >/dev/null &
-    pids+=($!)
-    wait_ready http://127.0.0.1:18401/v2/models/mnist
-    load "floor_classify_$round" classify http://127.0.0.1:18401 1,64
-    load "floor_v2_binary_$round" v2-binary http://127.0.0.1:18401 1,64
-    load "floor_grpc_$round" grpc http://127.0.0.1:18402 1,64
-    stop_all
-    "${server_cpu[@]}" "$aicp" serve --port 18401 --grpc-port 18402 >/dev/null &
-    pids+=($!)
-    wait_ready http://127.0.0.1:18401/readyz
-    load "pinned_classify_$round" classify http://127.0.0.1:18401 1,64
-    load "pinned_v2_binary_$round" v2-binary http://127.0.0.1:18401 1,64
-    load "pinned_grpc_$round" grpc http://127.0.0.1:18402 1,64
-    stop_all
+    floor_round floor http://127.0.0.1:18401/v2/models/mnist \
+        "$floor" --http-port 18401 --grpc-port 18402
+    floor_round floor_model http://127.0.0.1:18401/v2/models/mnist \
+        "$floor" --http-port 18401 --grpc-port 18402 --model "$model" --ort-lib "$ort_lib"
+    floor_round pinned http://127.0.0.1:18401/readyz \
+        "$aicp" serve --port 18401 --grpc-port 18402
 done
 client=()
 

@@ -2,13 +2,16 @@
 //! is built on, at the versions aicp uses. A benchmark baseline, not product code.
 //!
 //! It does the work every server must do for the requests `aicp bench` sends, and nothing
-//! else: no model, no queue, no middleware.
+//! else: no model, no queue, no middleware. With `--model`, it also runs the model on each
+//! request's images, inline (see [`model`]), and answers with its logits: the floor for serving
+//! the model, against which aicp's batching and engine threads must pay their way.
 //! - HTTP (axum, hyper): `POST /api/v1/ml/classify` parses the body into a typed struct with
 //!   serde_json (straight from the bytes: axum's `Json` extractor would also track each value's
-//!   path for its error messages, which costs a fifth of the floor's time) and answers a fixed top-1 prediction, rendered by serde_json, in aicp's shape.
+//!   path for its error messages, which costs a fifth of the floor's time) and answers a top-1
+//!   prediction (fixed, or the model's), rendered by serde_json, in aicp's shape.
 //! - HTTP: `POST /v2/models/{name}/infer` reads the Open Inference Protocol's request, JSON or
 //!   with binary tensors (the `Inference-Header-Content-Length` split), checks that the tensor
-//!   holds as many values as its shape says, and answers fixed logits the same way (binary
+//!   holds as many values as its shape says, and answers logits the same way (binary
 //!   when the request asks for binary outputs). `GET /v2/models/{name}` answers the MNIST
 //!   model's metadata, which `aicp bench` reads to shape its requests.
 //! - gRPC (tonic): `ModelInfer` with raw contents, checked the same way, answered with fixed
@@ -20,7 +23,11 @@
 // The workspace's rule that every route be documented is aicp's; the floor has no document.
 #![allow(clippy::disallowed_methods)]
 
+mod model;
+
+use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use axum::Json;
 use axum::Router;
@@ -51,6 +58,13 @@ struct Args {
     /// The gRPC port on 127.0.0.1 (0: any free port).
     #[arg(long, default_value_t = 18501)]
     grpc_port: u16,
+    /// Also run this model (the bundled MNIST MLP's shapes: 28x28 images in, 10 logits out)
+    /// on every request, inline, and answer with its logits.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// ONNX Runtime's shared library, for --model.
+    #[arg(long, env = "ORT_DYLIB_PATH")]
+    ort_lib: Option<PathBuf>,
 }
 
 /// The fixed answer: what the bundled MNIST model gives for some digit.
@@ -63,12 +77,23 @@ const METADATA: &str = r#"{"name":"mnist","versions":["1"],"platform":"onnx_onnx
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    if let Some(path) = &args.model {
+        let library = args
+            .ort_lib
+            .as_deref()
+            .ok_or("--model needs ONNX Runtime's library: --ort-lib or ORT_DYLIB_PATH")?;
+        model::load(path, library)?;
+    }
     let bind = |port| tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)));
     let (http, grpc) = (bind(args.http_port).await?, bind(args.grpc_port).await?);
     println!(
-        "floor: http on {}, grpc on {}",
+        "floor: http on {}, grpc on {}, {}",
         http.local_addr()?,
-        grpc.local_addr()?
+        grpc.local_addr()?,
+        match &args.model {
+            Some(path) => format!("running {}", path.display()),
+            None => "fixed answers".to_string(),
+        }
     );
     let app = Router::new()
         .route("/api/v1/ml/classify", post(classify))
@@ -115,17 +140,44 @@ async fn classify(body: Bytes) -> Response {
     if request.image_data.len() != 784 || request.top_k.unwrap_or(1) != 1 {
         return (StatusCode::BAD_REQUEST, "expected 784 values and top_k 1").into_response();
     }
+    let logits = match logits(model::Pixels::Floats(&request.image_data), 1) {
+        Ok(logits) => logits,
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+    };
+    let (class, confidence) = top1(&logits);
     Json(ClassifyResponse {
         model_name: request.model_name,
         model_version: 1,
         predictions: vec![Prediction {
-            class: 5,
-            label: "5".to_string(),
-            confidence: 0.93,
+            class,
+            label: class.to_string(),
+            confidence,
         }],
         inference_time_ms: 0.0,
     })
     .into_response()
+}
+
+/// The logits of `batch` images: the model's when the floor runs one, else the fixed answer's.
+fn logits(pixels: model::Pixels<'_>, batch: usize) -> Result<Cow<'static, [f32]>, String> {
+    if model::loaded() {
+        model::logits(pixels, batch).map(Cow::Owned)
+    } else if batch == 1 {
+        Ok(Cow::Borrowed(&LOGITS))
+    } else {
+        Ok(Cow::Owned(LOGITS.repeat(batch)))
+    }
+}
+
+/// The most likely class of one image's logits, and its softmax probability.
+fn top1(logits: &[f32]) -> (usize, f32) {
+    let (class, &best) = logits
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .expect("ten logits");
+    let total: f32 = logits.iter().map(|v| (v - best).exp()).sum();
+    (class, 1.0 / total)
 }
 
 async fn metadata() -> Response {
@@ -170,18 +222,18 @@ struct InferResponse<'a> {
     id: Option<String>,
     model_name: &'a str,
     model_version: &'static str,
-    outputs: [OutputTensor; 1],
+    outputs: [OutputTensor<'a>; 1],
 }
 
 #[derive(Serialize)]
-struct OutputTensor {
+struct OutputTensor<'a> {
     name: &'static str,
     datatype: &'static str,
     shape: [u64; 2],
     #[serde(skip_serializing_if = "Option::is_none")]
     parameters: Option<OutputParameters>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<[f32; 10]>,
+    data: Option<Cow<'a, [f32]>>,
 }
 
 #[derive(Serialize)]
@@ -224,6 +276,14 @@ async fn infer(Path(name): Path<String>, headers: HeaderMap, body: Bytes) -> Res
         .parameters
         .is_some_and(|parameters| parameters.binary_data_output);
     let batch = (values / 784) as u64;
+    let pixels = match input.parameters {
+        Some(_) => model::Pixels::Bytes(binary),
+        None => model::Pixels::Floats(&input.data),
+    };
+    let logits = match logits(pixels, batch as usize) {
+        Ok(logits) => logits,
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+    };
     let response = InferResponse {
         id: request.id,
         model_name: &name,
@@ -235,7 +295,7 @@ async fn infer(Path(name): Path<String>, headers: HeaderMap, body: Bytes) -> Res
             parameters: binary_out.then_some(OutputParameters {
                 binary_data_size: 40 * batch as usize,
             }),
-            data: (!binary_out && batch == 1).then_some(LOGITS),
+            data: (!binary_out).then_some(Cow::Borrowed(&logits[..])),
         }],
     };
     let mut out = serde_json::to_vec(&response).expect("serialisable");
@@ -243,9 +303,7 @@ async fn infer(Path(name): Path<String>, headers: HeaderMap, body: Bytes) -> Res
         return ([(CONTENT_TYPE, "application/json")], out).into_response();
     }
     let json_length = out.len();
-    for _ in 0..batch {
-        out.extend(LOGITS.iter().flat_map(|v| v.to_le_bytes()));
-    }
+    out.extend(logits.iter().flat_map(|v| v.to_le_bytes()));
     let mut response = ([(CONTENT_TYPE, "application/octet-stream")], out).into_response();
     response
         .headers_mut()
@@ -293,6 +351,7 @@ impl proto::grpc_inference_service_server::GrpcInferenceService for Grpc {
             ));
         }
         let batch = values / 784;
+        let logits = logits(model::Pixels::Bytes(raw), batch).map_err(tonic::Status::internal)?;
         Ok(tonic::Response::new(proto::ModelInferResponse {
             model_name: request.model_name,
             model_version: "1".to_string(),
@@ -305,14 +364,7 @@ impl proto::grpc_inference_service_server::GrpcInferenceService for Grpc {
                 parameters: Default::default(),
                 contents: None,
             }],
-            raw_output_contents: vec![
-                LOGITS
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .cycle()
-                    .take(40 * batch)
-                    .collect(),
-            ],
+            raw_output_contents: vec![logits.iter().flat_map(|v| v.to_le_bytes()).collect()],
         }))
     }
 }
