@@ -78,11 +78,14 @@ const METADATA: &str = r#"{"name":"mnist","versions":["1"],"platform":"onnx_onnx
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     if let Some(path) = &args.model {
-        let library = args
-            .ort_lib
-            .as_deref()
-            .ok_or("--model needs ONNX Runtime's library: --ort-lib or ORT_DYLIB_PATH")?;
-        model::load(path, library)?;
+        let loaded = match args.ort_lib.as_deref() {
+            Some(library) => model::load(path, library),
+            None => Err("--model needs ONNX Runtime's library: --ort-lib or ORT_DYLIB_PATH".into()),
+        };
+        if let Err(e) = loaded {
+            eprintln!("aicp-floor: {e}");
+            std::process::exit(2);
+        }
     }
     let bind = |port| tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)));
     let (http, grpc) = (bind(args.http_port).await?, bind(args.grpc_port).await?);
