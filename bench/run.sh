@@ -14,10 +14,10 @@
 #   4. THE FLOOR (bench/floor: bare axum and tonic servers that parse the same requests and
 #      answer fixed ones, no model), the floor running the model (the same servers running each
 #      request through ONNX Runtime inline, `--model`) and `aicp serve`, classify, V2 binary and
-#      gRPC at 1 and 64. On a machine with two cores or more, the server under test is pinned to core 0 and
-#      the load tool to core 1 (taskset), so neither competes with the other for a core; the
-#      three servers take turns for BENCH_ROUNDS rounds (default 3), and each figure is the best
-#      of its rounds, which is what the machine can do when nothing else disturbs it;
+#      gRPC at 1 and 64. On a machine with two cores or more, the server under test is pinned
+#      to core 0 and the load tool to core 1 (taskset), so neither competes with the other for a
+#      core; the three servers take turns for BENCH_ROUNDS rounds (default 3), and each figure
+#      is the best of its rounds, which is what the machine can do when nothing else disturbs it;
 #   5. a report of the ratios (bench/report.py), also written to OUT/summary.md.
 #
 # Usage: bench/run.sh [OUT]   (default OUT: target/bench/<date>)

@@ -14,8 +14,8 @@
 //!   holds as many values as its shape says, and answers logits the same way (binary
 //!   when the request asks for binary outputs). `GET /v2/models/{name}` answers the MNIST
 //!   model's metadata, which `aicp bench` reads to shape its requests.
-//! - gRPC (tonic): `ModelInfer` with raw contents, checked the same way, answered with fixed
-//!   raw logits; `ModelMetadata` as above. Every other method is unimplemented.
+//! - gRPC (tonic): `ModelInfer` with raw contents, checked the same way, answered with raw
+//!   logits; `ModelMetadata` as above. Every other method is unimplemented.
 //!
 //! Each server runs on tokio's multi-threaded runtime with as many workers as the process may
 //! use cores, with mimalloc and TCP_NODELAY, as `aicp serve` does.
