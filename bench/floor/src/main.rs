@@ -163,12 +163,10 @@ async fn classify(body: Bytes) -> Response {
 
 /// The logits of `batch` images: the model's when the floor runs one, else the fixed answer's.
 fn logits(pixels: model::Pixels<'_>, batch: usize) -> Result<Cow<'static, [f32]>, String> {
-    if model::loaded() {
-        model::logits(pixels, batch).map(Cow::Owned)
-    } else if batch == 1 {
-        Ok(Cow::Borrowed(&LOGITS))
-    } else {
-        Ok(Cow::Owned(LOGITS.repeat(batch)))
+    match model::get() {
+        Some(model) => model.logits(pixels, batch).map(Cow::Owned),
+        None if batch == 1 => Ok(Cow::Borrowed(&LOGITS)),
+        None => Ok(Cow::Owned(LOGITS.repeat(batch))),
     }
 }
 

@@ -25,7 +25,9 @@ pub enum Pixels<'a> {
     Bytes(&'a [u8]),
 }
 
-struct Model {
+/// The loaded model ([`get`]): ONNX Runtime's environment and the model's bytes, from which
+/// each thread makes its session.
+pub struct Model {
     environment: Environment,
     onnx: Vec<u8>,
 }
@@ -37,7 +39,7 @@ thread_local! {
 }
 
 /// Loads ONNX Runtime from `library` and the model from `path`, and checks that a session can
-/// be made from it. From then on, [`logits`] runs it.
+/// be made from it. From then on, [`get`] gives it.
 pub fn load(path: &Path, library: &Path) -> Result<(), String> {
     let environment = ort::init_from(library)
         .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", library.display()))?
@@ -54,42 +56,38 @@ pub fn load(path: &Path, library: &Path) -> Result<(), String> {
         .map_err(|_| "the model is already loaded".to_string())
 }
 
-/// Whether the floor runs a model.
-pub fn loaded() -> bool {
-    MODEL.get().is_some()
-}
-
-/// The model's 10 logits for each of `batch` 28x28 images, run on this thread.
-///
-/// # Panics
-/// When no model is loaded ([`loaded`] says).
-pub fn logits(pixels: Pixels<'_>, batch: usize) -> Result<Vec<f32>, String> {
-    let model = MODEL.get().expect("a model is loaded");
-    let copied: Vec<f32>;
-    let pixels = match pixels {
-        Pixels::Floats(floats) => floats,
-        Pixels::Bytes(bytes) => {
-            copied = bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            &copied
-        }
-    };
-    SESSION.with_borrow_mut(|session| {
-        let session = match session {
-            Some(session) => session,
-            None => session.insert(model.session()?),
-        };
-        let failed = |e: ort::Error| format!("onnxruntime: {e}");
-        let input = TensorRef::from_array_view(([batch, 1, 28, 28], pixels)).map_err(failed)?;
-        let outputs = session.run(ort::inputs![input]).map_err(failed)?;
-        let (_, logits) = outputs[0].try_extract_tensor::<f32>().map_err(failed)?;
-        Ok(logits.to_vec())
-    })
+/// The model the floor runs, if [`load`] loaded one.
+pub fn get() -> Option<&'static Model> {
+    MODEL.get()
 }
 
 impl Model {
+    /// The model's 10 logits for each of `batch` 28x28 images, run on this thread.
+    pub fn logits(&self, pixels: Pixels<'_>, batch: usize) -> Result<Vec<f32>, String> {
+        let copied: Vec<f32>;
+        let pixels = match pixels {
+            Pixels::Floats(floats) => floats,
+            Pixels::Bytes(bytes) => {
+                copied = bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                &copied
+            }
+        };
+        SESSION.with_borrow_mut(|session| {
+            let session = match session {
+                Some(session) => session,
+                None => session.insert(self.session()?),
+            };
+            let failed = |e: ort::Error| format!("onnxruntime: {e}");
+            let input = TensorRef::from_array_view(([batch, 1, 28, 28], pixels)).map_err(failed)?;
+            let outputs = session.run(ort::inputs![input]).map_err(failed)?;
+            let (_, logits) = outputs[0].try_extract_tensor::<f32>().map_err(failed)?;
+            Ok(logits.to_vec())
+        })
+    }
+
     fn session(&self) -> Result<Session, String> {
         let failed = |e: ort::Error| format!("onnxruntime cannot load the model: {e}");
         Session::builder(&self.environment)
