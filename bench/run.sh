@@ -49,9 +49,10 @@ echo "== Python environment (.venv)"
 
 # Every cargo command here selects the whole workspace, as scripts/test.sh does: cargo unifies
 # features over the packages a command selects, and selecting fewer would rebuild burn and half
-# the tree with other features.
+# the tree with other features. The targets are the full test lane's, whose end-to-end tests
+# need the two binaries: the build scripts/test.sh made is reused as it is.
 echo "== building"
-cargo test --release --locked --workspace --no-run
+cargo test --release --locked --workspace --no-run --lib --bins --test '*'
 aicp=${CARGO_TARGET_DIR:-target}/release/aicp
 floor=${CARGO_TARGET_DIR:-target}/release/aicp-floor
 

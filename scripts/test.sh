@@ -1,57 +1,79 @@
 #!/usr/bin/env bash
-# The project's test suite, as CI runs it: installs what the tests drive, then runs every test.
+# The project's tests, in three lanes over one build (README, "Development"):
 #
-#   scripts/test.sh                 # all tests
-#   scripts/test.sh -p aicp-train   # extra arguments go to `cargo test`
+#   scripts/test.sh quick   unit and in-process tests: no Python, no apt, no npm, no server
+#                           process; the tests `cargo test --workspace --release` runs
+#   scripts/test.sh         the full lane, what CI runs: installs what the tests drive, then
+#                           runs the quick lane's tests, the tests that need those tools, and
+#                           the end-to-end tests of the real binary (crates/aicp-cli/tests/e2e)
+#   scripts/test.sh slow    the slow lane, before a release and whenever the serving core
+#                           changes: a minute's soak, replicas behind nginx, a long fuzz run,
+#                           Fashion-MNIST, and a short run of the benchmark
 #
-# Tests run in the release profile: the same build as `cargo run --release`, and training in the
-# tests runs at full speed. A tool the tests need is installed here; a test never skips for lack
-# of one, it fails.
+# Tests run under cargo-nextest (installed from crates.io when missing), one process a test,
+# with the profiles in .config/nextest.toml. Extra arguments go to `cargo nextest run`, for
+# example a filter: `scripts/test.sh quick -E 'test(/grpc/)'`. Everything builds in the release
+# profile, the build `cargo run --release` uses, so nothing is compiled twice. A tool a test
+# needs is installed here; a test never skips for lack of one, it fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+lane=full
+case "${1:-}" in
+    quick | full | slow)
+        lane=$1
+        shift
+        ;;
+esac
+started=$(date +%s)
+
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# From Debian: Fashion-MNIST (the full-size dataset) for the dataset-loading tests; libb64,
-# which perf_analyzer links against; Chromium and Node.js for the browser test of the page;
-# nginx, the load balancer of the replica test; curl, a client of the TLS test.
-missing=()
-[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || missing+=(dataset-fashion-mnist)
-for package in libb64-0d chromium nginx curl; do
-    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'ok installed' || missing+=("$package")
-done
-# Node.js by command, not by package: a machine may have it from elsewhere (NodeSource).
-command -v node >/dev/null || missing+=(nodejs)
-command -v npm >/dev/null || missing+=(npm)
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "== installing Debian packages: ${missing[*]}"
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-fi
+# Debian packages, installed when missing.
+debian() {
+    local missing=() package
+    for package in "$@"; do
+        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'ok installed' || missing+=("$package")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "== installing Debian packages: ${missing[*]}"
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    fi
+}
 
-# The reference tools (onnx checker, ONNX Runtime, Triton's Python clients) in a virtualenv.
-if [ ! -x .venv/bin/python ]; then
-    echo "== creating .venv"
-    python3 -m venv .venv
-fi
-# kserve is checked on its own: it cannot be imported beside tritonclient.grpc.
-if ! .venv/bin/python -c "import onnx, onnxruntime, numpy, tritonclient.http, tritonclient.grpc, nvidia.cuda_runtime, prometheus_client, kubernetes_validate, yaml, openapi_spec_validator" 2>/dev/null \
-    || ! .venv/bin/python -c "import kserve" 2>/dev/null; then
-    echo "== installing test requirements into .venv"
-    .venv/bin/pip install --quiet --disable-pip-version-check -r scripts/test-requirements.txt
-fi
-export AICP_TEST_PYTHON="$PWD/.venv/bin/python"
+# The reference tools (onnx checker, ONNX Runtime, Triton's and KServe's Python clients, the
+# validators) in a virtualenv, at the versions scripts/test-requirements.txt pins.
+virtualenv() {
+    if [ ! -x .venv/bin/python ]; then
+        echo "== creating .venv"
+        python3 -m venv .venv
+    fi
+    # Reinstalled whenever the pinned list changes; kserve is checked on its own, since it
+    # cannot be imported beside tritonclient.grpc.
+    local stamp=.venv/test-requirements.txt
+    if ! cmp -s scripts/test-requirements.txt "$stamp" \
+        || ! .venv/bin/python -c "import onnx, onnxruntime, numpy, tritonclient.http, tritonclient.grpc, nvidia.cuda_runtime, prometheus_client, kubernetes_validate, yaml, openapi_spec_validator, jsonschema" 2>/dev/null \
+        || ! .venv/bin/python -c "import kserve" 2>/dev/null; then
+        echo "== installing test requirements into .venv"
+        .venv/bin/pip install --quiet --disable-pip-version-check -r scripts/test-requirements.txt
+        cp scripts/test-requirements.txt "$stamp"
+    fi
+    export AICP_TEST_PYTHON="$PWD/.venv/bin/python"
+}
 
 # Triton's perf_analyzer, a third-party load client for the protocol tests. PyPI ships it only
 # inside tritonclient's manylinux wheels up to the 2.5x releases; 2.50.0 is the newest whose
 # binary runs on Debian 12 (glibc 2.36). It loads libcudart.so.12 (from the PyPI package
 # nvidia-cuda-runtime-cu12, in the requirements) at start-up though it never uses a GPU here.
-if [ ! -x .venv/bin/perf_analyzer ]; then
-    echo "== installing perf_analyzer from tritonclient 2.50.0's wheel"
-    wheels=$(mktemp -d)
-    .venv/bin/pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
-        --platform manylinux1_x86_64 -d "$wheels" tritonclient==2.50.0
-    .venv/bin/python - "$wheels"/tritonclient-2.50.0-*.whl <<'PY'
+perf_analyzer() {
+    if [ ! -x .venv/bin/perf_analyzer ]; then
+        echo "== installing perf_analyzer from tritonclient 2.50.0's wheel"
+        local wheels cudart
+        wheels=$(mktemp -d)
+        .venv/bin/pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+            --platform manylinux1_x86_64 -d "$wheels" tritonclient==2.50.0
+        .venv/bin/python - "$wheels"/tritonclient-2.50.0-*.whl <<'PY'
 import os, sys, zipfile
 with zipfile.ZipFile(sys.argv[1]) as wheel:
     binary = wheel.read("tritonclient-2.50.0.data/data/bin/perf_analyzer")
@@ -60,24 +82,74 @@ with open(".venv/libexec/perf_analyzer", "wb") as out:
     out.write(binary)
 os.chmod(".venv/libexec/perf_analyzer", 0o755)
 PY
-    rm -rf "$wheels"
-    cudart=$(.venv/bin/python -c "import nvidia.cuda_runtime as c, os; print(os.path.join(list(c.__path__)[0], 'lib'))")
-    printf '#!/bin/sh\nLD_LIBRARY_PATH="%s${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" exec "%s" "$@"\n' \
-        "$cudart" "$PWD/.venv/libexec/perf_analyzer" > .venv/bin/perf_analyzer
-    chmod +x .venv/bin/perf_analyzer
-    .venv/bin/perf_analyzer --version
-fi
-export AICP_PERF_ANALYZER="$PWD/.venv/bin/perf_analyzer"
+        rm -rf "$wheels"
+        cudart=$(.venv/bin/python -c "import nvidia.cuda_runtime as c, os; print(os.path.join(list(c.__path__)[0], 'lib'))")
+        printf '#!/bin/sh\nLD_LIBRARY_PATH="%s${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" exec "%s" "$@"\n' \
+            "$cudart" "$PWD/.venv/libexec/perf_analyzer" > .venv/bin/perf_analyzer
+        chmod +x .venv/bin/perf_analyzer
+        .venv/bin/perf_analyzer --version
+    fi
+    export AICP_PERF_ANALYZER="$PWD/.venv/bin/perf_analyzer"
+}
 
 # playwright-core drives Chromium for the page's browser test. Playwright's own browser
 # download cannot work here; the test uses Debian's /usr/bin/chromium.
-playwright=.venv/node/node_modules/playwright-core
-if [ ! -f "$playwright/package.json" ]; then
-    echo "== installing playwright-core into .venv/node"
-    npm install --silent --no-audit --no-fund --prefix .venv/node playwright-core@1.65.1
-fi
-export AICP_PLAYWRIGHT_CORE="$PWD/$playwright"
-export AICP_CHROMIUM=/usr/bin/chromium
+playwright() {
+    local package=.venv/node/node_modules/playwright-core
+    if [ ! -f "$package/package.json" ]; then
+        echo "== installing playwright-core into .venv/node"
+        npm install --silent --no-audit --no-fund --prefix .venv/node playwright-core@1.65.1
+    fi
+    export AICP_PLAYWRIGHT_CORE="$PWD/$package"
+    export AICP_CHROMIUM=/usr/bin/chromium
+}
 
-echo "== cargo test"
-cargo test --release --workspace --locked --no-fail-fast "$@"
+# cargo-nextest runs every lane; the machine usually has it, else it comes from crates.io.
+# Every run selects the whole workspace: cargo unifies features over the packages a command
+# selects, and selecting fewer would build half the tree again with other features.
+nextest() {
+    if ! cargo nextest --version >/dev/null 2>&1; then
+        echo "== installing cargo-nextest"
+        cargo install --locked cargo-nextest@0.9.143
+    fi
+    cargo nextest run --release --locked --workspace "$@"
+}
+
+# Every test binary, the two that `cargo test` leaves out (test = false) included: a named
+# integration test is built whatever its `test` flag says, and `--tests` would drop them.
+every_target=(--lib --bins --test '*')
+# Slow tests sit in modules named `slow` and are ignored, so only the slow lane runs them.
+slow_tests='test(/(^|::)slow::/)'
+
+case $lane in
+    quick)
+        nextest --profile quick "$@"
+        ;;
+    full)
+        # libb64, which perf_analyzer links against; Chromium and Node.js for the browser test
+        # of the page; curl, a client of the TLS test and of bench/soak.sh.
+        debian libb64-0d chromium curl
+        # Node.js by command, not by package: a machine may have it from elsewhere (NodeSource).
+        command -v node >/dev/null || debian nodejs
+        command -v npm >/dev/null || debian npm
+        virtualenv
+        perf_analyzer
+        playwright
+        # The quick lane's tests, the ones it leaves out for the tools above (ignored there),
+        # and the two binaries only this lane builds: the end-to-end tests and the floor's.
+        nextest --profile full "${every_target[@]}" --run-ignored all -E "not $slow_tests" "$@"
+        ;;
+    slow)
+        # Fashion-MNIST, the full-size dataset; nginx, the load balancer of the replica test;
+        # curl for bench/soak.sh and bench/run.sh.
+        debian dataset-fashion-mnist nginx curl
+        virtualenv
+        nextest --profile slow "${every_target[@]}" --run-ignored only -E "$slow_tests" "$@"
+        echo "== a long fuzz run"
+        AICP_FUZZ_CASES=${AICP_FUZZ_CASES:-30000} nextest --profile slow \
+            -E 'binary_id(aicp-server::server) & test(/^fuzz::/)'
+        echo "== the benchmark, a short run (bench/run.sh, 1 s levels; figures not checked)"
+        BENCH_QUICK=1 bench/run.sh "${CARGO_TARGET_DIR:-target}/bench-smoke"
+        ;;
+esac
+echo "== the $lane lane took $(($(date +%s) - started)) s"

@@ -1,8 +1,10 @@
 //! Types every aicp crate shares: errors with kinds, tensors and model signatures, model
-//! metadata, and the JSON array reader. Light on purpose: no engine, no runtime, no framework.
+//! metadata, the JSON array reader, and the IDX files MNIST-style datasets come in. Light on
+//! purpose: no engine, no runtime, no framework.
 
 pub mod data;
 pub mod error;
+pub mod idx;
 pub mod metadata;
 pub mod name;
 pub mod nested;

@@ -66,6 +66,40 @@ pub fn f32_tensor(name: &str, dims: &[usize], values: &[f32]) -> pb::TensorProto
     tensor(name, dims, DataType::Float, bytes)
 }
 
+/// One dimension of a declared input or output.
+#[derive(Debug, Clone, Copy)]
+pub enum Dim<'a> {
+    /// A dimension the model leaves open, by name (`N` for a batch).
+    Named(&'a str),
+    Fixed(usize),
+}
+
+/// A graph input or output: a tensor of `elem_type` shaped `dims`.
+pub fn value_info(name: &str, elem_type: DataType, dims: &[Dim]) -> pb::ValueInfoProto {
+    use pb::tensor_shape_proto::{Dimension, dimension::Value};
+    let dim = dims
+        .iter()
+        .map(|d| Dimension {
+            value: Some(match *d {
+                Dim::Named(name) => Value::DimParam(name.into()),
+                Dim::Fixed(n) => Value::DimValue(n as i64),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: elem_type as i32,
+                shape: Some(pb::TensorShapeProto { dim }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// A float32 initializer's values, from `raw_data` or `float_data`; `None` for another type.
 pub fn f32_values(t: &pb::TensorProto) -> Option<Vec<f32>> {
     if t.data_type != DataType::Float as i32 {

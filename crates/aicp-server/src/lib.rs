@@ -20,6 +20,7 @@ pub mod upload;
 pub mod v2_rest;
 pub mod web;
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -31,13 +32,20 @@ use aicp_runtime::{
 };
 use auth::Access;
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
+use axum::http::{Request, Response};
 use connections::{ConnectionLimits, Connections, Protocols};
 use grpc::{GrpcInferenceServiceServer, InferenceService};
+use http_body::Body as HttpBody;
+use hyper::body::Incoming;
 use openapi::{Guard, guarded, versioned};
 use shed::InFlight;
 use tls::{Tls, TlsFiles};
 use tonic_health::ServingStatus;
+use tonic_health::pb::health_server::{Health, HealthServer};
+use tonic_health::server::HealthReporter;
+use tower::BoxError;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use upload::{GrpcUpload, UploadLimits, Uploads};
 use utoipa::OpenApi;
@@ -173,6 +181,91 @@ pub fn router_and_document(services: Services) -> (Router, utoipa::openapi::Open
     (app, document)
 }
 
+/// The HTTP front end as it is served: [`router`] wrapped once in the layers every request
+/// passes through. Outermost first: the request id is set, the span opens with it, the response
+/// gets it, and the body limit applies. Added with `Router::layer` instead, they would wrap each
+/// route, and axum clones and boxes a route's layers for every request it routes there. Generic
+/// over the request body, so that tests can call it without a socket.
+pub fn http_service<B>(
+    services: Services,
+) -> impl tower::Service<
+    Request<B>,
+    Response = Response<impl HttpBody<Data = Bytes, Error: Into<BoxError>> + Send + 'static>,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Clone
++ Send
++ 'static
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let max_body_bytes = services.uploads.limits().max_body_bytes;
+    tower::ServiceBuilder::new()
+        .layer(request_id::set())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_id::trace)
+                .on_failure(failure_line()),
+        )
+        .layer(request_id::propagate())
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .service(router(services))
+}
+
+/// The gRPC front end as it is served: the inference service (each call's deadline stamped
+/// as it arrives), `health` (the standard health service, whose reporter says what it
+/// answers) and server reflection, behind the same request id and span layers as HTTP, each
+/// message held to the upload limits as it arrives.
+pub fn grpc_service(
+    services: &Services,
+    health: HealthServer<impl Health>,
+) -> anyhow::Result<
+    impl tower::Service<
+        Request<Incoming>,
+        Response = Response<impl HttpBody<Data = Bytes, Error: Into<BoxError>> + Send + 'static>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static,
+> {
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(grpc::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let uploads = services.uploads.clone();
+    let inference = GrpcInferenceServiceServer::new(InferenceService::new(
+        services.runtime.clone(),
+        services.control.clone(),
+        services.access.clone(),
+        services.in_flight.clone(),
+    ))
+    .max_decoding_message_size(uploads.limits().max_body_bytes)
+    .max_encoding_message_size(usize::MAX);
+    let inference = tonic::service::interceptor::InterceptedService::new(inference, |request| {
+        Ok(grpc::stamp_deadline(request))
+    });
+    let routes = tonic::service::Routes::new(health)
+        .add_service(reflection)
+        .add_service(inference)
+        .prepare();
+    let service = tower::ServiceBuilder::new()
+        .layer(request_id::set())
+        .layer(
+            TraceLayer::new_for_grpc()
+                .make_span_with(request_id::trace)
+                .on_failure(failure_line()),
+        )
+        .layer(request_id::propagate())
+        .map_request(move |request: Request<Incoming>| {
+            let streaming = upload::is_streaming(request.uri().path());
+            request.map(|body| GrpcUpload::new(body, uploads.clone(), streaming))
+        })
+        .service(routes);
+    Ok(service)
+}
+
 /// The trace layers' line for a response that failed (a 5xx, a gRPC status other than OK), at
 /// debug level: each error is logged where it is answered, at error level when it is the
 /// server's fault, at debug when it is the client's or the load's (a bad shape, an unknown
@@ -283,8 +376,25 @@ pub async fn serve(
         idle_timeout: options.connections.idle_timeout,
     });
     let connections = Connections::new(options.connections, tls);
+    let control = Arc::new(ModelControl::new(runtime.clone(), options.model_control));
+    // `/metrics` on its own port when it has one, else beside the API.
+    let (metrics_only, metrics) = match metrics_listener {
+        Some(listener) => (Some((listener, metrics_routes)), None),
+        None => (None, Some(metrics_routes)),
+    };
+    let services = Services {
+        runtime: runtime.clone(),
+        control: control.clone(),
+        access: options.access.clone(),
+        in_flight,
+        uploads,
+        metrics,
+    };
+    let app = http_service(services.clone());
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::NotServing).await;
+    let grpc_service = grpc_service(&services, health_service)?;
+
     let loading = runtime.clone();
     let models = options.models.clone();
     let engines = (options.ort_library.clone(), options.gpu);
@@ -293,7 +403,6 @@ pub async fn serve(
     let loaded = tokio::task::spawn_blocking(move || {
         load(&loading, &models, engines, &batching, &*loading_report)
     });
-    let control = Arc::new(ModelControl::new(runtime.clone(), options.model_control));
     let watcher = control.clone();
     let poll_interval = options.poll_interval;
     let loaded_health = health.clone();
@@ -336,32 +445,6 @@ pub async fn serve(
         tokio::time::sleep(drain_timeout).await;
     };
 
-    // `/metrics` on its own port when it has one, else beside the API.
-    let (metrics_only, metrics) = match metrics_listener {
-        Some(listener) => (Some((listener, metrics_routes)), None),
-        None => (None, Some(metrics_routes)),
-    };
-    // The layers every request passes through wrap the whole router once, as on the gRPC port:
-    // added with `Router::layer`, they would wrap each route, and axum clones and boxes a
-    // route's layers for every request it routes there. Outermost first: the id is set, the
-    // span opens with it, the response gets it.
-    let app = tower::ServiceBuilder::new()
-        .layer(request_id::set())
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(request_id::trace)
-                .on_failure(failure_line()),
-        )
-        .layer(request_id::propagate())
-        .layer(DefaultBodyLimit::max(uploads.limits().max_body_bytes))
-        .service(router(Services {
-            runtime: runtime.clone(),
-            control: control.clone(),
-            access: options.access.clone(),
-            in_flight: in_flight.clone(),
-            uploads: uploads.clone(),
-            metrics,
-        }));
     let metrics_server = async {
         match metrics_only {
             // Plain HTTP: the metrics port is for scrapers on an internal network.
@@ -400,41 +483,8 @@ pub async fn serve(
             addr: listener.local_addr()?,
             tls: connections.tls(),
         });
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(grpc::proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        let inference = GrpcInferenceServiceServer::new(InferenceService::new(
-            runtime.clone(),
-            control.clone(),
-            options.access.clone(),
-            in_flight.clone(),
-        ))
-        .max_decoding_message_size(options.max_body_bytes)
-        .max_encoding_message_size(usize::MAX);
-        let inference =
-            tonic::service::interceptor::InterceptedService::new(inference, |request| {
-                Ok(grpc::stamp_deadline(request))
-            });
-        let routes = tonic::service::Routes::new(health_service)
-            .add_service(reflection)
-            .add_service(inference)
-            .prepare();
-        let service = tower::ServiceBuilder::new()
-            .layer(request_id::set())
-            .layer(
-                TraceLayer::new_for_grpc()
-                    .make_span_with(request_id::trace)
-                    .on_failure(failure_line()),
-            )
-            .layer(request_id::propagate())
-            .map_request(move |request: axum::http::Request<hyper::body::Incoming>| {
-                let streaming = upload::is_streaming(request.uri().path());
-                request.map(|body| GrpcUpload::new(body, uploads.clone(), streaming))
-            })
-            .service(routes);
         connections
-            .serve(listener, Protocols::Http2, service, stopped.clone())
+            .serve(listener, Protocols::Http2, grpc_service, stopped.clone())
             .await
             .map_err(anyhow::Error::from)
     };
@@ -482,7 +532,7 @@ async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
 }
 
 /// The gRPC health of the server as a whole ("") and of the inference service.
-async fn set_health(health: &tonic_health::server::HealthReporter, status: ServingStatus) {
+pub async fn set_health(health: &HealthReporter, status: ServingStatus) {
     health.set_service_status("", status).await;
     health
         .set_service_status(

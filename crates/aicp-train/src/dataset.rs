@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::download::{self, RemoteFile};
-use crate::idx::IdxArray;
+use aicp_core::idx::IdxArray;
 
 /// An MNIST-style dataset: 28x28 grayscale images in ten classes, as four IDX files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

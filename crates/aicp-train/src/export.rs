@@ -6,7 +6,8 @@
 use prost::Message;
 use tract_onnx::pb;
 
-use aicp_engine::onnx_build::{f32_tensor, int_attr, ints_attr, node};
+use aicp_engine::onnx_build::{Dim, f32_tensor, int_attr, ints_attr, node, value_info};
+use pb::tensor_proto::DataType;
 
 use crate::model::Layer;
 
@@ -137,15 +138,21 @@ pub fn onnx_bytes(layers: &[Layer], info: &ExportInfo) -> anyhow::Result<Vec<u8>
         anyhow::bail!("the network must end in rows of logits, not an image {shape:?}");
     };
     let [c, h, w] = info.sample_shape;
+    let batch = Dim::Named(BATCH_DIM);
     let graph = pb::GraphProto {
         name: "aicp".into(),
         node: nodes,
         initializer: initializers,
         input: vec![value_info(
             INPUT_NAME,
-            &[Dim::Batch, Dim::Fixed(c), Dim::Fixed(h), Dim::Fixed(w)],
+            DataType::Float,
+            &[batch, Dim::Fixed(c), Dim::Fixed(h), Dim::Fixed(w)],
         )],
-        output: vec![value_info(OUTPUT_NAME, &[Dim::Batch, Dim::Fixed(classes)])],
+        output: vec![value_info(
+            OUTPUT_NAME,
+            DataType::Float,
+            &[batch, Dim::Fixed(classes)],
+        )],
         ..Default::default()
     };
     let model = pb::ModelProto {
@@ -169,34 +176,4 @@ pub fn onnx_bytes(layers: &[Layer], info: &ExportInfo) -> anyhow::Result<Vec<u8>
         ..Default::default()
     };
     Ok(model.encode_to_vec())
-}
-
-enum Dim {
-    Batch,
-    Fixed(usize),
-}
-
-fn value_info(name: &str, dims: &[Dim]) -> pb::ValueInfoProto {
-    use pb::tensor_shape_proto::{Dimension, dimension::Value};
-    let dim = dims
-        .iter()
-        .map(|d| Dimension {
-            value: Some(match d {
-                Dim::Batch => Value::DimParam(BATCH_DIM.into()),
-                Dim::Fixed(n) => Value::DimValue(*n as i64),
-            }),
-            ..Default::default()
-        })
-        .collect();
-    pb::ValueInfoProto {
-        name: name.into(),
-        r#type: Some(pb::TypeProto {
-            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                elem_type: pb::tensor_proto::DataType::Float as i32,
-                shape: Some(pb::TensorShapeProto { dim }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
 }

@@ -10,7 +10,6 @@ pub mod dataset;
 mod denormals;
 pub mod download;
 pub mod export;
-pub mod idx;
 pub mod model;
 pub mod output;
 pub mod plot;

@@ -1,5 +1,6 @@
 //! The exported ONNX file computes what the trained burn model computes, in tract and in ONNX
-//! Runtime, and passes the ONNX checker.
+//! Runtime, and passes the ONNX checker. The checks that run ONNX Runtime and the checker
+//! (Python, from the test virtualenv) are ignored in the quick lane; the full lane runs them.
 
 use std::path::Path;
 use std::process::Command;
@@ -26,6 +27,7 @@ fn write_f32(path: &Path, values: &[f32]) {
 }
 
 #[test]
+#[ignore = "full lane (scripts/test.sh): ONNX Runtime from the test virtualenv"]
 fn exported_model_matches_burn_in_tract_and_onnxruntime() {
     let data = real_digits();
     let dir = tempfile::tempdir().unwrap();
@@ -85,6 +87,7 @@ fn exported_model_matches_burn_in_tract_and_onnxruntime() {
 /// A short CNN run (1,000 digits, two epochs): the exported Conv/Relu/MaxPool/Flatten/Gemm graph
 /// gives burn's logits in tract and in ONNX Runtime on every test digit, and has no dropout.
 #[test]
+#[ignore = "full lane (scripts/test.sh): ONNX Runtime from the test virtualenv"]
 fn exported_cnn_matches_burn_in_tract_and_onnxruntime() {
     let data = real_digits();
     let subset: Vec<usize> = (0..1_000).collect();

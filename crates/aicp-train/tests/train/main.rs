@@ -4,8 +4,8 @@
 mod bundled_model;
 mod download;
 mod export;
-mod fashion_mnist;
 mod reproducibility;
+mod slow;
 
 use std::path::{Path, PathBuf};
 

