@@ -122,7 +122,11 @@ mod cuda {
             let [input] = served.signature.inputs.as_slice() else {
                 bail!("model {model} has several inputs; the GPU check feeds one");
             };
-            let sample = input.shape[1..]
+            let dims = input
+                .shape
+                .as_ref()
+                .ok_or_else(|| anyhow!("model {model} declares no input shape"))?;
+            let sample = dims[1.min(dims.len())..]
                 .iter()
                 .map(|d| d.ok_or_else(|| anyhow!("model {model}'s sample shape is not fixed")))
                 .collect::<anyhow::Result<Vec<_>>>()?;
@@ -193,6 +197,13 @@ mod cuda {
         })
     }
 
+    /// A float32 output's values: the checks compare the float models they run.
+    fn float_values(tensor: &Tensor) -> anyhow::Result<&[f32]> {
+        tensor
+            .as_f32()
+            .ok_or_else(|| anyhow!("the model gave a {} output, not FP32", tensor.datatype()))
+    }
+
     fn argmax_rows(data: &[f32], classes: usize) -> Vec<usize> {
         data.chunks(classes)
             .map(|row| {
@@ -222,21 +233,22 @@ mod cuda {
             let pixels = subject.pixels(batch);
             let floats = pixels.to_tensor();
             let reference = cpu.run(vec![floats.clone().into()])?.remove(0);
-            let classes = reference.data.len() / batch;
-            let expected = argmax_rows(&reference.data, classes);
+            let reference = float_values(&reference)?;
+            let classes = reference.len() / batch;
+            let expected = argmax_rows(reference, classes);
             for (transfers, model) in [("pinned", &mut pinned), ("plain", &mut plain)] {
                 let outputs = [
                     ("fp32", model.run(vec![floats.clone().into()])?),
                     ("uint8", model.run(vec![pixels.clone().into()])?),
                 ];
                 for (input, output) in outputs {
-                    let output = &output[0];
-                    let difference = if output.shape == reference.shape {
-                        max_difference(&output.data, &reference.data)
+                    let values = float_values(&output[0])?;
+                    let difference = if values.len() == reference.len() {
+                        max_difference(values, reference)
                     } else {
                         f32::INFINITY
                     };
-                    let agree = argmax_rows(&output.data, classes)
+                    let agree = argmax_rows(values, classes)
                         .iter()
                         .zip(&expected)
                         .filter(|(a, b)| a == b)
@@ -288,7 +300,7 @@ mod cuda {
         let pixels = subject.pixels(3);
         let reference = cpu.run(vec![pixels.to_tensor().into()])?.remove(0);
         let requests = [
-            ("fp32", TensorData::F32(pixels.to_tensor().data)),
+            ("fp32", pixels.to_tensor().data),
             ("uint8", TensorData::U8(pixels.data.clone())),
         ];
         let tokio = tokio::runtime::Builder::new_current_thread()
@@ -305,7 +317,7 @@ mod cuda {
                 .block_on(runtime.run(ticket, vec![request], None))
                 .with_context(|| format!("a {input} request to the served model"))?;
             let output: &Tensor = &response.outputs[0];
-            let difference = max_difference(&output.data, &reference.data);
+            let difference = max_difference(float_values(output)?, float_values(&reference)?);
             let ok = difference <= args.tolerance && output.shape == reference.shape;
             failures += usize::from(!ok);
             println!(

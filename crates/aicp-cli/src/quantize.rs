@@ -348,9 +348,11 @@ fn sample_shape(signature: &ModelSignature) -> anyhow::Result<Vec<usize>> {
         input.name,
         input.datatype
     );
-    input
+    let dims = input
         .shape
-        .iter()
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("the model's input {:?} declares no shape", input.name))?;
+    dims.iter()
         .skip(1)
         .map(|d| {
             d.ok_or_else(|| {
@@ -434,9 +436,14 @@ fn top_classes(
     let mut top = Vec::with_capacity(inputs.len() / per_sample);
     for chunk in inputs.chunks(1000 * per_sample) {
         let outputs = model.run(vec![batch_tensor(chunk, sample_shape).into()])?;
-        let logits = &outputs[0];
-        let classes = logits.data.len() / (chunk.len() / per_sample);
-        top.extend(aicp_train::trainer::argmax_rows(&logits.data, classes));
+        let logits = outputs[0].as_f32().ok_or_else(|| {
+            anyhow::anyhow!(
+                "the model's first output is {}, not FP32",
+                outputs[0].datatype()
+            )
+        })?;
+        let classes = logits.len() / (chunk.len() / per_sample);
+        top.extend(aicp_train::trainer::argmax_rows(logits, classes));
     }
     Ok(top)
 }
@@ -448,7 +455,7 @@ fn batch_tensor(values: &[f32], sample_shape: &[usize]) -> Tensor {
         .collect();
     Tensor {
         shape,
-        data: values.to_vec(),
+        data: aicp_core::TensorData::F32(values.to_vec()),
     }
 }
 

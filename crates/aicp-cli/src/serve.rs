@@ -516,7 +516,7 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<()> {
         let count = input.data.len();
         Tensor {
             shape: vec![1, count],
-            data: input.data,
+            data: aicp_core::TensorData::F32(input.data),
         }
         .into()
     } else {
@@ -547,7 +547,14 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<()> {
     let Some(first) = response.outputs.first() else {
         anyhow::bail!("model {} returned no output", model.name);
     };
-    let probabilities = model.probabilities(&first.data);
+    let Some(scores) = first.as_f32() else {
+        anyhow::bail!(
+            "model {}'s first output is {}; aicp predict reads FP32 class scores",
+            model.name,
+            first.datatype()
+        );
+    };
+    let probabilities = model.probabilities(scores);
     println!(
         "model {} version {} ({} on {})",
         model.name, model.version, model.engine, model.device

@@ -43,6 +43,9 @@ pub trait Element: Sized {
     fn from_bool(_value: bool) -> Option<Self> {
         None
     }
+    fn from_str(_value: &str) -> Option<Self> {
+        None
+    }
 }
 
 macro_rules! float_element {
@@ -117,6 +120,28 @@ impl Element for bool {
 
     fn from_bool(value: bool) -> Option<Self> {
         Some(value)
+    }
+}
+
+/// BYTES elements: JSON strings, as their UTF-8 bytes.
+impl Element for Vec<u8> {
+    const NAME: &'static str = "BYTES";
+    const EXPECTED: &'static str = "a string";
+
+    fn from_f64(_value: f64) -> Option<Self> {
+        None
+    }
+
+    fn from_i64(_value: i64) -> Option<Self> {
+        None
+    }
+
+    fn from_u64(_value: u64) -> Option<Self> {
+        None
+    }
+
+    fn from_str(value: &str) -> Option<Self> {
+        Some(value.as_bytes().to_vec())
     }
 }
 
@@ -221,6 +246,13 @@ impl<'de, T: Element> Visitor<'de> for Level<'_, T> {
         match T::from_bool(v) {
             Some(value) => self.value(Some(value), &v),
             None => Err(E::invalid_type(de::Unexpected::Bool(v), &self)),
+        }
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        match T::from_str(v) {
+            Some(value) => self.value(Some(value), &v),
+            None => Err(E::invalid_type(de::Unexpected::Str(v), &self)),
         }
     }
 
@@ -398,5 +430,25 @@ mod tests {
         assert_eq!(flags.data, vec![true, false]);
         let err = serde_json::from_str::<NestedArray<bool>>("[1]").unwrap_err();
         assert!(err.to_string().contains("does not fit BOOL"), "{err}");
+    }
+
+    #[test]
+    fn strings_are_bytes_elements_and_nothing_else() {
+        let words: NestedArray<Vec<u8>> =
+            serde_json::from_str(r#"[["a", "b\u00e9"], ["", "\n"]]"#).unwrap();
+        assert_eq!(words.shape, vec![2, 2]);
+        assert_eq!(
+            words.data,
+            vec![
+                b"a".to_vec(),
+                "b\u{e9}".as_bytes().to_vec(),
+                vec![],
+                b"\n".to_vec()
+            ]
+        );
+        let err = serde_json::from_str::<NestedArray<Vec<u8>>>("[1]").unwrap_err();
+        assert!(err.to_string().contains("does not fit BYTES"), "{err}");
+        let err = serde_json::from_str::<NestedArray<f32>>(r#"["1"]"#).unwrap_err();
+        assert!(err.to_string().contains("invalid type: string"), "{err}");
     }
 }

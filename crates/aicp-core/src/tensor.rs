@@ -1,20 +1,23 @@
-//! Tensors as the serving path carries them: a shape and row-major float32 data, and the
-//! signature a model declares for its inputs and outputs.
+//! Tensors as the serving path carries them: a shape and typed row-major data
+//! ([`TensorData`]), 8-bit pixels for float image models, and the signature a model declares for
+//! its inputs and outputs.
 
 use serde::Serialize;
 
+use crate::data::TensorData;
 use crate::error::{Error, Result};
 
-/// A dense float32 tensor.
+/// A dense tensor of any element type.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tensor {
     pub shape: Vec<usize>,
-    pub data: Vec<f32>,
+    pub data: TensorData,
 }
 
 impl Tensor {
     /// A tensor whose shape must account for every value.
-    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Result<Self> {
+    pub fn new(shape: Vec<usize>, data: impl Into<TensorData>) -> Result<Self> {
+        let data = data.into();
         let expected = element_count(&shape)?;
         if expected != data.len() {
             return Err(Error::invalid(format!(
@@ -23,6 +26,29 @@ impl Tensor {
             )));
         }
         Ok(Self { shape, data })
+    }
+
+    pub fn datatype(&self) -> DataType {
+        self.data.datatype()
+    }
+
+    /// The float32 values, when the tensor is FP32.
+    pub fn as_f32(&self) -> Option<&[f32]> {
+        self.data.as_f32()
+    }
+
+    /// Rows `start..end` of the first dimension, as a tensor of their own.
+    pub fn rows(&self, start: usize, end: usize) -> Tensor {
+        let rows = self.shape.first().copied().unwrap_or(1).max(1);
+        let per_row = self.data.len() / rows;
+        let mut shape = self.shape.clone();
+        if let Some(first) = shape.first_mut() {
+            *first = end - start;
+        }
+        Tensor {
+            shape,
+            data: self.data.slice(start * per_row, end * per_row),
+        }
     }
 }
 
@@ -63,24 +89,33 @@ impl Pixels {
     pub fn to_tensor(&self) -> Tensor {
         Tensor {
             shape: self.shape.clone(),
-            data: self.data.iter().map(|&p| self.scale.apply(p)).collect(),
+            data: TensorData::F32(self.data.iter().map(|&p| self.scale.apply(p)).collect()),
         }
     }
 }
 
-/// One input of a batch, as an engine takes it: float32 values, or 8-bit pixels for a model
-/// that takes float32 images, which the engine normalises (on the host, or where it computes).
+/// One input of a batch, as an engine takes it: a tensor of the model's own type, or 8-bit
+/// pixels for a model that takes float32 images, which the engine normalises (on the host, or
+/// where it computes).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
-    F32(Tensor),
+    Tensor(Tensor),
     Pixels(Pixels),
 }
 
 impl Input {
     pub fn shape(&self) -> &[usize] {
         match self {
-            Self::F32(tensor) => &tensor.shape,
+            Self::Tensor(tensor) => &tensor.shape,
             Self::Pixels(pixels) => &pixels.shape,
+        }
+    }
+
+    /// The element type the request carries: UINT8 for pixels.
+    pub fn datatype(&self) -> DataType {
+        match self {
+            Self::Tensor(tensor) => tensor.datatype(),
+            Self::Pixels(_) => DataType::U8,
         }
     }
 
@@ -94,17 +129,17 @@ impl Input {
         }
     }
 
-    /// The float32 tensor the model sees: pixels normalised here, on the host.
-    pub fn into_f32(self) -> Tensor {
+    /// The tensor the model sees: pixels normalised here, on the host.
+    pub fn into_tensor(self) -> Tensor {
         match self {
-            Self::F32(tensor) => tensor,
+            Self::Tensor(tensor) => tensor,
             Self::Pixels(pixels) => pixels.to_tensor(),
         }
     }
 
-    /// `parts` (one request's input each, of one kind, and of one sample shape) stacked along
-    /// the batch dimension into one input of `samples` samples. Parts of different kinds are an
-    /// error: they cannot share an engine run.
+    /// `parts` (one request's input each, of one kind and type, and of one sample shape)
+    /// stacked along the batch dimension into one input of `samples` samples. Parts of
+    /// different kinds or types are an error: they cannot share an engine run.
     pub fn stack(parts: &[&Input], samples: usize) -> Result<Input> {
         let Some(first) = parts.first() else {
             return Err(Error::internal("no input to stack"));
@@ -113,47 +148,40 @@ impl Input {
         if let Some(batch) = shape.first_mut() {
             *batch = samples;
         }
-        let values = element_count(&shape)?;
+        let one_kind = || Error::internal("a batch's requests must give their inputs of one kind");
         Ok(match first {
-            Self::F32(_) => Self::F32(Tensor {
-                data: concat(parts, values, |part| match part {
-                    Self::F32(tensor) => Some(&tensor.data),
-                    Self::Pixels(_) => None,
-                })?,
-                shape,
-            }),
-            Self::Pixels(pixels) => Self::Pixels(Pixels {
-                data: concat(parts, values, |part| match part {
-                    Self::Pixels(pixels) => Some(&pixels.data),
-                    Self::F32(_) => None,
-                })?,
-                shape,
-                scale: pixels.scale,
-            }),
+            Self::Tensor(_) => {
+                let data = parts
+                    .iter()
+                    .map(|part| match part {
+                        Self::Tensor(tensor) => Some(&tensor.data),
+                        Self::Pixels(_) => None,
+                    })
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(one_kind)?;
+                Self::Tensor(Tensor::new(shape, TensorData::concat(&data)?)?)
+            }
+            Self::Pixels(pixels) => {
+                let mut data = Vec::with_capacity(element_count(&shape)?);
+                for part in parts {
+                    let Self::Pixels(part) = part else {
+                        return Err(one_kind());
+                    };
+                    data.extend_from_slice(&part.data);
+                }
+                Self::Pixels(Pixels {
+                    data,
+                    shape,
+                    scale: pixels.scale,
+                })
+            }
         })
     }
 }
 
-/// The values of every part (`capacity` in all), one after the other; `values` gives a part's,
-/// or `None` for a part of another kind, which cannot share the run.
-fn concat<'a, T: Copy + 'a>(
-    parts: &[&'a Input],
-    capacity: usize,
-    values: impl Fn(&'a Input) -> Option<&'a Vec<T>>,
-) -> Result<Vec<T>> {
-    let mut data = Vec::with_capacity(capacity);
-    for part in parts {
-        let part = values(part).ok_or_else(|| {
-            Error::internal("a batch's requests must give their inputs of one kind")
-        })?;
-        data.extend_from_slice(part);
-    }
-    Ok(data)
-}
-
 impl From<Tensor> for Input {
     fn from(tensor: Tensor) -> Self {
-        Self::F32(tensor)
+        Self::Tensor(tensor)
     }
 }
 
@@ -174,13 +202,9 @@ pub fn max_difference(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// The product of `shape`, or an error when a dimension is zero or the product overflows.
+/// The product of `shape` (1 for a scalar, 0 when a dimension is 0), or an error when it
+/// overflows.
 pub fn element_count(shape: &[usize]) -> Result<usize> {
-    if let Some(i) = shape.iter().position(|&d| d == 0) {
-        return Err(Error::invalid(format!(
-            "shape {shape:?}: dimension {i} is 0; every dimension must be at least 1"
-        )));
-    }
     shape
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
@@ -216,8 +240,9 @@ pub enum DataType {
     F32,
     #[serde(rename = "FP64")]
     F64,
+    /// The protocols' BYTES, ONNX's STRING: byte strings.
     #[serde(rename = "BYTES")]
-    String,
+    Bytes,
     #[serde(rename = "OTHER")]
     Other,
 }
@@ -238,7 +263,7 @@ impl DataType {
         Self::BF16,
         Self::F32,
         Self::F64,
-        Self::String,
+        Self::Bytes,
         Self::Other,
     ];
 
@@ -258,7 +283,7 @@ impl DataType {
             Self::BF16 => "BF16",
             Self::F32 => "FP32",
             Self::F64 => "FP64",
-            Self::String => "BYTES",
+            Self::Bytes => "BYTES",
             Self::Other => "OTHER",
         }
     }
@@ -283,7 +308,7 @@ impl DataType {
             Self::U16 | Self::I16 | Self::F16 | Self::BF16 => Some(2),
             Self::U32 | Self::I32 | Self::F32 => Some(4),
             Self::U64 | Self::I64 | Self::F64 => Some(8),
-            Self::String | Self::Other => None,
+            Self::Bytes | Self::Other => None,
         }
     }
 }
@@ -294,31 +319,42 @@ impl std::fmt::Display for DataType {
     }
 }
 
-/// One input or output of a model. `shape[i]` is `None` for a dimension fixed only at run
-/// time (the batch, usually).
+/// One input or output of a model: its name, element type and shape. A dimension is `None`
+/// when the model fixes it only at run time (the batch, usually); the whole shape is `None`
+/// when the model leaves even its rank open.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TensorSpec {
     pub name: String,
     pub datatype: DataType,
-    pub shape: Vec<Option<usize>>,
+    pub shape: Option<Vec<Option<usize>>>,
 }
 
 impl TensorSpec {
-    /// The fixed size of one sample: the product of every dimension after the first. `None` when
-    /// one of them is variable.
+    /// The fixed size of one sample: the product of every dimension after the first (1 for a
+    /// scalar). `None` when one of them varies, or the rank is open.
     pub fn sample_elements(&self) -> Option<usize> {
         self.shape
+            .as_ref()?
             .iter()
             .skip(1)
             .try_fold(1usize, |acc, d| acc.checked_mul((*d)?))
     }
 
-    /// The shape with `-1` for variable dimensions, as listings show it.
-    pub fn display_shape(&self) -> Vec<i64> {
+    /// Whether the first dimension varies: the tensor may have a batch dimension.
+    pub fn varies_first(&self) -> bool {
         self.shape
-            .iter()
-            .map(|d| d.map_or(-1, |d| d as i64))
-            .collect()
+            .as_ref()
+            .and_then(|dims| dims.first())
+            .is_some_and(Option::is_none)
+    }
+
+    /// The shape with `-1` for variable dimensions, as listings show it; `[-1]` when the rank is
+    /// open.
+    pub fn display_shape(&self) -> Vec<i64> {
+        match &self.shape {
+            Some(dims) => dims.iter().map(|d| d.map_or(-1, |d| d as i64)).collect(),
+            None => vec![-1],
+        }
     }
 }
 
@@ -334,7 +370,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn inputs_stack_along_the_batch_and_only_with_their_own_kind() {
+    fn inputs_stack_along_the_batch_and_only_with_their_own_kind_and_type() {
         let floats = |samples: usize, value: f32| {
             Input::from(Tensor::new(vec![samples, 2], vec![value; samples * 2]).unwrap())
         };
@@ -348,24 +384,52 @@ mod tests {
         let stacked = Input::stack(&[&floats(1, 1.0), &floats(2, 2.0)], 3).unwrap();
         assert_eq!(
             stacked,
-            Input::from(Tensor::new(vec![3, 2], vec![1.0, 1.0, 2.0, 2.0, 2.0, 2.0]).unwrap())
+            Input::from(Tensor::new(vec![3, 2], vec![1.0f32, 1.0, 2.0, 2.0, 2.0, 2.0]).unwrap())
         );
         let stacked = Input::stack(&[&pixels(1, 255), &pixels(1, 0)], 2).unwrap();
         assert_eq!(stacked.shape(), [2, 2]);
-        assert_eq!(stacked.into_f32().data, [1.0, 1.0, 0.0, 0.0]);
+        assert_eq!(
+            stacked.into_tensor().data,
+            TensorData::F32(vec![1.0, 1.0, 0.0, 0.0])
+        );
         let err = Input::stack(&[&floats(1, 1.0), &pixels(1, 0)], 2).unwrap_err();
         assert!(err.message.contains("one kind"), "{err}");
+        let ids = |values: Vec<i64>| Input::from(Tensor::new(vec![1, 2], values).unwrap());
+        let stacked = Input::stack(&[&ids(vec![1, 2]), &ids(vec![3, 4])], 2).unwrap();
+        assert_eq!(stacked.datatype(), DataType::I64);
+        assert_eq!(stacked.shape(), [2, 2]);
+        let err = Input::stack(&[&ids(vec![1, 2]), &floats(1, 1.0)], 2).unwrap_err();
+        assert!(
+            err.message.contains("cannot join INT64 data with FP32"),
+            "{err}"
+        );
     }
 
     #[test]
     fn shapes_must_match_the_data() {
-        assert!(Tensor::new(vec![2, 3], vec![0.0; 6]).is_ok());
-        let err = Tensor::new(vec![2, 3], vec![0.0; 5]).unwrap_err();
+        assert!(Tensor::new(vec![2, 3], vec![0.0f32; 6]).is_ok());
+        let err = Tensor::new(vec![2, 3], vec![0.0f32; 5]).unwrap_err();
         assert_eq!(err.message, "shape [2, 3] needs 6 values, got 5");
-        let err = Tensor::new(vec![2, 0], vec![]).unwrap_err();
-        assert!(err.message.contains("dimension 1 is 0"), "{err}");
+        // Empty tensors and scalars are tensors too.
+        assert!(Tensor::new(vec![2, 0], Vec::<f32>::new()).is_ok());
+        assert!(Tensor::new(vec![], vec![7i64]).is_ok());
         let err = element_count(&[usize::MAX, 2]).unwrap_err();
         assert!(err.message.contains("too large"), "{err}");
+    }
+
+    #[test]
+    fn rows_are_cut_along_the_first_dimension() {
+        let words = Tensor::new(
+            vec![3, 1],
+            vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()],
+        )
+        .unwrap();
+        let rows = words.rows(1, 3);
+        assert_eq!(rows.shape, vec![2, 1]);
+        assert_eq!(
+            rows.data,
+            TensorData::Bytes(vec![b"b".to_vec(), b"c".to_vec()])
+        );
     }
 
     #[test]
@@ -385,9 +449,10 @@ mod tests {
         };
         let tensor = pixels.to_tensor();
         assert_eq!(tensor.shape, vec![1, 3]);
-        assert_eq!(tensor.data[0], -1.0);
-        assert!((tensor.data[1] - 1.0).abs() < 1e-6);
-        assert!((tensor.data[2] - (-0.6)).abs() < 1e-6);
+        let values = tensor.as_f32().unwrap();
+        assert_eq!(values[0], -1.0);
+        assert!((values[1] - 1.0).abs() < 1e-6);
+        assert!((values[2] - (-0.6)).abs() < 1e-6);
     }
 
     #[test]
@@ -406,14 +471,29 @@ mod tests {
         let spec = TensorSpec {
             name: "input".into(),
             datatype: DataType::F32,
-            shape: vec![None, Some(1), Some(28), Some(28)],
+            shape: Some(vec![None, Some(1), Some(28), Some(28)]),
         };
         assert_eq!(spec.sample_elements(), Some(784));
+        assert!(spec.varies_first());
         assert_eq!(spec.display_shape(), vec![-1, 1, 28, 28]);
         let variable = TensorSpec {
-            shape: vec![None, None],
-            ..spec
+            shape: Some(vec![None, None]),
+            ..spec.clone()
         };
         assert_eq!(variable.sample_elements(), None);
+        let scalar = TensorSpec {
+            shape: Some(vec![]),
+            ..spec.clone()
+        };
+        assert_eq!(scalar.sample_elements(), Some(1));
+        assert!(!scalar.varies_first());
+        assert_eq!(scalar.display_shape(), Vec::<i64>::new());
+        let open = TensorSpec {
+            shape: None,
+            ..spec
+        };
+        assert_eq!(open.sample_elements(), None);
+        assert!(!open.varies_first());
+        assert_eq!(open.display_shape(), vec![-1]);
     }
 }

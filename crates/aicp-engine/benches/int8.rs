@@ -166,8 +166,9 @@ impl AsWritten {
 
 impl Runnable for AsWritten {
     fn run(&mut self, inputs: Vec<aicp_core::Input>) -> aicp_core::Result<Vec<Tensor>> {
-        let input = inputs.into_iter().next().expect("one input").into_f32();
-        let value = tract_ndarray::ArrayD::from_shape_vec(input.shape, input.data)
+        let input = inputs.into_iter().next().expect("one input").into_tensor();
+        let values = input.as_f32().expect("float32").to_vec();
+        let value = tract_ndarray::ArrayD::from_shape_vec(input.shape, values)
             .expect("shape")
             .into_tvalue();
         let out = self.0.run(tvec![value]).expect("tract");

@@ -32,8 +32,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use aicp_core::{
-    DataType, Error, Input, ModelSignature, PixelScale, Pixels, Result, Tensor, max_difference,
-    panic_message,
+    DataType, Error, Input, ModelSignature, PixelScale, Pixels, Result, Tensor, TensorData,
+    max_difference, panic_message,
 };
 use cudarc::driver::{CudaContext, DeviceRepr, PinnedHostSlice, ValidAsZeroBits, result, sys};
 use rayon::prelude::*;
@@ -172,6 +172,7 @@ impl Engine for CudaEngine {
         let failed = |e: TractError| {
             Error::invalid(format!("tract-cuda cannot load {}: {e:#}", path.display()))
         };
+        only_float32(signature)?;
         let floats = self
             .plan(tract_onnx::onnx().model_for_path(path))
             .map_err(failed)?;
@@ -229,6 +230,23 @@ impl Engine for CudaEngine {
     }
 }
 
+/// Refuses a model with an input or output other than float32: the GPU engine's transfers and
+/// its cross-check with the CPU are float32's, and the CPU engines serve the rest.
+fn only_float32(signature: &ModelSignature) -> Result<()> {
+    let inputs = signature.inputs.iter().map(|spec| ("input", spec));
+    let outputs = signature.outputs.iter().map(|spec| ("output", spec));
+    match inputs
+        .chain(outputs)
+        .find(|(_, spec)| spec.datatype != DataType::F32)
+    {
+        Some((role, spec)) => Err(Error::invalid(format!(
+            "the GPU engine runs float32 models, and {role} {:?} is {}",
+            spec.name, spec.datatype
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Made-up inputs for a model of `signature`, for a batch of any size: digit-like pixels for
 /// each input, which the uint8 plan takes as they are and the float32 one normalised. None
 /// when an input is not float32 of a fixed sample shape (there is nothing to make up for it).
@@ -242,6 +260,7 @@ fn made_up_inputs(
         .map(|spec| match spec.datatype {
             DataType::F32 => spec
                 .shape
+                .as_ref()?
                 .iter()
                 .skip(1)
                 .copied()
@@ -299,8 +318,15 @@ pub fn digit_like_pixels(count: usize, seed: usize) -> Vec<u8> {
 
 fn compare(input: &str, gpu: &[Tensor], cpu: &[Tensor]) -> Result<()> {
     for (i, (g, c)) in gpu.iter().zip(cpu).enumerate() {
-        let scale = c.data.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-        let worst = max_difference(&g.data, &c.data);
+        let (Some(g_values), Some(c_values)) = (g.as_f32(), c.as_f32()) else {
+            return Err(Error::invalid(format!(
+                "output {i} is {} on the GPU and {} on the CPU; the cross-check compares float32",
+                g.datatype(),
+                c.datatype()
+            )));
+        };
+        let scale = c_values.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        let worst = max_difference(g_values, c_values);
         if g.shape != c.shape || worst > CROSS_CHECK_TOLERANCE * scale {
             return Err(Error::invalid(format!(
                 "with {input} input, output {i} on the GPU (shape {:?}) differs from the CPU's \
@@ -442,8 +468,8 @@ impl Transfers {
         Ok(LazyHostStorage::new(device)?.into_tensor().into_tvalue())
     }
 
-    /// One output as a float32 tensor: copied from the device through the pinned output
-    /// buffer when it is still there, else read from the host tensor tract made.
+    /// One output: a float32 one copied from the device through the pinned output buffer when
+    /// it is still there, else read from the host tensor tract made.
     fn download(&mut self, value: &TValue) -> TractResult<Tensor> {
         let on_device = value
             .storage_as::<LazyHostStorage>()
@@ -466,35 +492,29 @@ impl Transfers {
             })?;
             return Ok(Tensor {
                 shape: device.shape().to_vec(),
-                data: host.to_vec(),
+                data: TensorData::F32(host.to_vec()),
             });
         }
-        let value = value.cast_to::<f32>()?;
-        let view = value.to_plain_array_view::<f32>()?;
-        Ok(Tensor {
-            shape: view.shape().to_vec(),
-            data: view.iter().copied().collect(),
-        })
+        crate::tract::tensor_of(value).map_err(|e| TractError::msg(e.message))
     }
 
-    /// Float inputs as the plan takes them: on the device already when pinned.
+    /// Float inputs (the only kind a model loaded here takes) as the plan takes them: on the
+    /// device already when pinned.
     fn floats(&mut self, inputs: Vec<Tensor>) -> TractResult<TVec<TValue>> {
         if self.pinned {
             inputs
                 .iter()
                 .map(|t| {
-                    Self::upload(
-                        &self.context,
-                        &mut self.buffers.floats_in,
-                        &t.shape,
-                        &t.data,
-                    )
+                    let values = t.as_f32().ok_or_else(|| {
+                        TractError::msg(format!("a {} input to a float32 model", t.datatype()))
+                    })?;
+                    Self::upload(&self.context, &mut self.buffers.floats_in, &t.shape, values)
                 })
                 .collect()
         } else {
             inputs
                 .into_iter()
-                .map(|t| Ok(tract_ndarray::ArrayD::from_shape_vec(t.shape, t.data)?.into_tvalue()))
+                .map(|t| crate::tract::tract_value(t).map_err(|e| TractError::msg(e.message)))
                 .collect()
         }
     }
@@ -531,7 +551,7 @@ impl Runnable for CudaModel {
             (None, Ok(pixels)) => vec![Input::Pixels(pixels)],
             (_, Err(inputs)) => inputs,
         };
-        let floats = inputs.into_iter().map(Input::into_f32).collect();
+        let floats = inputs.into_iter().map(Input::into_tensor).collect();
         let values = self.io.floats(floats).map_err(inference_failed)?;
         self.floats
             .run(&mut self.io, values)
@@ -547,7 +567,7 @@ impl Runnable for CudaModel {
             .iter()
             .map(|shape| {
                 Input::from(Tensor {
-                    data: vec![0.0; one(shape)],
+                    data: TensorData::F32(vec![0.0; one(shape)]),
                     shape: shape.clone(),
                 })
             })
@@ -590,10 +610,7 @@ mod tests {
     use super::*;
 
     fn logits(data: Vec<f32>) -> Vec<Tensor> {
-        vec![Tensor {
-            shape: vec![1, data.len()],
-            data,
-        }]
+        vec![Tensor::new(vec![1, data.len()], data).unwrap()]
     }
 
     #[test]

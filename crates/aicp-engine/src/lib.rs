@@ -75,12 +75,13 @@ pub trait Engine: Send + Sync {
 /// It runs through `&mut self`, so an engine keeps that state without locks, and it is `Send`
 /// but not `Sync`: it moves to its thread once, and nothing else can reach it there.
 pub trait Runnable: Send {
-    /// Runs one batch: one input per model input, in signature order, each shaped as the
-    /// model declares with the batch first. Returns one tensor per output, in signature order.
-    /// Takes the inputs by value so an engine that needs to own them need not copy them.
+    /// Runs one batch: one input per model input, in signature order, each of the model's own
+    /// element type and shaped as the model declares, with the batch first when it batches.
+    /// Returns one tensor per output, in signature order and of the output's own type. Takes
+    /// the inputs by value so an engine that needs to own them need not copy them.
     ///
     /// An input may come as 8-bit pixels (a model with one float32 input that loaded with
-    /// [`LoadOptions::pixels`]): an engine normalises them on the host ([`Input::into_f32`]),
+    /// [`LoadOptions::pixels`]): an engine normalises them on the host ([`Input::into_tensor`]),
     /// or moves the bytes as they are and normalises them where it computes.
     fn run(&mut self, inputs: Vec<Input>) -> Result<Vec<Tensor>>;
 

@@ -6,11 +6,11 @@ use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use aicp_core::{Error, Input, ModelSignature, Result, Tensor};
+use aicp_core::{Error, Input, ModelSignature, Result, Tensor, TensorData};
 use ort::environment::Environment;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionInputValue};
-use ort::value::TensorRef;
+use ort::value::{DynValue, PrimitiveTensorElementType, TensorElementType, TensorRef, ValueType};
 
 use crate::{Engine, EngineKind, LoadOptions, Runnable, onnx};
 
@@ -142,15 +142,105 @@ fn run_session<'v>(
             let value = values
                 .get(name)
                 .ok_or_else(|| Error::internal(format!("onnxruntime gave no output {name:?}")))?;
-            let (shape, data) = value
-                .try_extract_tensor::<f32>()
-                .map_err(|e| Error::internal(format!("output {name:?} is not float32: {e}")))?;
-            Ok(Tensor {
-                shape: shape.iter().map(|&d| d.max(0) as usize).collect(),
-                data: data.to_vec(),
-            })
+            output_tensor(value)
+                .map_err(|e| Error::new(e.kind, format!("output {name:?}: {}", e.message)))
         })
         .collect()
+}
+
+/// A request's tensor as ONNX Runtime's input, borrowing its buffer; BYTES are copied into the
+/// strings ONNX Runtime holds, which must be UTF-8.
+fn input_value(tensor: &Tensor) -> Result<SessionInputValue<'_>> {
+    fn view<'a, T: PrimitiveTensorElementType + std::fmt::Debug + Clone + 'static>(
+        shape: &[usize],
+        data: &'a [T],
+    ) -> ort::Result<SessionInputValue<'a>> {
+        Ok(TensorRef::from_array_view((shape.to_vec(), data))?.into())
+    }
+    let shape = &tensor.shape;
+    let value = match &tensor.data {
+        TensorData::Bool(v) => view(shape, v),
+        TensorData::U8(v) => view(shape, v),
+        TensorData::U16(v) => view(shape, v),
+        TensorData::U32(v) => view(shape, v),
+        TensorData::U64(v) => view(shape, v),
+        TensorData::I8(v) => view(shape, v),
+        TensorData::I16(v) => view(shape, v),
+        TensorData::I32(v) => view(shape, v),
+        TensorData::I64(v) => view(shape, v),
+        TensorData::F16(v) => view(shape, v),
+        TensorData::BF16(v) => view(shape, v),
+        TensorData::F32(v) => view(shape, v),
+        TensorData::F64(v) => view(shape, v),
+        TensorData::Bytes(v) => {
+            let strings = v
+                .iter()
+                .enumerate()
+                .map(|(i, bytes)| {
+                    String::from_utf8(bytes.clone()).map_err(|_| {
+                        Error::invalid(format!(
+                            "BYTES element {i} is not UTF-8: ONNX Runtime takes strings as text"
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<String>>>()?;
+            ort::value::Tensor::from_string_array((shape.to_vec(), strings.as_slice()))
+                .map(Into::into)
+        }
+    };
+    value.map_err(|e| Error::internal(format!("onnxruntime input: {e}")))
+}
+
+/// One of ONNX Runtime's outputs as a tensor of the same type.
+fn output_tensor(value: &DynValue) -> Result<Tensor> {
+    fn values<T: PrimitiveTensorElementType + Clone>(
+        value: &DynValue,
+    ) -> ort::Result<(Vec<usize>, Vec<T>)> {
+        let (shape, data) = value.try_extract_tensor::<T>()?;
+        Ok((dims(shape), data.to_vec()))
+    }
+    fn dims(shape: &[i64]) -> Vec<usize> {
+        shape.iter().map(|&d| d.max(0) as usize).collect()
+    }
+    fn tensor<T>(
+        extracted: ort::Result<(Vec<usize>, Vec<T>)>,
+        wrap: impl FnOnce(Vec<T>) -> TensorData,
+    ) -> Result<Tensor> {
+        let (shape, data) =
+            extracted.map_err(|e| Error::internal(format!("cannot read it: {e}")))?;
+        Tensor::new(shape, wrap(data))
+    }
+    let ValueType::Tensor { ty, .. } = value.dtype() else {
+        return Err(Error::internal(format!(
+            "it is a {}, not a tensor",
+            value.dtype()
+        )));
+    };
+    match ty {
+        TensorElementType::Bool => tensor(values(value), TensorData::Bool),
+        TensorElementType::Uint8 => tensor(values(value), TensorData::U8),
+        TensorElementType::Uint16 => tensor(values(value), TensorData::U16),
+        TensorElementType::Uint32 => tensor(values(value), TensorData::U32),
+        TensorElementType::Uint64 => tensor(values(value), TensorData::U64),
+        TensorElementType::Int8 => tensor(values(value), TensorData::I8),
+        TensorElementType::Int16 => tensor(values(value), TensorData::I16),
+        TensorElementType::Int32 => tensor(values(value), TensorData::I32),
+        TensorElementType::Int64 => tensor(values(value), TensorData::I64),
+        TensorElementType::Float16 => tensor(values(value), TensorData::F16),
+        TensorElementType::Bfloat16 => tensor(values(value), TensorData::BF16),
+        TensorElementType::Float32 => tensor(values(value), TensorData::F32),
+        TensorElementType::Float64 => tensor(values(value), TensorData::F64),
+        TensorElementType::String => {
+            let strings = value.try_extract_strings().map(|(shape, strings)| {
+                let bytes = strings.into_iter().map(String::into_bytes).collect();
+                (dims(shape), bytes)
+            });
+            tensor(strings, TensorData::Bytes)
+        }
+        other => Err(Error::internal(format!(
+            "it is of type {other}, which the protocols cannot carry"
+        ))),
+    }
 }
 
 impl Runnable for OrtModel {
@@ -170,12 +260,10 @@ impl Runnable for OrtModel {
             (None, Ok(pixels)) => vec![Input::Pixels(pixels)],
             (_, Err(inputs)) => inputs,
         };
-        let inputs: Vec<Tensor> = inputs.into_iter().map(Input::into_f32).collect();
+        let inputs: Vec<Tensor> = inputs.into_iter().map(Input::into_tensor).collect();
         let mut feed: Vec<(Cow<str>, SessionInputValue)> = Vec::with_capacity(inputs.len());
         for (name, tensor) in self.inputs.iter().zip(&inputs) {
-            let value = TensorRef::from_array_view((tensor.shape.clone(), tensor.data.as_slice()))
-                .map_err(failed)?;
-            feed.push((Cow::Borrowed(name.as_str()), value.into()));
+            feed.push((Cow::Borrowed(name.as_str()), input_value(tensor)?));
         }
         run_session(&mut self.session, &self.outputs, feed)
     }

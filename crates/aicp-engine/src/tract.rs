@@ -2,11 +2,11 @@
 
 use std::path::Path;
 
-use aicp_core::{Error, Input, ModelSignature, Result, Tensor};
+use aicp_core::{Error, Input, ModelSignature, Result, Tensor, TensorData};
 use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::{
-    Datum, Framework, InferenceModelExt, IntoRunnable, IntoTValue, TValue, TVec, TractResult,
-    TypedSimpleState, tract_ndarray, tvec,
+    Datum, DatumType, Framework, InferenceModelExt, IntoRunnable, IntoTValue, TValue, TVec,
+    TractResult, TypedSimpleState, tract_ndarray, tvec,
 };
 
 use crate::{Engine, EngineKind, LoadOptions, Runnable, integer, onnx};
@@ -104,6 +104,93 @@ fn value<T: Datum>(shape: Vec<usize>, data: Vec<T>) -> Result<TValue> {
         .map_err(|e| Error::internal(format!("tract input: {e}")))
 }
 
+/// A request's tensor as tract's, of the same type: moved, not copied (BYTES become the Rust
+/// strings tract holds, so they must be UTF-8).
+pub(crate) fn tract_value(tensor: Tensor) -> Result<TValue> {
+    let Tensor { shape, data } = tensor;
+    match data {
+        TensorData::Bool(v) => value(shape, v),
+        TensorData::U8(v) => value(shape, v),
+        TensorData::U16(v) => value(shape, v),
+        TensorData::U32(v) => value(shape, v),
+        TensorData::U64(v) => value(shape, v),
+        TensorData::I8(v) => value(shape, v),
+        TensorData::I16(v) => value(shape, v),
+        TensorData::I32(v) => value(shape, v),
+        TensorData::I64(v) => value(shape, v),
+        TensorData::F16(v) => value(shape, v),
+        TensorData::F32(v) => value(shape, v),
+        TensorData::F64(v) => value(shape, v),
+        TensorData::BF16(_) => Err(Error::invalid(
+            "tract has no BF16 tensors: serve this model with ONNX Runtime",
+        )),
+        TensorData::Bytes(v) => {
+            let strings = v
+                .into_iter()
+                .enumerate()
+                .map(|(i, bytes)| {
+                    String::from_utf8(bytes).map_err(|_| {
+                        Error::invalid(format!(
+                            "BYTES element {i} is not UTF-8: tract takes strings as text"
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<String>>>()?;
+            value(shape, strings)
+        }
+    }
+}
+
+/// One of tract's values as a tensor of the same type.
+pub(crate) fn tensor_of(value: &TValue) -> Result<Tensor> {
+    fn values<T: Datum + Clone>(value: &TValue) -> Result<Vec<T>> {
+        value
+            .to_plain_array_view::<T>()
+            .map(|view| view.iter().cloned().collect())
+            .map_err(|e| Error::internal(format!("tract output: {e}")))
+    }
+    let data = match value.datum_type() {
+        DatumType::Bool => TensorData::Bool(values(value)?),
+        DatumType::U8 => TensorData::U8(values(value)?),
+        DatumType::U16 => TensorData::U16(values(value)?),
+        DatumType::U32 => TensorData::U32(values(value)?),
+        DatumType::U64 => TensorData::U64(values(value)?),
+        DatumType::I8 => TensorData::I8(values(value)?),
+        DatumType::I16 => TensorData::I16(values(value)?),
+        DatumType::I32 => TensorData::I32(values(value)?),
+        DatumType::I64 => TensorData::I64(values(value)?),
+        DatumType::F16 => TensorData::F16(values(value)?),
+        DatumType::F32 => TensorData::F32(values(value)?),
+        DatumType::F64 => TensorData::F64(values(value)?),
+        DatumType::String => TensorData::Bytes(
+            values::<String>(value)?
+                .into_iter()
+                .map(String::into_bytes)
+                .collect(),
+        ),
+        // Shapes tract computes symbolically come out as its dimension type: ONNX says INT64.
+        DatumType::TDim => {
+            let integers = value
+                .cast_to::<i64>()
+                .map_err(|e| Error::internal(format!("tract output: {e}")))?;
+            TensorData::I64(
+                integers
+                    .to_plain_array_view::<i64>()
+                    .map_err(|e| Error::internal(format!("tract output: {e}")))?
+                    .iter()
+                    .copied()
+                    .collect(),
+            )
+        }
+        other => {
+            return Err(Error::internal(format!(
+                "tract gave an output of type {other:?}, which the protocols cannot carry"
+            )));
+        }
+    };
+    Tensor::new(value.shape().to_vec(), data)
+}
+
 impl Runnable for TractModel {
     fn run(&mut self, inputs: Vec<Input>) -> Result<Vec<Tensor>> {
         // Pixels as they are to a model that takes them as its quantised input.
@@ -115,10 +202,7 @@ impl Runnable for TractModel {
                 // Any other pixels are normalised on the host.
                 let values = inputs
                     .into_iter()
-                    .map(|input| {
-                        let tensor = input.into_f32();
-                        value(tensor.shape, tensor.data)
-                    })
+                    .map(|input| tract_value(input.into_tensor()))
                     .collect::<Result<TVec<TValue>>>()?;
                 (&mut self.state, values)
             }
@@ -126,20 +210,6 @@ impl Runnable for TractModel {
         let outputs = state
             .run(values)
             .map_err(|e| Error::internal(format!("tract inference failed: {e:#}")))?;
-        outputs
-            .iter()
-            .map(|value| {
-                let value = value
-                    .cast_to::<f32>()
-                    .map_err(|e| Error::internal(format!("tract output is not numeric: {e}")))?;
-                let view = value
-                    .to_plain_array_view::<f32>()
-                    .map_err(|e| Error::internal(format!("tract output: {e}")))?;
-                Ok(Tensor {
-                    shape: view.shape().to_vec(),
-                    data: view.iter().copied().collect(),
-                })
-            })
-            .collect()
+        outputs.iter().map(tensor_of).collect()
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use aicp_core::{
     Backend, Batching, DataType, Input, ModelMetadata, ModelSignature, OutputKind, PixelScale,
-    Tensor, TensorSpec,
+    Tensor, TensorData, TensorSpec,
 };
 use aicp_engine::{Engine, EngineKind, LoadOptions, Runnable, onnx};
 
@@ -32,6 +32,7 @@ pub(crate) fn load_version(
     batching: &Batching,
 ) -> std::result::Result<ServedModel, String> {
     let info = onnx::inspect(file).map_err(|e| e.message)?;
+    check_types(&info.signature)?;
     check_sample_sizes(&info.signature)?;
     let backend = metadata.backend.unwrap_or_default();
     let engine = engines.pick(backend, info.quantized)?;
@@ -74,21 +75,24 @@ pub(crate) fn load_version(
             batching,
         )
     };
-    let (engine, (policy, stats, scheduler)) = match load(engine) {
+    let mut notes = Vec::new();
+    let (engine, (policy, stats, scheduler, warmed)) = match load(engine) {
         Ok(started) => (engine, started),
-        // A model the GPU engine cannot run (an operator it lacks, an answer that differs from
-        // the CPU's) is served on the CPU rather than not at all.
+        // A model the GPU engine cannot run (a type or an operator it lacks, an answer that
+        // differs from the CPU's) is served on the CPU rather than not at all.
         Err(reason) if engine.kind() == EngineKind::Cuda => {
             let cpu = engines.cpu();
-            tracing::warn!(
-                "model {name:?} version {version} cannot run on the GPU ({reason}); {} serves it \
-                 on the CPU",
-                cpu.kind()
-            );
+            let note = format!("served on the CPU by {}: {reason}", cpu.kind());
+            tracing::warn!("model {name:?} version {version} cannot run on the GPU; {note}");
+            notes.push(note);
             (cpu, load(cpu)?)
         }
         Err(reason) => return Err(reason),
     };
+    if let Err(reason) = warmed {
+        tracing::warn!("model {name:?} version {version}: {reason}; it serves all the same");
+        notes.push(reason);
+    }
     Ok(ServedModel {
         name: name.to_string(),
         version,
@@ -99,13 +103,23 @@ pub(crate) fn load_version(
         output,
         metadata: metadata.clone(),
         policy,
+        notes,
         stats,
         scheduler,
     })
 }
 
-/// Loads a model version's instances on `engine`, warms each up and starts its scheduler, with
-/// the batching policy its model.toml, the server's flags and the engine's device give.
+/// What [`start_instances`] started, and how the warm-up went (its failure is not the load's).
+type Started = (
+    Policy,
+    Arc<Stats>,
+    Scheduler,
+    std::result::Result<(), String>,
+);
+
+/// Loads a model version's instances on `engine`, warms each up (best effort) and starts its
+/// scheduler, with the batching policy its model.toml, the server's flags and the engine's
+/// device give.
 #[allow(clippy::too_many_arguments)]
 fn start_instances(
     name: &str,
@@ -116,31 +130,63 @@ fn start_instances(
     pixels: Option<PixelScale>,
     engine: &dyn Engine,
     batching: &Batching,
-) -> std::result::Result<(Policy, Arc<Stats>, Scheduler), String> {
+) -> std::result::Result<Started, String> {
     let device = if engine.kind() == EngineKind::Cuda {
         Device::Gpu
     } else {
         Device::Cpu
     };
-    // Batched when every input's first dimension varies: Triton's rule, which its clients follow.
-    let batched = !signature.inputs.is_empty()
-        && signature
-            .inputs
-            .iter()
-            .all(|spec| spec.shape.first().is_some_and(Option::is_none));
-    let policy = Policy::resolve(metadata.batching.as_ref(), batching, device, batched)?;
+    let policy = Policy::resolve(
+        metadata.batching.as_ref(),
+        batching,
+        device,
+        batches(signature),
+    )?;
     // Each instance is its own copy of the model, so instances never wait on each other.
     let mut runnables = Vec::with_capacity(policy.instances);
+    let mut warmed = Ok(());
     for _ in 0..policy.instances {
         let mut runnable = engine
             .load(file, signature, &LoadOptions { pixels })
             .map_err(|e| e.message)?;
-        warm_up(runnable.as_mut(), signature)?;
+        if warmed.is_ok() {
+            warmed = warm_up(runnable.as_mut(), signature);
+        }
         runnables.push(runnable);
     }
     let stats = Arc::new(Stats::new(name, version));
     let scheduler = Scheduler::start(name, policy.clone(), runnables, stats.clone())?;
-    Ok((policy, stats, scheduler))
+    Ok((policy, stats, scheduler, warmed))
+}
+
+/// Whether a model batches: it has inputs, and every input and every output has a first
+/// dimension that varies, so that requests can be stacked along it and the outputs split
+/// along it again. Triton's rule, which its clients follow; any other model runs each request
+/// alone, exactly as it came.
+fn batches(signature: &ModelSignature) -> bool {
+    !signature.inputs.is_empty()
+        && signature
+            .inputs
+            .iter()
+            .chain(&signature.outputs)
+            .all(TensorSpec::varies_first)
+}
+
+/// Refuses a model with an input or output of a type the protocols have no name for (complex
+/// numbers, 8-bit floats, ...), naming it.
+fn check_types(signature: &ModelSignature) -> std::result::Result<(), String> {
+    let inputs = signature.inputs.iter().map(|spec| ("input", spec));
+    let outputs = signature.outputs.iter().map(|spec| ("output", spec));
+    for (role, spec) in inputs.chain(outputs) {
+        if spec.datatype == DataType::Other {
+            return Err(format!(
+                "{role} {:?} has an element type aicp cannot carry: the protocols name BOOL, \
+                 the integer and floating-point types and BYTES",
+                spec.name
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The most values one sample of a model's input may declare: 2^26, 256 MiB as FP32, far past
@@ -150,19 +196,25 @@ fn start_instances(
 pub const MAX_SAMPLE_VALUES: usize = 1 << 26;
 
 /// The shape of one sample of `spec` as the warm-up feeds it (variable dimensions as 1), and its
-/// number of values.
-fn sample_shape(spec: &TensorSpec) -> (Vec<usize>, Option<usize>) {
-    let shape: Vec<usize> = spec.shape.iter().map(|d| d.unwrap_or(1)).collect();
+/// number of values; `None` when the model leaves the input's rank open.
+fn sample_shape(spec: &TensorSpec) -> Option<(Vec<usize>, Option<usize>)> {
+    let shape: Vec<usize> = spec
+        .shape
+        .as_ref()?
+        .iter()
+        .map(|d| d.unwrap_or(1))
+        .collect();
     let values = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
-    (shape, values)
+    Some((shape, values))
 }
 
 /// Refuses a model whose input samples are larger than [`MAX_SAMPLE_VALUES`].
 fn check_sample_sizes(signature: &ModelSignature) -> std::result::Result<(), String> {
     for spec in &signature.inputs {
         match sample_shape(spec) {
-            (_, Some(values)) if values <= MAX_SAMPLE_VALUES => {}
-            (shape, _) => {
+            None => {}
+            Some((_, Some(values))) if values <= MAX_SAMPLE_VALUES => {}
+            Some((shape, _)) => {
                 return Err(format!(
                     "input {:?} declares samples of shape {shape:?}, more than {MAX_SAMPLE_VALUES} \
                      values (256 MiB as FP32): no request could carry one, and the model is \
@@ -175,26 +227,32 @@ fn check_sample_sizes(signature: &ModelSignature) -> std::result::Result<(), Str
     Ok(())
 }
 
-/// Runs one all-zero sample through a model instance, so the first request does not pay for
-/// lazy initialisation, and a model that cannot run is reported now rather than at the first
-/// request. The sample's size was checked at load ([`check_sample_sizes`]).
+/// Runs one sample of zeros of each input's declared type through a model instance, so the
+/// first request does not pay for lazy initialisation. Best effort: zeros are not every model's
+/// valid input (a OneHot depth, a Range's step), and a model whose warm-up fails still serves;
+/// the caller reports why. The sample's size was checked at load ([`check_sample_sizes`]).
 fn warm_up(
     runnable: &mut dyn Runnable,
     signature: &ModelSignature,
 ) -> std::result::Result<(), String> {
+    let failed = |why: String| format!("warm-up inference failed: {why}");
     let inputs = signature
         .inputs
         .iter()
         .map(|spec| {
-            let (shape, values) = sample_shape(spec);
-            Input::from(Tensor {
-                shape,
-                data: vec![0.0; values.unwrap_or(0)],
-            })
+            let (shape, values) = sample_shape(spec).ok_or_else(|| {
+                failed(format!(
+                    "input {:?} declares no shape to make a sample of",
+                    spec.name
+                ))
+            })?;
+            let data =
+                TensorData::zeros(spec.datatype, values.unwrap_or(0)).map_err(|e| e.message)?;
+            Ok(Input::from(Tensor { shape, data }))
         })
-        .collect::<Vec<_>>();
+        .collect::<std::result::Result<Vec<_>, String>>()?;
     runnable
         .run(inputs)
         .map(|_| ())
-        .map_err(|e| format!("warm-up inference failed: {}", e.message))
+        .map_err(|e| failed(e.message))
 }

@@ -471,7 +471,7 @@ mod tests {
 
     /// One sample of the model's input.
     fn digit() -> crate::InferInput {
-        Tensor::new(vec![1, 784], vec![0.5; 784]).unwrap().into()
+        Tensor::new(vec![1, 784], vec![0.5f32; 784]).unwrap().into()
     }
 
     fn served(repository: &Repository, version: u64) -> Arc<ServedModel> {

@@ -292,13 +292,14 @@ fn still_wanted(job: Job) -> Option<Job> {
     Some(job)
 }
 
-/// Whether two requests can share an engine run: both floats or both pixels, and every input
-/// has the same shape after the batch dimension (always true for models whose sample shape is
-/// fixed).
+/// Whether two requests can share an engine run: every input of the same kind (tensors or
+/// pixels) and type, and of the same shape after the batch dimension (always true for models
+/// whose sample shape is fixed).
 fn stackable(a: &Job, b: &Job) -> bool {
     a.inputs.len() == b.inputs.len()
         && a.inputs.iter().zip(&b.inputs).all(|(x, y)| {
             std::mem::discriminant(x) == std::mem::discriminant(y)
+                && x.datatype() == y.datatype()
                 && x.shape().get(1..) == y.shape().get(1..)
         })
 }
@@ -429,16 +430,10 @@ fn split(outputs: Vec<Tensor>, replies: &[Reply], samples: usize) -> Result<Vec<
                 output.shape
             )));
         }
-        let per_sample = output.data.len() / samples.max(1);
         let mut start = 0;
         for (answer, reply) in answers.iter_mut().zip(replies) {
-            let end = start + reply.samples * per_sample;
-            let mut shape = output.shape.clone();
-            shape[0] = reply.samples;
-            answer.push(Tensor {
-                shape,
-                data: output.data[start..end].to_vec(),
-            });
+            let end = start + reply.samples;
+            answer.push(output.rows(start, end));
             start = end;
         }
     }
@@ -470,15 +465,14 @@ mod tests {
                 turnstile.started.lock().unwrap().send(()).ok();
                 turnstile.gate.lock().unwrap().recv().ok();
             }
-            let input = &inputs.into_iter().next().unwrap().into_f32();
-            if input.data.first() == Some(&-1.0) {
+            let input = &inputs.into_iter().next().unwrap().into_tensor();
+            let values = input.as_f32().unwrap();
+            if values.first() == Some(&-1.0) {
                 panic!("asked to fail");
             }
             self.runs.lock().unwrap().push(input.shape[0]);
-            Ok(vec![Tensor {
-                shape: input.shape.clone(),
-                data: input.data.iter().map(|v| v * 2.0).collect(),
-            }])
+            let doubled: Vec<f32> = values.iter().map(|v| v * 2.0).collect();
+            Ok(vec![Tensor::new(input.shape.clone(), doubled)?])
         }
     }
 
@@ -538,10 +532,9 @@ mod tests {
     }
 
     fn sample(value: f32, samples: usize) -> Vec<Input> {
-        vec![Input::F32(Tensor {
-            shape: vec![samples, 2],
-            data: vec![value; samples * 2],
-        })]
+        vec![Input::from(
+            Tensor::new(vec![samples, 2], vec![value; samples * 2]).unwrap(),
+        )]
     }
 
     /// `samples` samples of two pixels each, all `pixel`, mapped onto [0, 255 * 0.5].
@@ -596,7 +589,11 @@ mod tests {
         for (request, doubled) in waiting {
             let done = request.await.unwrap().unwrap();
             assert!(
-                done.outputs[0].data.iter().all(|&v| v == doubled),
+                done.outputs[0]
+                    .as_f32()
+                    .unwrap()
+                    .iter()
+                    .all(|&v| v == doubled),
                 "{done:?}"
             );
         }
@@ -622,13 +619,19 @@ mod tests {
         for _ in 0..12 {
             test.open.send(()).unwrap();
         }
-        assert_eq!(first.await.unwrap().unwrap().outputs[0].data, vec![0.0; 2]);
+        assert_eq!(
+            first.await.unwrap().unwrap().outputs[0].as_f32().unwrap(),
+            vec![0.0; 2]
+        );
         for (i, request) in waiting.into_iter().enumerate() {
             let value = (i + 1) as f32;
             let samples = 1 + (i + 1) % 2;
             let done = request.await.unwrap().unwrap();
             assert_eq!(done.outputs[0].shape, vec![samples, 2]);
-            assert_eq!(done.outputs[0].data, vec![value * 2.0; samples * 2]);
+            assert_eq!(
+                done.outputs[0].as_f32().unwrap(),
+                vec![value * 2.0; samples * 2]
+            );
         }
         let runs = test.runs.lock().unwrap().clone();
         // 15 samples waited: at most 8 per run, so two runs after the first.
@@ -710,7 +713,10 @@ mod tests {
             tokio::spawn(async move { scheduler.submit(sample(5.0, 1), 1, None).await })
         };
         test.open.send(()).unwrap();
-        assert_eq!(fresh.await.unwrap().unwrap().outputs[0].data, vec![10.0; 2]);
+        assert_eq!(
+            fresh.await.unwrap().unwrap().outputs[0].as_f32().unwrap(),
+            vec![10.0; 2]
+        );
         assert_eq!(test.runs.lock().unwrap().clone(), vec![1, 1]);
         assert_eq!(test.stats.snapshot().execution_count, 2);
     }
@@ -722,7 +728,7 @@ mod tests {
 
     impl Runnable for Unprepared {
         fn run(&mut self, inputs: Vec<Input>) -> Result<Vec<Tensor>> {
-            Ok(inputs.into_iter().map(Input::into_f32).collect())
+            Ok(inputs.into_iter().map(Input::into_tensor).collect())
         }
 
         fn prepare_thread(&mut self) -> Result<()> {
@@ -777,6 +783,6 @@ mod tests {
         assert_eq!(err.kind, ErrorKind::Internal);
         assert!(err.message.contains("asked to fail"), "{err}");
         let done = scheduler.submit(sample(1.0, 1), 1, None).await.unwrap();
-        assert_eq!(done.outputs[0].data, vec![2.0; 2]);
+        assert_eq!(done.outputs[0].as_f32().unwrap(), vec![2.0; 2]);
     }
 }

@@ -26,6 +26,10 @@ pub struct ServedModel {
     pub metadata: Arc<ModelMetadata>,
     /// How its requests are queued, batched and run.
     pub policy: Policy,
+    /// What a user should know about how it serves: the engine it fell back from and why, a
+    /// warm-up that failed (the model serves; its first request pays what the warm-up would
+    /// have).
+    pub notes: Vec<String>,
     pub stats: Arc<Stats>,
     /// Its queue and engine instances.
     pub scheduler: Scheduler,

@@ -6,9 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use aicp_core::{
-    DataType, Error, ErrorKind, Input, Pixels, Result, Tensor, TensorData, TensorSpec,
-};
+use aicp_core::{Error, ErrorKind, Input, Pixels, Result, Tensor, TensorData, TensorSpec};
 
 use crate::repository::Repository;
 use crate::served::ServedModel;
@@ -52,12 +50,12 @@ impl InferInput {
 }
 
 impl From<Tensor> for InferInput {
-    /// A float32 tensor for a model's only input.
+    /// A tensor for a model's only input.
     fn from(tensor: Tensor) -> Self {
         Self {
             name: None,
             shape: tensor.shape,
-            data: TensorData::F32(tensor.data),
+            data: tensor.data,
         }
     }
 }
@@ -222,11 +220,11 @@ impl Runtime {
     }
 }
 
-/// Matches `inputs` to the model's inputs by name, converts each to the type the model takes
-/// and reshapes it to the model's declared shape (a reshape: the data is not copied). Returns
-/// the batch size and one input per model input, in the model's order: float32, or for UINT8
-/// data sent to a model that takes pixels, the pixels as they came, for the engine to
-/// normalise.
+/// Matches `inputs` to the model's inputs by name, checks each against its spec (the model's
+/// own type, a shape that fits) and gives it the model's declared shape (a reshape: the data is
+/// not copied). Returns the batch size and one input per model input, in the model's order: the
+/// tensors as they came, or for UINT8 data sent to a model that takes pixels, the pixels, for
+/// the engine to normalise.
 fn prepare_inputs(model: &ServedModel, inputs: Vec<InferInput>) -> Result<(usize, Vec<Input>)> {
     let specs = &model.signature.inputs;
     let names = || {
@@ -278,35 +276,37 @@ fn prepare_inputs(model: &ServedModel, inputs: Vec<InferInput>) -> Result<(usize
         let spec = &specs[0];
         check_count(spec, &input.shape, data.len())?;
         let shape = fit_shape(model, spec, &input.shape)?;
-        let batch = shape.first().copied().unwrap_or(1);
-        check_batch(model, spec, &mut None, batch)?;
+        let batch = check_batch(model, spec, &mut None, &shape)?;
         return Ok((batch, vec![Pixels { shape, data, scale }.into()]));
     }
     let mut batch = None;
     let mut tensors = Vec::with_capacity(specs.len());
     for (spec, input) in specs.iter().zip(slots.into_iter().flatten()) {
         let tensor = prepare_input(model, spec, input)?;
-        check_batch(
-            model,
-            spec,
-            &mut batch,
-            tensor.shape.first().copied().unwrap_or(1),
-        )?;
+        check_batch(model, spec, &mut batch, &tensor.shape)?;
         tensors.push(tensor.into());
     }
     Ok((batch.unwrap_or(1), tensors))
 }
 
-/// Checks that input `spec`'s batch agrees with the other inputs' (`batch`, set by the first)
-/// and fits the model's `max_batch_size`.
+/// For a model that batches: checks that input `spec`'s batch (the first dimension of `shape`)
+/// is at least 1, agrees with the other inputs' (`batch`, set by the first) and fits the
+/// model's `max_batch_size`. Returns the batch: 1 for a model that does not batch.
 fn check_batch(
     model: &ServedModel,
     spec: &TensorSpec,
     batch: &mut Option<usize>,
-    this_batch: usize,
-) -> Result<()> {
+    shape: &[usize],
+) -> Result<usize> {
     if model.max_batch_size() == 0 {
-        return Ok(());
+        return Ok(1);
+    }
+    let this_batch = shape.first().copied().unwrap_or(1);
+    if this_batch == 0 {
+        return Err(Error::invalid(format!(
+            "input {:?}: a batch of 0 samples; send at least one",
+            spec.name
+        )));
     }
     if *batch.get_or_insert(this_batch) != this_batch {
         return Err(Error::invalid(format!(
@@ -322,27 +322,28 @@ fn check_batch(
             model.max_batch_size()
         )));
     }
-    Ok(())
+    Ok(this_batch)
 }
 
-/// Checks one input against its spec, converts it to float32 and gives it the model's shape.
+/// Checks one input against its spec (its type, its shape, its values when model.toml declares
+/// their range) and gives it the model's shape.
 fn prepare_input(model: &ServedModel, spec: &TensorSpec, input: InferInput) -> Result<Tensor> {
-    let in_input = |e: Error| Error::new(e.kind, format!("input {:?}: {}", spec.name, e.message));
-    if spec.datatype != DataType::F32 {
+    let given = input.data.datatype();
+    if given != spec.datatype {
         return Err(Error::invalid(format!(
-            "model {:?} input {:?} is {}; aicp's engines feed FP32 inputs only",
-            model.name, spec.name, spec.datatype
+            "input {:?}: model {:?} takes {}, got {given}",
+            spec.name, model.name, spec.datatype
         )));
     }
     check_count(spec, &input.shape, input.data.len())?;
     let shape = fit_shape(model, spec, &input.shape)?;
-    let data = input.data.into_f32().map_err(in_input)?;
-    if model.signature.inputs.len() == 1 {
-        check_values(model, &data)?;
-    } else {
-        check_finite(&data).map_err(in_input)?;
+    if let (TensorData::F32(values), true) = (&input.data, model.signature.inputs.len() == 1) {
+        check_range(model, values)?;
     }
-    Ok(Tensor { shape, data })
+    Ok(Tensor {
+        shape,
+        data: input.data,
+    })
 }
 
 /// Checks that `shape` (as sent for input `spec`) accounts for exactly `values` values.
@@ -357,8 +358,10 @@ fn check_count(spec: &TensorSpec, shape: &[usize], values: usize) -> Result<()> 
     Ok(())
 }
 
-/// The shape to feed `spec` with data shaped `given`: the model's own shape with the batch of
-/// `given`, when each sample holds the same number of values.
+/// The shape to feed `spec` with data shaped `given`: `given` itself when it fits the model's
+/// declared shape (the same rank, the same size wherever the model fixes one) or when the model
+/// leaves its rank open; or, for a model whose samples have a fixed shape, that shape with the
+/// batch of `given` when each sample holds as many values (`[n, 784]` feeds `[n, 1, 28, 28]`).
 fn fit_shape(model: &ServedModel, spec: &TensorSpec, given: &[usize]) -> Result<Vec<usize>> {
     let mismatch = |expected: String| {
         Error::invalid(format!(
@@ -368,14 +371,24 @@ fn fit_shape(model: &ServedModel, spec: &TensorSpec, given: &[usize]) -> Result<
             spec.display_shape()
         ))
     };
-    let Some((&batch, sample)) = given.split_first() else {
-        return match spec.shape.as_slice() {
-            [] => Ok(Vec::new()),
-            _ => Err(mismatch("a batch dimension".into())),
-        };
+    let Some(dims) = &spec.shape else {
+        return Ok(given.to_vec());
     };
-    let Some((&model_batch, model_sample)) = spec.shape.split_first() else {
-        return Err(mismatch("a single value".into()));
+    let fits = |dims: &[Option<usize>], given: &[usize]| {
+        dims.len() == given.len()
+            && dims
+                .iter()
+                .zip(given)
+                .all(|(want, have)| want.is_none_or(|w| w == *have))
+    };
+    if fits(dims, given) {
+        return Ok(given.to_vec());
+    }
+    let Some((&batch, sample)) = given.split_first() else {
+        return Err(mismatch("a batch dimension".into()));
+    };
+    let Some((&model_batch, model_sample)) = dims.split_first() else {
+        return Err(mismatch("a single value, shape []".into()));
     };
     if let Some(fixed) = model_batch
         && fixed != batch
@@ -393,53 +406,25 @@ fn fit_shape(model: &ServedModel, spec: &TensorSpec, given: &[usize]) -> Result<
             spec.name,
             spec.display_shape(),
         ))),
-        // A variable dimension after the batch: the shapes must agree where the model fixes them.
-        None => {
-            let fits = sample.len() == model_sample.len()
-                && sample
-                    .iter()
-                    .zip(model_sample)
-                    .all(|(have, want)| want.is_none_or(|w| w == *have));
-            if fits {
-                Ok(given.to_vec())
-            } else {
-                Err(mismatch("a shape that fits".into()))
-            }
-        }
+        None => Err(mismatch("a shape that fits".into())),
     }
 }
 
-fn check_finite(data: &[f32]) -> Result<()> {
-    // One branch-free pass the compiler vectorises; the slow search only runs on bad input.
-    if data.iter().fold(true, |ok, v| ok & v.is_finite()) {
-        return Ok(());
-    }
-    match data.iter().position(|v| !v.is_finite()) {
-        Some(i) => Err(Error::invalid(format!(
-            "input value {} at index {i} is not a finite number",
-            data[i]
-        ))),
-        None => Ok(()),
-    }
-}
-
-/// Rejects non-finite values and values outside the range the model's metadata declares.
-fn check_values(model: &ServedModel, data: &[f32]) -> Result<()> {
+/// Rejects values outside the range the model's metadata declares (NaN and the infinities
+/// included). Without a declared range, every value passes: an attention mask of `-inf` is
+/// normal.
+fn check_range(model: &ServedModel, data: &[f32]) -> Result<()> {
     let Some([low, high]) = model.metadata.input.as_ref().and_then(|i| i.range) else {
-        return check_finite(data);
+        return Ok(());
     };
-    // NaN fails both comparisons, and a finite range excludes the infinities: one vectorised
-    // pass checks everything on the common path.
+    // NaN fails both comparisons: one vectorised pass checks everything on the common path.
     if data
         .iter()
         .fold(true, |ok, &v| ok & (v >= low) & (v <= high))
-        && low.is_finite()
-        && high.is_finite()
     {
         return Ok(());
     }
-    check_finite(data)?;
-    let Some(i) = data.iter().position(|v| *v < low || *v > high) else {
+    let Some(i) = data.iter().position(|v| !(*v >= low && *v <= high)) else {
         return Ok(());
     };
     let max = data.iter().copied().fold(f32::MIN, f32::max);

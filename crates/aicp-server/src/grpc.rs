@@ -14,7 +14,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{Access, Class, Credentials};
-use crate::oip::{self, Output, OutputData, OutputRequest};
+use crate::oip::{self, Output, OutputRequest};
 use crate::shed::InFlight;
 
 /// The generated protocol types, server and client.
@@ -165,7 +165,8 @@ fn read_inputs(tensors: Vec<InferInputTensor>, raw: Vec<Vec<u8>>) -> Result<Vec<
         .collect()
 }
 
-/// Typed contents: each datatype has its field, narrower integers travel widened.
+/// Typed contents: each datatype has its field, narrower integers travel widened; FP16 and BF16
+/// have none (they travel raw).
 fn typed_contents(datatype: DataType, c: InferTensorContents) -> Result<TensorData> {
     fn narrow<W: Copy + std::fmt::Display, N: TryFrom<W>>(
         wide: Vec<W>,
@@ -192,12 +193,59 @@ fn typed_contents(datatype: DataType, c: InferTensorContents) -> Result<TensorDa
         DataType::U64 => TensorData::U64(c.uint64_contents),
         DataType::F32 => TensorData::F32(c.fp32_contents),
         DataType::F64 => TensorData::F64(c.fp64_contents),
+        DataType::Bytes => TensorData::Bytes(c.bytes_contents),
         DataType::F16 | DataType::BF16 => {
             return Err(Error::invalid(format!(
                 "{datatype} has no typed contents field; send it in raw_input_contents"
             )));
         }
-        DataType::String | DataType::Other => return Err(aicp_core::data::unsupported(datatype)),
+        DataType::Other => return Err(aicp_core::data::unsupported(datatype)),
+    })
+}
+
+/// An output's typed contents, each datatype in its field (narrower integers widened); `None`
+/// for FP16 and BF16, which have no field and travel raw.
+fn contents_of(data: TensorData) -> Option<InferTensorContents> {
+    let widened = |values: Vec<i32>| InferTensorContents {
+        int_contents: values,
+        ..Default::default()
+    };
+    let unsigned = |values: Vec<u32>| InferTensorContents {
+        uint_contents: values,
+        ..Default::default()
+    };
+    Some(match data {
+        TensorData::Bool(v) => InferTensorContents {
+            bool_contents: v,
+            ..Default::default()
+        },
+        TensorData::I8(v) => widened(v.into_iter().map(i32::from).collect()),
+        TensorData::I16(v) => widened(v.into_iter().map(i32::from).collect()),
+        TensorData::I32(v) => widened(v),
+        TensorData::I64(v) => InferTensorContents {
+            int64_contents: v,
+            ..Default::default()
+        },
+        TensorData::U8(v) => unsigned(v.into_iter().map(u32::from).collect()),
+        TensorData::U16(v) => unsigned(v.into_iter().map(u32::from).collect()),
+        TensorData::U32(v) => unsigned(v),
+        TensorData::U64(v) => InferTensorContents {
+            uint64_contents: v,
+            ..Default::default()
+        },
+        TensorData::F32(v) => InferTensorContents {
+            fp32_contents: v,
+            ..Default::default()
+        },
+        TensorData::F64(v) => InferTensorContents {
+            fp64_contents: v,
+            ..Default::default()
+        },
+        TensorData::Bytes(v) => InferTensorContents {
+            bytes_contents: v,
+            ..Default::default()
+        },
+        TensorData::F16(_) | TensorData::BF16(_) => return None,
     })
 }
 
@@ -274,7 +322,7 @@ fn classification(parameters: &HashMap<String, InferParameter>) -> Result<Option
 }
 
 /// The response, with raw output contents when the request came raw (as Triton's clients
-/// expect), typed contents otherwise.
+/// expect) or an output has no typed field (FP16, BF16), typed contents otherwise.
 fn encode_response(
     model: &str,
     version: u64,
@@ -282,30 +330,25 @@ fn encode_response(
     outputs: Vec<Output>,
     raw: bool,
 ) -> ModelInferResponse {
+    let raw = raw
+        || outputs
+            .iter()
+            .any(|o| matches!(o.data, TensorData::F16(_) | TensorData::BF16(_)));
     let mut raw_output_contents = Vec::new();
     let outputs = outputs
         .into_iter()
         .map(|o| {
             let mut tensor = InferOutputTensor {
                 name: o.name,
-                datatype: o.data.datatype().to_string(),
+                datatype: o.data.datatype().name().to_string(),
                 shape: o.shape.iter().map(|&d| d as i64).collect(),
                 parameters: HashMap::new(),
                 contents: None,
             };
             if raw {
-                raw_output_contents.push(o.data.to_bytes());
+                raw_output_contents.push(o.data.to_le_bytes());
             } else {
-                tensor.contents = Some(match o.data {
-                    OutputData::F32(values) => InferTensorContents {
-                        fp32_contents: values,
-                        ..Default::default()
-                    },
-                    OutputData::Bytes(strings) => InferTensorContents {
-                        bytes_contents: strings.into_iter().map(String::into_bytes).collect(),
-                        ..Default::default()
-                    },
-                });
+                tensor.contents = contents_of(o.data);
             }
             tensor
         })
@@ -613,7 +656,7 @@ fn proto_datatype(datatype: DataType) -> proto::DataType {
         DataType::BF16 => P::TypeBf16,
         DataType::F32 => P::TypeFp32,
         DataType::F64 => P::TypeFp64,
-        DataType::String => P::TypeString,
+        DataType::Bytes => P::TypeString,
         DataType::Other => P::TypeInvalid,
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use aicp_core::{Error, NestedArray, OutputKind, Tensor, TensorSpec};
+use aicp_core::{Error, NestedArray, OutputKind, Tensor, TensorData, TensorSpec};
 use aicp_runtime::{
     EngineKind, ModelEntry, ModelState, QueueState, Runtime, ServedModel, VersionState, top_k,
 };
@@ -113,7 +113,7 @@ pub async fn classify(
     classifies(&model)?;
     let input = Tensor {
         shape: vec![batch, image_data.data.len() / batch],
-        data: image_data.data,
+        data: floats_for(&model, image_data.data)?,
     };
     let response = runtime.run(model, vec![input.into()], deadline).await?;
     let mut results = predictions(&response.model, &response.outputs, request.top_k);
@@ -227,16 +227,55 @@ fn image_batch(model: &ServedModel, shape: &[usize]) -> ApiResult<(usize, bool)>
     }
 }
 
-/// Checks, before a request runs, that `model` has what [`predictions`] reads: a 2-D first
-/// output, one row of class scores per sample.
+/// The ML API's float arrays as the model's first input takes them: the one conversion this
+/// API makes, to the input's own floating-point type. A model whose first input is not
+/// floating-point is refused, and pointed to the Open Inference Protocol, which takes any type.
+fn floats_for(model: &ServedModel, values: Vec<f32>) -> ApiResult<TensorData> {
+    let spec = model.signature.inputs.first().ok_or_else(|| {
+        Error::invalid(format!(
+            "model {:?} takes no inputs; run it with POST /v2/models/{}/infer",
+            model.name, model.name
+        ))
+    })?;
+    TensorData::float_as(values, spec.datatype).map_err(|e| {
+        Error::invalid(format!(
+            "model {:?} input {:?}: {}; the ML API sends numbers as floats, so send this model's \
+             tensors with the Open Inference Protocol (POST /v2/models/{}/infer)",
+            model.name, spec.name, e.message, model.name
+        ))
+        .into()
+    })
+}
+
+/// Checks, before a request runs, that `model` has what [`predictions`] reads: a numeric 2-D
+/// first output, one row of class scores per sample.
 pub(crate) fn classifies(model: &ServedModel) -> ApiResult<()> {
     match model.signature.outputs.first() {
-        Some(output) if output.shape.len() == 2 => Ok(()),
+        Some(output)
+            if output.shape.as_ref().is_some_and(|dims| dims.len() == 2)
+                && output.datatype != aicp_core::DataType::Bytes =>
+        {
+            Ok(())
+        }
         _ => Err(Error::invalid(format!(
-            "model {:?} has no 2-D first output to classify with",
+            "model {:?} has no numeric 2-D first output to classify with",
             model.name
         ))
         .into()),
+    }
+}
+
+/// A numeric output's values as float32, for scoring classes.
+fn scores(tensor: &Tensor) -> Vec<f32> {
+    match tensor.as_f32() {
+        Some(values) => values.to_vec(),
+        None => tensor
+            .data
+            .to_f64()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v as f32)
+            .collect(),
     }
 }
 
@@ -247,12 +286,11 @@ pub(crate) fn predictions(
     outputs: &[Tensor],
     k: usize,
 ) -> Vec<Vec<Prediction>> {
-    let Some(scores) = outputs.first() else {
+    let Some(first) = outputs.first() else {
         return Vec::new();
     };
-    let classes = scores.shape.last().copied().unwrap_or(1).max(1);
-    scores
-        .data
+    let classes = first.shape.last().copied().unwrap_or(1).max(1);
+    scores(first)
         .chunks(classes)
         .map(|row| {
             top_k(&model.probabilities(row), k)
@@ -297,10 +335,15 @@ pub struct InferenceRequest {
 pub struct OutputTensor {
     /// The model output.
     name: String,
+    /// Its element type: `FP32`, `INT64`, `BYTES`, ...
+    #[schema(value_type = String, example = "FP32")]
+    datatype: aicp_core::DataType,
     /// Batch first.
     shape: Vec<usize>,
-    /// The values, row-major (probabilities with `apply_softmax`).
-    data: Vec<f32>,
+    /// The values, row-major (probabilities with `apply_softmax`), as JSON numbers, `true` and
+    /// `false`, or strings.
+    #[schema(value_type = Vec<Value>)]
+    data: TensorData,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -363,7 +406,7 @@ pub async fn inference(
     }
     let input = Tensor {
         shape,
-        data: input_data.data,
+        data: floats_for(&model, input_data.data)?,
     };
     let response = runtime.run(model, vec![input.into()], deadline).await?;
     let model = &response.model;
@@ -371,18 +414,25 @@ pub async fn inference(
         .outputs
         .iter()
         .zip(&model.signature.outputs)
-        .map(|(tensor, spec)| OutputTensor {
-            name: spec.name.clone(),
-            shape: tensor.shape.clone(),
-            data: if request.apply_softmax && tensor.shape.len() == 2 {
-                tensor
-                    .data
+        .map(|(tensor, spec)| {
+            let softmax = request.apply_softmax
+                && tensor.shape.len() == 2
+                && tensor.datatype() != aicp_core::DataType::Bytes;
+            let data = if softmax {
+                let values: Vec<f32> = scores(tensor)
                     .chunks(tensor.shape[1].max(1))
                     .flat_map(|row| model.probabilities(row))
-                    .collect()
+                    .collect();
+                TensorData::F32(values)
             } else {
                 tensor.data.clone()
-            },
+            };
+            OutputTensor {
+                name: spec.name.clone(),
+                datatype: data.datatype(),
+                shape: tensor.shape.clone(),
+                data,
+            }
         })
         .collect();
     let predictions = match request.top_k {
@@ -476,6 +526,10 @@ pub struct VersionInfo {
     /// Why its changed files failed to load again; the previous load still serves.
     #[serde(skip_serializing_if = "Option::is_none")]
     reload_error: Option<String>,
+    /// What to know about how it serves (ready versions): the engine it fell back from and why,
+    /// a warm-up that failed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    notes: Vec<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -534,6 +588,7 @@ fn describe(entry: &ModelEntry) -> ModelInfo {
                 queue: served.map(|m| m.scheduler.state()),
                 reason,
                 reload_error: v.reload_error.clone(),
+                notes: served.map(|m| m.notes.clone()).unwrap_or_default(),
             }
         })
         .collect();

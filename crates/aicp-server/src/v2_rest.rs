@@ -21,7 +21,7 @@ use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
 use crate::error::{V2Error, V2ErrorBody, body, parse_json};
-use crate::oip::{self, Output, OutputData, OutputRequest};
+use crate::oip::{self, Output, OutputRequest};
 
 /// The binary tensor data extension's header: the length of the JSON part of a body.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -299,15 +299,16 @@ pub struct InputJson<'a> {
     name: String,
     /// Batch first.
     shape: Vec<u64>,
-    /// `BOOL`, `UINT8`..`UINT64`, `INT8`..`INT64`, `FP16`, `BF16`, `FP32`, `FP64`.
+    /// `BOOL`, `UINT8`..`UINT64`, `INT8`..`INT64`, `FP16`, `BF16`, `FP32`, `FP64`, `BYTES`:
+    /// the model input's own type.
     #[schema(example = "FP32")]
     datatype: String,
     /// `binary_data_size`: the tensor's bytes follow the JSON header instead of `data`.
     #[serde(default)]
     #[schema(value_type = Object)]
     parameters: Map<String, Value>,
-    /// The values, flat or nested, in row-major order. Read once the datatype is known,
-    /// without building a JSON tree.
+    /// The values, flat or nested, in row-major order: numbers, `true`/`false` for BOOL,
+    /// strings for BYTES. Read once the datatype is known, without building a JSON tree.
     #[serde(borrow, default)]
     #[schema(value_type = Option<Vec<Value>>)]
     data: Option<&'a RawValue>,
@@ -344,7 +345,7 @@ pub struct InferResponseJson<'a> {
 pub struct OutputJsonOut<'a> {
     /// The model output.
     name: &'a str,
-    /// The element type, as for inputs (`BYTES` for classification).
+    /// The output's own element type, as for inputs (`BYTES` for classification).
     datatype: &'static str,
     /// Batch first.
     #[schema(value_type = Vec<u64>)]
@@ -353,22 +354,11 @@ pub struct OutputJsonOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     parameters: Option<Value>,
-    /// The values in row-major order (absent when returned as binary).
+    /// The values in row-major order (absent when returned as binary): numbers, `true` and
+    /// `false`, or strings.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<Value>>)]
-    data: Option<&'a OutputData>,
-}
-
-impl Serialize for OutputData {
-    fn serialize<S: serde::Serializer>(
-        &self,
-        serializer: S,
-    ) -> std::result::Result<S::Ok, S::Error> {
-        match self {
-            OutputData::F32(values) => values.serialize(serializer),
-            OutputData::Bytes(strings) => strings.serialize(serializer),
-        }
-    }
+    data: Option<&'a TensorData>,
 }
 
 /// Inference on a model's default version. The body is the JSON request, or with binary
@@ -425,7 +415,7 @@ pub async fn infer(
         response.model.version,
         request.id,
         &outputs,
-    ))
+    )?)
 }
 
 /// An infer request's body read: its JSON, and the raw tensor bytes after it (the binary data
@@ -580,14 +570,20 @@ fn count(parameters: &Map<String, Value>, key: &str) -> Result<Option<usize>> {
 }
 
 /// The response: JSON alone, or JSON followed by the binary outputs' raw bytes with the
-/// `Inference-Header-Content-Length` header.
-fn encode_response(model: &str, version: u64, id: Option<String>, outputs: &[Output]) -> Response {
+/// `Inference-Header-Content-Length` header. Fails when an output asked for as JSON holds bytes
+/// that are not UTF-8, which JSON cannot carry (as binary data, they can).
+fn encode_response(
+    model: &str,
+    version: u64,
+    id: Option<String>,
+    outputs: &[Output],
+) -> Result<Response> {
     let mut raw = Vec::new();
     let described: Vec<OutputJsonOut> = outputs
         .iter()
         .map(|o| {
             let (parameters, data) = if o.binary {
-                let bytes = o.data.to_bytes();
+                let bytes = o.data.to_le_bytes();
                 let size = bytes.len();
                 raw.extend_from_slice(&bytes);
                 (Some(json!({ "binary_data_size": size })), None)
@@ -596,7 +592,7 @@ fn encode_response(model: &str, version: u64, id: Option<String>, outputs: &[Out
             };
             OutputJsonOut {
                 name: &o.name,
-                datatype: o.data.datatype(),
+                datatype: o.data.datatype().name(),
                 shape: &o.shape,
                 parameters,
                 data,
@@ -609,18 +605,17 @@ fn encode_response(model: &str, version: u64, id: Option<String>, outputs: &[Out
         id,
         outputs: described,
     };
-    // Plain data with string keys always serialises.
-    let mut body = serde_json::to_vec(&header).unwrap_or_default();
+    let mut body = serde_json::to_vec(&header).map_err(|e| Error::invalid(e.to_string()))?;
     if !outputs.iter().any(|o| o.binary) {
-        return (
+        return Ok((
             [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
             body,
         )
-            .into_response();
+            .into_response());
     }
     let json_length = body.len();
     body.extend_from_slice(&raw);
-    (
+    Ok((
         [
             (
                 CONTENT_TYPE,
@@ -633,7 +628,7 @@ fn encode_response(model: &str, version: u64, id: Option<String>, outputs: &[Out
         ],
         body,
     )
-        .into_response()
+        .into_response())
 }
 
 #[cfg(test)]

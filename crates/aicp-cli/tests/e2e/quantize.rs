@@ -71,20 +71,18 @@ fn text(out: &Output) -> String {
 /// The held-out digits as one batch, and their labels.
 fn test_batch(n: usize) -> (Tensor, Vec<u8>) {
     let digits = digits(n);
-    let data = digits.iter().flat_map(|(x, _)| x.clone()).collect();
+    let data: Vec<f32> = digits.iter().flat_map(|(x, _)| x.clone()).collect();
     let labels = digits.iter().map(|(_, l)| *l).collect();
-    (
-        Tensor {
-            shape: vec![n, 1, 28, 28],
-            data,
-        },
-        labels,
-    )
+    (Tensor::new(vec![n, 1, 28, 28], data).unwrap(), labels)
+}
+
+/// A float32 tensor's values.
+fn floats(tensor: &Tensor) -> &[f32] {
+    tensor.as_f32().expect("a float32 tensor")
 }
 
 fn top_classes(logits: &Tensor) -> Vec<usize> {
-    logits
-        .data
+    floats(logits)
         .chunks(10)
         .map(|row| (0..10).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap())
         .collect()
@@ -184,7 +182,7 @@ fn both_bundled_models_quantise_within_half_a_point_and_run_alike_on_both_engine
         let on_tract = on_tract_model.run(vec![batch.clone().into()]).unwrap();
         let mut on_ort_model = load(&ort, &int8_path, Some(scale));
         let on_ort = on_ort_model.run(vec![batch.clone().into()]).unwrap();
-        let difference = aicp_core::tensor::max_difference(&on_tract[0].data, &on_ort[0].data);
+        let difference = aicp_core::max_difference(floats(&on_tract[0]), floats(&on_ort[0]));
         assert!(
             difference <= 1e-4,
             "{model}: tract and onnxruntime differ by {difference}"
@@ -197,13 +195,10 @@ fn both_bundled_models_quantise_within_half_a_point_and_run_alike_on_both_engine
             .count();
         assert!(right >= 450, "{model}: {right} of 500 right");
         for i in [0, 7, 499] {
-            let alone = Tensor {
-                shape: vec![1, 1, 28, 28],
-                data: batch.data[i * 784..(i + 1) * 784].to_vec(),
-            };
+            let alone = batch.rows(i, i + 1);
             let single = on_ort_model.run(vec![alone.into()]).unwrap();
-            let in_batch = &on_ort[0].data[i * 10..(i + 1) * 10];
-            let difference = aicp_core::tensor::max_difference(&single[0].data, in_batch);
+            let in_batch = &floats(&on_ort[0])[i * 10..(i + 1) * 10];
+            let difference = aicp_core::max_difference(floats(&single[0]), in_batch);
             assert!(
                 difference <= 1e-5,
                 "{model} sample {i}: alone vs batched differ by {difference}"
@@ -219,8 +214,7 @@ fn both_bundled_models_quantise_within_half_a_point_and_run_alike_on_both_engine
         );
         let pixels = Pixels {
             shape: batch.shape.clone(),
-            data: batch
-                .data
+            data: floats(&batch)
                 .iter()
                 .map(|v| (v * 255.0).round() as u8)
                 .collect(),
@@ -231,8 +225,7 @@ fn both_bundled_models_quantise_within_half_a_point_and_run_alike_on_both_engine
             ("tract", &mut on_tract_model),
         ] {
             let from_pixels = runnable.run(vec![pixels.clone().into()]).unwrap();
-            let difference =
-                aicp_core::tensor::max_difference(&from_pixels[0].data, &on_ort[0].data);
+            let difference = aicp_core::max_difference(floats(&from_pixels[0]), floats(&on_ort[0]));
             assert!(
                 difference <= 1e-4,
                 "{model} on {engine}: pixels vs floats differ by {difference}"

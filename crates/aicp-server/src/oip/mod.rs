@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 
 mod outputs;
 
-pub use outputs::{Output, OutputData, OutputRequest, check_outputs, select_outputs};
+pub use outputs::{Output, OutputRequest, check_outputs, select_outputs};
 
 pub const SERVER_NAME: &str = "aicp";
 pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -227,10 +227,13 @@ pub struct ModelConfig {
 
 pub fn model_config(model: &ServedModel) -> ModelConfig {
     let batched = model.max_batch_size() > 0;
-    let tensor = |spec: &TensorSpec| ConfigTensor {
-        name: spec.name.clone(),
-        data_type: spec.datatype,
-        dims: spec.display_shape()[usize::from(batched).min(spec.shape.len())..].to_vec(),
+    let tensor = |spec: &TensorSpec| {
+        let dims = spec.display_shape();
+        ConfigTensor {
+            name: spec.name.clone(),
+            data_type: spec.datatype,
+            dims: dims[usize::from(batched).min(dims.len())..].to_vec(),
+        }
     };
     ModelConfig {
         name: model.name.clone(),
@@ -259,7 +262,7 @@ pub fn model_config(model: &ServedModel) -> ModelConfig {
 /// Triton's model configuration name of a type.
 pub fn config_datatype(datatype: DataType) -> String {
     match datatype {
-        DataType::String => "TYPE_STRING".into(),
+        DataType::Bytes => "TYPE_STRING".into(),
         DataType::Other => "TYPE_INVALID".into(),
         other => format!("TYPE_{}", other.name()),
     }
@@ -429,6 +432,6 @@ mod tests {
     #[test]
     fn config_datatypes_use_tritons_names() {
         assert_eq!(config_datatype(DataType::F32), "TYPE_FP32");
-        assert_eq!(config_datatype(DataType::String), "TYPE_STRING");
+        assert_eq!(config_datatype(DataType::Bytes), "TYPE_STRING");
     }
 }

@@ -1,8 +1,8 @@
 //! Choosing and rendering the outputs of an inference, shared by both transports: every output
-//! or the ones asked for, each as its tensor or, with the classification extension, as its top
-//! classes in Triton's `"value:index:label"` strings; and the raw encoding of each.
+//! or the ones asked for, each as its tensor of its own type or, with the classification
+//! extension, as its top classes in Triton's `"value:index:label"` strings.
 
-use aicp_core::{DataType, Error, Result, Tensor};
+use aicp_core::{DataType, Error, Result, Tensor, TensorData};
 use aicp_runtime::{ServedModel, top_k};
 
 /// An output a request asks for, and how.
@@ -15,45 +15,13 @@ pub struct OutputRequest {
     pub binary: bool,
 }
 
-/// An output ready to encode.
+/// An output ready to encode: its data in its own type (BYTES for classification).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Output {
     pub name: String,
     pub shape: Vec<usize>,
-    pub data: OutputData,
+    pub data: TensorData,
     pub binary: bool,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum OutputData {
-    F32(Vec<f32>),
-    /// BYTES elements: the classification extension's `value:index[:label]` strings.
-    Bytes(Vec<String>),
-}
-
-impl OutputData {
-    pub fn datatype(&self) -> &'static str {
-        match self {
-            Self::F32(_) => DataType::F32.name(),
-            Self::Bytes(_) => DataType::String.name(),
-        }
-    }
-
-    /// The raw encoding: little-endian values; each BYTES element as a 4-byte little-endian
-    /// length and its bytes.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        match self {
-            Self::F32(values) => aicp_core::data::f32_le_bytes(values),
-            Self::Bytes(strings) => {
-                let mut raw = Vec::with_capacity(strings.iter().map(|s| s.len() + 4).sum());
-                for s in strings {
-                    raw.extend_from_slice(&(s.len() as u32).to_le_bytes());
-                    raw.extend_from_slice(s.as_bytes());
-                }
-                raw
-            }
-        }
-    }
 }
 
 /// Checks, before a request runs, the outputs it asks for: each one the model's, with a
@@ -73,6 +41,13 @@ pub fn check_outputs(model: &ServedModel, requested: &[OutputRequest]) -> Result
         if want.classification == Some(0) {
             return Err(Error::invalid(format!(
                 "output {:?}: classification must be at least 1",
+                want.name
+            )));
+        }
+        let spec = specs.iter().find(|s| s.name == want.name);
+        if want.classification.is_some() && spec.is_some_and(|s| s.datatype == DataType::Bytes) {
+            return Err(Error::invalid(format!(
+                "output {:?} is BYTES: classification ranks numbers",
                 want.name
             )));
         }
@@ -97,7 +72,7 @@ pub fn select_outputs(
             .map(|(spec, tensor)| Output {
                 name: spec.name.clone(),
                 shape: tensor.shape,
-                data: OutputData::F32(tensor.data),
+                data: tensor.data,
                 binary: default_binary,
             })
             .collect();
@@ -108,7 +83,7 @@ pub fn select_outputs(
             let index = specs.iter().position(|s| s.name == want.name)?;
             let tensor = outputs.get(index)?;
             let (shape, data) = match want.classification {
-                None => (tensor.shape.clone(), OutputData::F32(tensor.data.clone())),
+                None => (tensor.shape.clone(), tensor.data.clone()),
                 Some(n) => classify(model, tensor, n),
             };
             Some(Output {
@@ -123,14 +98,24 @@ pub fn select_outputs(
 
 /// The classification extension, as Triton renders it: for each sample (each row when the model
 /// batches), the top `n` values high to low as `"value:index"`, with `":label"` appended when
-/// model.toml names the class. The value is the output's own (a logit for a logits model).
-fn classify(model: &ServedModel, tensor: &Tensor, n: usize) -> (Vec<usize>, OutputData) {
+/// model.toml names the class. The value is the output's own (a logit for a logits model);
+/// [`check_outputs`] made sure it is a number.
+fn classify(model: &ServedModel, tensor: &Tensor, n: usize) -> (Vec<usize>, TensorData) {
+    let values: Vec<f32> = match tensor.as_f32() {
+        Some(values) => values.to_vec(),
+        None => tensor
+            .data
+            .to_f64()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v as f32)
+            .collect(),
+    };
     let batched = model.max_batch_size() > 0 && !tensor.shape.is_empty();
     let rows = if batched { tensor.shape[0].max(1) } else { 1 };
-    let per_row = tensor.data.len() / rows;
+    let per_row = values.len() / rows;
     let n = n.min(per_row);
-    let strings = tensor
-        .data
+    let strings = values
         .chunks(per_row.max(1))
         .flat_map(|row| {
             top_k(row, n)
@@ -140,20 +125,8 @@ fn classify(model: &ServedModel, tensor: &Tensor, n: usize) -> (Vec<usize>, Outp
                     None => format!("{value:.6}:{index}"),
                 })
         })
+        .map(String::into_bytes)
         .collect();
     let shape = if batched { vec![rows, n] } else { vec![n] };
-    (shape, OutputData::Bytes(strings))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bytes_elements_are_length_prefixed() {
-        let data = OutputData::Bytes(vec!["ab".into(), "".into()]);
-        assert_eq!(data.to_bytes(), vec![2, 0, 0, 0, b'a', b'b', 0, 0, 0, 0]);
-        assert_eq!(data.datatype(), "BYTES");
-        assert_eq!(OutputData::F32(vec![1.0]).to_bytes(), 1.0f32.to_le_bytes());
-    }
+    (shape, TensorData::Bytes(strings))
 }

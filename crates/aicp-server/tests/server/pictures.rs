@@ -34,8 +34,10 @@ fn best(row: &[f32]) -> usize {
 /// How many of `images` (each 784 values in [0, 1]) the model gets right.
 fn correct(model: &mut dyn Runnable, images: &[Vec<f32>], labels: &[u8]) -> usize {
     let input = aicp_core::Tensor::new(vec![images.len(), 1, 28, 28], images.concat()).unwrap();
-    let logits = model.run(vec![input.into()]).unwrap().remove(0).data;
+    let logits = model.run(vec![input.into()]).unwrap().remove(0);
     logits
+        .as_f32()
+        .unwrap()
         .chunks(10)
         .zip(labels)
         .filter(|(row, label)| best(row) == usize::from(**label))
@@ -206,8 +208,9 @@ async fn the_image_endpoint_classifies_pictures_and_shows_what_the_model_saw() {
             .collect();
         assert_eq!(seen, through_image_path(&png));
         let input = aicp_core::Tensor::new(vec![1, 1, 28, 28], seen).unwrap();
-        let logits = model.run(vec![input.into()]).unwrap().remove(0).data;
-        assert_eq!(answer["predictions"][0]["class"], best(&logits), "{answer}");
+        let logits = model.run(vec![input.into()]).unwrap().remove(0);
+        let best = best(logits.as_f32().unwrap());
+        assert_eq!(answer["predictions"][0]["class"], best, "{answer}");
 
         // The same picture as JPEG in a multipart form, without debug.
         let (content_type, body) =

@@ -262,7 +262,8 @@ pub fn engine_logits(images: &[Vec<f32>]) -> Vec<f32> {
         .load(&file, &info.signature, &Default::default())
         .unwrap();
     let input = Tensor::new(vec![images.len(), 1, 28, 28], images.concat()).unwrap();
-    model.run(vec![input.into()]).unwrap().remove(0).data
+    let logits = model.run(vec![input.into()]).unwrap().remove(0);
+    logits.as_f32().unwrap().to_vec()
 }
 
 pub fn assert_close(got: &[f32], want: &[f32]) {
@@ -345,7 +346,7 @@ impl Engine for Gate {
 
 impl Runnable for Gate {
     fn run(&mut self, inputs: Vec<aicp_core::Input>) -> aicp_core::Result<Vec<Tensor>> {
-        let first = inputs.into_iter().next().unwrap().into_f32();
+        let first = inputs.into_iter().next().unwrap().into_tensor();
         self.pass(first.shape[0]);
         Ok(vec![first])
     }

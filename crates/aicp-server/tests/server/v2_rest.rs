@@ -175,7 +175,11 @@ async fn bad_input_is_refused_with_the_protocols_errors() {
         ),
         (
             input("BYTES", json!([1, 1]), json!(["a"])),
-            "BYTES tensors are not supported",
+            "model \"mnist\" takes FP32, got BYTES",
+        ),
+        (
+            input("FP64", json!([1, 784]), json!(zeros)),
+            "model \"mnist\" takes FP32, got FP64",
         ),
         (
             input("INT8", json!([1, 784]), json!([300])),
@@ -301,9 +305,9 @@ async fn named_inputs_feed_models_with_several_inputs_and_fixed_shapes() {
     let b = json!([[0.5, 0.5, 0.5], [1, 1, 1]]);
     let input = |name: &str, datatype: &str, data: &Value| json!({"name": name, "shape": [2, 3], "datatype": datatype, "data": data});
 
-    // Inputs match by name, in any order; other datatypes are converted; outputs are chosen.
+    // Inputs match by name, in any order; outputs are chosen.
     let body = json!({
-        "inputs": [input("b", "FP64", &b), input("a", "INT32", &a)],
+        "inputs": [input("b", "FP32", &b), input("a", "FP32", &a)],
         "outputs": [{"name": "diff"}, {"name": "sum"}],
     });
     let (status, answer) = server.post(infer, &body).await;
@@ -329,6 +333,13 @@ async fn named_inputs_feed_models_with_several_inputs_and_fixed_shapes() {
         infer,
         &json!({"inputs": [input("a", "FP32", &a)]}),
         "takes 2 input(s) (\"a\", \"b\"), got 1",
+    )
+    .await;
+    // Each input in the model's own type: nothing is converted on the way.
+    check(
+        infer,
+        &json!({"inputs": [input("b", "FP64", &b), input("a", "INT32", &a)]}),
+        "input \"a\": model \"two_inputs\" takes FP32, got INT32",
     )
     .await;
     check(
