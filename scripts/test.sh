@@ -53,7 +53,7 @@ virtualenv() {
     # cannot be imported beside tritonclient.grpc.
     local stamp=.venv/test-requirements.txt
     if ! cmp -s scripts/test-requirements.txt "$stamp" \
-        || ! .venv/bin/python -c "import onnx, onnxruntime, numpy, tritonclient.http, tritonclient.grpc, nvidia.cuda_runtime, prometheus_client, kubernetes_validate, yaml, openapi_spec_validator, jsonschema" 2>/dev/null \
+        || ! .venv/bin/python -c "import onnx, onnxruntime, tract, numpy, tritonclient.http, tritonclient.grpc, nvidia.cuda_runtime, prometheus_client, kubernetes_validate, yaml, openapi_spec_validator, jsonschema" 2>/dev/null \
         || ! .venv/bin/python -c "import kserve" 2>/dev/null; then
         echo "== installing test requirements into .venv"
         .venv/bin/pip install --quiet --disable-pip-version-check -r scripts/test-requirements.txt
@@ -90,6 +90,35 @@ PY
         .venv/bin/perf_analyzer --version
     fi
     export AICP_PERF_ANALYZER="$PWD/.venv/bin/perf_analyzer"
+}
+
+# ONNX models that PyPI packages ship inside their wheels, models nobody here wrote: RapidOCR's
+# three PP-OCR models (text detector, recogniser, direction classifier) and Silero's voice
+# activity detector. Only the wheels are fetched (--no-deps), and only their .onnx files kept.
+wheel_models() {
+    local dir=.venv/wheel-models
+    if [ ! -f "$dir/silero_vad.onnx" ]; then
+        echo "== unpacking ONNX models from rapidocr-onnxruntime's and silero-vad's wheels"
+        local wheels
+        wheels=$(mktemp -d)
+        .venv/bin/pip download --quiet --disable-pip-version-check --no-deps -d "$wheels" \
+            rapidocr-onnxruntime==1.4.4 silero-vad==6.2.3
+        .venv/bin/python - "$dir" "$wheels"/*.whl <<'PY'
+import os, sys, zipfile
+out = sys.argv[1]
+os.makedirs(out, exist_ok=True)
+wanted = {"ch_PP-OCRv4_det_infer.onnx", "ch_PP-OCRv4_rec_infer.onnx",
+          "ch_ppocr_mobile_v2.0_cls_infer.onnx", "silero_vad.onnx"}
+for path in sys.argv[2:]:
+    with zipfile.ZipFile(path) as wheel:
+        for name in wheel.namelist():
+            if os.path.basename(name) in wanted:
+                with open(os.path.join(out, os.path.basename(name)), "wb") as f:
+                    f.write(wheel.read(name))
+PY
+        rm -rf "$wheels"
+    fi
+    export AICP_WHEEL_MODELS="$PWD/$dir"
 }
 
 # playwright-core drives Chromium for the page's browser test. Playwright's own browser
@@ -133,6 +162,7 @@ case $lane in
         command -v node >/dev/null || debian nodejs
         command -v npm >/dev/null || debian npm
         virtualenv
+        wheel_models
         perf_analyzer
         playwright
         # The quick lane's tests, the ones it leaves out for the tools above (ignored there),

@@ -151,6 +151,7 @@ mod cuda {
         fn load(&self, engine: &dyn Engine) -> anyhow::Result<Box<dyn Runnable>> {
             let options = LoadOptions {
                 pixels: Some(self.scale),
+                ..LoadOptions::default()
             };
             let mut model = engine.load(&self.file, &self.signature, &options)?;
             model.prepare_thread()?;

@@ -42,6 +42,13 @@ pub struct RepositoryArgs {
     /// again (tens of seconds). Default: $XDG_CACHE_HOME, else ~/.cache.
     #[arg(long, env = "AICP_CUDA_CACHE_DIR")]
     cuda_cache_dir: Option<PathBuf>,
+
+    /// For a model tract cannot analyse with its dimensions left open, tract builds a plan for
+    /// each input shape at its first request; this many are kept per model instance, the least
+    /// recently used going first (a model.toml's plan_cache_size wins).
+    #[arg(long, env = "AICP_PLAN_CACHE_SIZE", default_value_t = aicp_engine::DEFAULT_PLAN_CACHE as u64,
+          value_parser = clap::value_parser!(u64).range(1..=4096))]
+    plan_cache_size: u64,
 }
 
 /// `--gpu`.
@@ -56,6 +63,7 @@ impl RepositoryArgs {
     pub(crate) fn engines(&self) -> Engines {
         self.set_cuda_cache_dir();
         Engines::with_gpu(self.ort_lib.as_deref(), self.gpu_use())
+            .with_plan_cache(self.plan_cache_size as usize)
     }
 
     /// tract-cuda keeps its kernels under `$XDG_CACHE_HOME` (it reads nothing else): point it
@@ -288,6 +296,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         gpu: args.repository.gpu_use(),
         models: args.repository.models,
         ort_library: args.repository.ort_lib,
+        plan_cache: args.repository.plan_cache_size as usize,
         max_body_bytes: args.max_body_bytes,
         upload_memory_bytes: args.upload_memory_bytes,
         body_timeout: secs(args.body_timeout_secs),

@@ -12,7 +12,9 @@ pub mod tensor;
 
 pub use data::TensorData;
 pub use error::{Error, ErrorKind, Result, panic_message};
-pub use metadata::{Backend, Batching, InputSpec, ModelMetadata, OutputKind};
+pub use metadata::{
+    Backend, Batching, InputSpec, ModelMetadata, OutputKind, WarmupData, WarmupInput, WarmupSample,
+};
 pub use name::validate_model_name;
 pub use nested::NestedArray;
 pub use tensor::{

@@ -21,6 +21,17 @@
 //! instances = 2             # engine copies on their own threads (default: one per two cores)
 //! max_queue_size = 1024     # requests waiting; more are refused as overloaded
 //!
+//! plan_cache_size = 16      # tract's plans per input shape, for a model it cannot analyse
+//!                           # with symbolic shapes (default: --plan-cache-size)
+//!
+//! [[warmup]]                # samples run through each instance at load, after Triton's
+//! name = "one sentence"     # model_warmup; a sample that fails, fails the load
+//! [warmup.inputs.input_ids]
+//! datatype = "INT64"
+//! shape = [1, 16]
+//! data = "random"           # "zero" (the default) or "random"; or file = "ids.bin", raw
+//!                           # little-endian values beside model.toml
+//!
 //! [training]          # free-form: how the model was trained
 //! dataset = "mnist"
 //!
@@ -54,6 +65,14 @@ pub struct ModelMetadata {
     pub backend: Option<Backend>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batching: Option<Batching>,
+    /// How many plans tract keeps, one per concrete input shape, for a model it cannot analyse
+    /// with symbolic shapes; the server's `--plan-cache-size` when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_cache_size: Option<usize>,
+    /// Samples each instance runs at load, before it serves (Triton's `model_warmup`). Without
+    /// any, a best-effort sample of zeros is run; a declared sample that fails fails the load.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warmup: Vec<WarmupSample>,
     /// How the model was made, for people; only `test_accuracy` is read (the drawing page
     /// picks the most accurate model).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -62,6 +81,41 @@ pub struct ModelMetadata {
     /// quantised model's own, takes the place of the training's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantization: Option<toml::Table>,
+}
+
+/// One warm-up sample: a value for every input of the model.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarmupSample {
+    /// What the sample stands for, for the log and for errors.
+    pub name: String,
+    /// One per model input, by name.
+    pub inputs: std::collections::BTreeMap<String, WarmupInput>,
+}
+
+/// One input of a warm-up sample.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarmupInput {
+    /// The protocols' name of its type (`FP32`, `INT64`, `BYTES`, ...): the input's own.
+    pub datatype: String,
+    /// Its shape, batch first when the model batches.
+    pub shape: Vec<usize>,
+    /// `zero` (the default) or `random` values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<WarmupData>,
+    /// A file beside model.toml holding the values raw (little-endian; BYTES elements each a
+    /// 4-byte length and its bytes), instead of `data`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+/// Made-up values of a warm-up input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WarmupData {
+    Zero,
+    Random,
 }
 
 /// What a model's first output holds.
@@ -198,6 +252,20 @@ mod tests {
                 instances: Some(2),
                 max_queue_size: Some(256),
             }),
+            plan_cache_size: Some(4),
+            warmup: vec![WarmupSample {
+                name: "one".into(),
+                inputs: [(
+                    "ids".to_string(),
+                    WarmupInput {
+                        datatype: "INT64".into(),
+                        shape: vec![1, 8],
+                        data: Some(WarmupData::Random),
+                        file: None,
+                    },
+                )]
+                .into(),
+            }],
             training: Some(training.clone()),
             quantization: None,
         };

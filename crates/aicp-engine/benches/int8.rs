@@ -66,7 +66,14 @@ fn bench(c: &mut Criterion) {
             let path = path(variant);
             let signature = onnx::inspect(&path).expect("model").signature;
             engine
-                .load(&path, &signature, &LoadOptions { pixels })
+                .load(
+                    &path,
+                    &signature,
+                    &LoadOptions {
+                        pixels,
+                        ..LoadOptions::default()
+                    },
+                )
                 .expect("loading")
         };
         // The same three on each engine, then each engine's own baseline.

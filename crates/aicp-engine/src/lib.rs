@@ -44,12 +44,30 @@ impl std::fmt::Display for EngineKind {
 }
 
 /// What an engine may prepare for when it loads a model, beyond the file itself.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LoadOptions {
     /// How 8-bit pixels map to the model's input, when the model takes them (its one input is a
     /// float32 image with a declared range). An engine may build a path that normalises them
     /// itself; [`Runnable::run`] is then fed them as they are ([`Input::Pixels`]).
     pub pixels: Option<PixelScale>,
+    /// The model's name, for the engine's logs and metrics.
+    pub model: String,
+    /// How many plans, one per concrete input shape, an engine that makes them keeps
+    /// ([`tract`], for a model it cannot analyse with its dimensions left symbolic).
+    pub plan_cache: usize,
+}
+
+/// The plans per concrete input shape kept by default (`--plan-cache-size`).
+pub const DEFAULT_PLAN_CACHE: usize = 16;
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            pixels: None,
+            model: String::new(),
+            plan_cache: DEFAULT_PLAN_CACHE,
+        }
+    }
 }
 
 /// Loads model files into runnable models.

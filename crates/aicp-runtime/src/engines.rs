@@ -16,6 +16,9 @@ pub struct Engines {
     onnxruntime: std::result::Result<OnnxRuntimeEngine, String>,
     /// The GPU engine, or why there is none.
     gpu: std::result::Result<Box<dyn Engine>, String>,
+    /// How many per-shape plans a model keeps when its model.toml does not say
+    /// (`--plan-cache-size`).
+    plan_cache: usize,
 }
 
 /// Whether models may run on a GPU.
@@ -76,7 +79,20 @@ impl Engines {
             tract: Box::new(TractEngine),
             onnxruntime,
             gpu,
+            plan_cache: aicp_engine::DEFAULT_PLAN_CACHE,
         }
+    }
+
+    /// These engines, keeping `plans` per-shape plans for each model whose model.toml does not
+    /// say (`--plan-cache-size`; see [`aicp_engine::tract`]).
+    pub fn with_plan_cache(mut self, plans: usize) -> Self {
+        self.plan_cache = plans;
+        self
+    }
+
+    /// How many per-shape plans a model keeps when its model.toml does not say.
+    pub fn plan_cache(&self) -> usize {
+        self.plan_cache
     }
 
     /// The engine for a model's `backend`: `auto` is the fastest available (the GPU, then ONNX
@@ -127,6 +143,7 @@ impl Engines {
             tract: engine,
             onnxruntime: Err("not among the engines given (Engines::only)".into()),
             gpu: Err("not among the engines given (Engines::only)".into()),
+            plan_cache: aicp_engine::DEFAULT_PLAN_CACHE,
         }
     }
 }

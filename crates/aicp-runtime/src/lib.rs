@@ -17,6 +17,7 @@ pub mod scores;
 pub mod served;
 pub mod service;
 pub mod stats;
+mod warmup;
 
 pub use aicp_core::Batching;
 pub use aicp_engine::{EngineKind, GpuMinBatch};

@@ -2,20 +2,23 @@
 //! the GPU to the CPU when the GPU cannot run it), resolving its batching policy, loading and
 //! warming up each instance, and starting its scheduler.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::Arc;
 
 use aicp_core::{
-    Backend, Batching, DataType, Input, ModelMetadata, ModelSignature, OutputKind, PixelScale,
-    Tensor, TensorData, TensorSpec,
+    Backend, Batching, DataType, ModelMetadata, ModelSignature, OutputKind, PixelScale, TensorSpec,
+    panic_message,
 };
-use aicp_engine::{Engine, EngineKind, LoadOptions, Runnable, onnx};
+use aicp_engine::{Engine, EngineKind, LoadOptions, onnx};
 
 use crate::engines::Engines;
 use crate::policy::{Device, Policy};
 use crate::scheduler::Scheduler;
 use crate::served::ServedModel;
 use crate::stats::Stats;
+pub use crate::warmup::MAX_SAMPLE_VALUES;
+use crate::warmup::{Failure, Warmup, sample_shape};
 
 /// Counts a version load in the metrics (`result`: success or failure).
 pub(crate) fn count_load(model: &str, result: &'static str) {
@@ -23,17 +26,56 @@ pub(crate) fn count_load(model: &str, result: &'static str) {
         .increment(1);
 }
 
+/// What a version is loaded from: its model file, and its model.toml's contents and
+/// directory (where the files its warm-up samples name are).
+pub(crate) struct VersionSource<'a> {
+    pub file: &'a Path,
+    pub metadata: &'a Arc<ModelMetadata>,
+    pub metadata_dir: Option<&'a Path>,
+}
+
+/// Loads one version: its engine, instances, warm-up and scheduler. A panic in an engine (a
+/// crafted model, an engine's bug, an integer division by zero in a warm-up) fails this
+/// version with the panic's message, and nothing else.
 pub(crate) fn load_version(
     name: &str,
     version: u64,
-    file: &Path,
-    metadata: &Arc<ModelMetadata>,
+    source: VersionSource<'_>,
     engines: &Engines,
     batching: &Batching,
 ) -> std::result::Result<ServedModel, String> {
+    catch_unwind(AssertUnwindSafe(|| {
+        load(name, version, source, engines, batching)
+    }))
+    .unwrap_or_else(|panic| {
+        Err(format!(
+            "the engine panicked while loading it: {}",
+            panic_message(&*panic)
+        ))
+    })
+}
+
+fn load(
+    name: &str,
+    version: u64,
+    source: VersionSource<'_>,
+    engines: &Engines,
+    batching: &Batching,
+) -> std::result::Result<ServedModel, String> {
+    let VersionSource {
+        file,
+        metadata,
+        metadata_dir,
+    } = source;
     let info = onnx::inspect(file).map_err(|e| e.message)?;
     check_types(&info.signature)?;
     check_sample_sizes(&info.signature)?;
+    let warmup = Warmup::prepare(&metadata.warmup, &info.signature, metadata_dir)?;
+    let options = LoadOptions {
+        pixels: None,
+        model: name.to_string(),
+        plan_cache: metadata.plan_cache_size.unwrap_or(engines.plan_cache()),
+    };
     let backend = metadata.backend.unwrap_or_default();
     let engine = engines.pick(backend, info.quantized)?;
     if info.quantized && engine.kind() == EngineKind::Tract {
@@ -63,14 +105,14 @@ pub(crate) fn load_version(
         Some("Softmax") => OutputKind::Probabilities,
         _ => OutputKind::Logits,
     });
+    let options = LoadOptions { pixels, ..options };
     let load = |engine: &dyn Engine| {
         start_instances(
-            name,
-            version,
+            (name, version),
             file,
             metadata,
             &info.signature,
-            pixels,
+            (&options, &warmup),
             engine,
             batching,
         )
@@ -117,17 +159,15 @@ type Started = (
     std::result::Result<(), String>,
 );
 
-/// Loads a model version's instances on `engine`, warms each up (best effort) and starts its
-/// scheduler, with the batching policy its model.toml, the server's flags and the engine's
-/// device give.
-#[allow(clippy::too_many_arguments)]
+/// Loads a model version's instances on `engine`, warms each up and starts its scheduler, with
+/// the batching policy its model.toml, the server's flags and the engine's device give. A
+/// declared warm-up sample that fails is the load's failure; the built-in one's is returned.
 fn start_instances(
-    name: &str,
-    version: u64,
+    (name, version): (&str, u64),
     file: &Path,
     metadata: &ModelMetadata,
     signature: &ModelSignature,
-    pixels: Option<PixelScale>,
+    (options, warmup): (&LoadOptions, &Warmup),
     engine: &dyn Engine,
     batching: &Batching,
 ) -> std::result::Result<Started, String> {
@@ -146,11 +186,18 @@ fn start_instances(
     let mut runnables = Vec::with_capacity(policy.instances);
     let mut warmed = Ok(());
     for _ in 0..policy.instances {
-        let mut runnable = engine
-            .load(file, signature, &LoadOptions { pixels })
-            .map_err(|e| e.message)?;
+        let load = || engine.load(file, signature, options).map_err(|e| e.message);
+        let mut runnable = load()?;
         if warmed.is_ok() {
-            warmed = warm_up(runnable.as_mut(), signature);
+            warmed = match warmup.run(runnable.as_mut()) {
+                Ok(()) => Ok(()),
+                Err(Failure::Fatal(reason)) => return Err(reason),
+                Err(Failure::Note(reason)) => Err(reason),
+                Err(Failure::Panicked(reason)) => {
+                    runnable = load()?;
+                    Err(reason)
+                }
+            };
         }
         runnables.push(runnable);
     }
@@ -189,25 +236,6 @@ fn check_types(signature: &ModelSignature) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// The most values one sample of a model's input may declare: 2^26, 256 MiB as FP32, far past
-/// any request body a server takes (`--max-body-bytes`). A model file that declares more is
-/// refused at load, before anything allocates a sample of it (a crafted file could otherwise
-/// declare terabytes and take the server down at its warm-up).
-pub const MAX_SAMPLE_VALUES: usize = 1 << 26;
-
-/// The shape of one sample of `spec` as the warm-up feeds it (variable dimensions as 1), and its
-/// number of values; `None` when the model leaves the input's rank open.
-fn sample_shape(spec: &TensorSpec) -> Option<(Vec<usize>, Option<usize>)> {
-    let shape: Vec<usize> = spec
-        .shape
-        .as_ref()?
-        .iter()
-        .map(|d| d.unwrap_or(1))
-        .collect();
-    let values = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
-    Some((shape, values))
-}
-
 /// Refuses a model whose input samples are larger than [`MAX_SAMPLE_VALUES`].
 fn check_sample_sizes(signature: &ModelSignature) -> std::result::Result<(), String> {
     for spec in &signature.inputs {
@@ -225,34 +253,4 @@ fn check_sample_sizes(signature: &ModelSignature) -> std::result::Result<(), Str
         }
     }
     Ok(())
-}
-
-/// Runs one sample of zeros of each input's declared type through a model instance, so the
-/// first request does not pay for lazy initialisation. Best effort: zeros are not every model's
-/// valid input (a OneHot depth, a Range's step), and a model whose warm-up fails still serves;
-/// the caller reports why. The sample's size was checked at load ([`check_sample_sizes`]).
-fn warm_up(
-    runnable: &mut dyn Runnable,
-    signature: &ModelSignature,
-) -> std::result::Result<(), String> {
-    let failed = |why: String| format!("warm-up inference failed: {why}");
-    let inputs = signature
-        .inputs
-        .iter()
-        .map(|spec| {
-            let (shape, values) = sample_shape(spec).ok_or_else(|| {
-                failed(format!(
-                    "input {:?} declares no shape to make a sample of",
-                    spec.name
-                ))
-            })?;
-            let data =
-                TensorData::zeros(spec.datatype, values.unwrap_or(0)).map_err(|e| e.message)?;
-            Ok(Input::from(Tensor { shape, data }))
-        })
-        .collect::<std::result::Result<Vec<_>, String>>()?;
-    runnable
-        .run(inputs)
-        .map(|_| ())
-        .map_err(|e| failed(e.message))
 }

@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::discovery::{Report, Source, SourceStamp, VersionStamp, discover};
 use crate::engines::Engines;
-use crate::loading::{count_load, load_version};
+use crate::loading::{VersionSource, count_load, load_version};
 use crate::reload::{self, Outcome, Plan};
 use crate::served::ServedModel;
 
@@ -294,8 +294,11 @@ impl Repository {
                         let loaded = load_version(
                             name,
                             version,
-                            file,
-                            &metadata,
+                            VersionSource {
+                                file,
+                                metadata: &metadata,
+                                metadata_dir: source.metadata.as_deref().and_then(Path::parent),
+                            },
                             &self.engines,
                             &self.batching,
                         )
@@ -371,13 +374,21 @@ mod tests {
         gpu: bool,
         /// How long each run takes.
         run_time: std::time::Duration,
+        /// Panics in `load`, as an engine may on a crafted model.
+        panics: bool,
+        /// Its instances panic in `run`, as tract does dividing integer zeros by zeros.
+        runs_panic: bool,
     }
 
-    struct Ran(std::time::Duration);
+    struct Ran {
+        run_time: std::time::Duration,
+        panics: bool,
+    }
 
     impl Runnable for Ran {
         fn run(&mut self, _: Vec<aicp_core::Input>) -> Result<Vec<Tensor>> {
-            std::thread::sleep(self.0);
+            assert!(!self.panics, "attempt to divide by zero");
+            std::thread::sleep(self.run_time);
             Ok(Vec::new())
         }
     }
@@ -393,10 +404,14 @@ mod tests {
 
         fn load(&self, _: &Path, _: &ModelSignature, _: &LoadOptions) -> Result<Box<dyn Runnable>> {
             self.loads.fetch_add(1, Ordering::SeqCst);
+            assert!(!self.panics, "a crafted model");
             if self.failing.load(Ordering::SeqCst) {
                 return Err(Error::invalid("the fake engine was told to fail"));
             }
-            Ok(Box::new(Ran(self.run_time)))
+            Ok(Box::new(Ran {
+                run_time: self.run_time,
+                panics: self.runs_panic,
+            }))
         }
     }
 
@@ -545,6 +560,42 @@ mod tests {
         assert!(reason.contains("told to fail"), "{reason}");
         // The default version is still the ready one.
         assert_eq!(next.get("m", None).unwrap().version, 1);
+    }
+
+    #[test]
+    fn an_engine_that_panics_fails_the_version_it_loads_and_nothing_else() {
+        let fake = Fake {
+            panics: true,
+            ..Fake::default()
+        };
+        let setup = setup_on(fake, &Batching::default());
+        let VersionState::Failed(reason) = version(&setup.repository, 1).state else {
+            panic!("version 1 must fail");
+        };
+        assert_eq!(
+            reason,
+            "the engine panicked while loading it: a crafted model"
+        );
+    }
+
+    #[test]
+    fn a_warmup_that_panics_is_noted_and_the_model_serves_on_a_fresh_instance() {
+        let fake = Fake {
+            runs_panic: true,
+            ..Fake::default()
+        };
+        let one = Batching {
+            instances: Some(1),
+            ..Batching::default()
+        };
+        let setup = setup_on(fake, &one);
+        let served = served(&setup.repository, 1);
+        assert_eq!(
+            served.notes,
+            vec!["warm-up inference failed: the engine panicked: attempt to divide by zero"]
+        );
+        // The instance that panicked was replaced.
+        assert_eq!(setup.loads.load(Ordering::SeqCst), 2);
     }
 
     #[test]

@@ -446,7 +446,7 @@ mod tests {
 
     use super::*;
 
-    /// An engine that doubles its input, records the batch size of every run, and, when
+    /// An engine that doubles its float32 input (and gives any other back as it came), records the batch size of every run, and, when
     /// gated, says it started and waits for the test to open the gate before each run.
     struct Doubler {
         runs: Arc<Mutex<Vec<usize>>>,
@@ -466,7 +466,11 @@ mod tests {
                 turnstile.gate.lock().unwrap().recv().ok();
             }
             let input = &inputs.into_iter().next().unwrap().into_tensor();
-            let values = input.as_f32().unwrap();
+            let Some(values) = input.as_f32() else {
+                // Any other type comes back as it came.
+                self.runs.lock().unwrap().push(input.shape[0]);
+                return Ok(vec![input.clone()]);
+            };
             if values.first() == Some(&-1.0) {
                 panic!("asked to fail");
             }
@@ -598,6 +602,77 @@ mod tests {
             );
         }
         assert_eq!(test.runs.lock().unwrap().clone(), vec![1, 3, 1, 1]);
+    }
+
+    /// `rows` samples of three values of `datatype`, each `value` (as that type understands it).
+    fn typed(datatype: aicp_core::DataType, value: u8, rows: usize) -> Tensor {
+        let element = match datatype {
+            aicp_core::DataType::Bool => (value % 2 == 1).to_string(),
+            aicp_core::DataType::Bytes => format!("\"word {value}\""),
+            _ => value.to_string(),
+        };
+        let row = format!("[{element}, {element}, {element}]");
+        let json = format!("[{}]", vec![row; rows].join(", "));
+        let (data, shape) = aicp_core::TensorData::from_json(datatype, &json).unwrap();
+        Tensor::new(shape, data).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_of_every_datatype_stack_with_their_own_type_and_shape_only() {
+        use aicp_core::DataType;
+        let types = [
+            DataType::Bool,
+            DataType::U8,
+            DataType::U16,
+            DataType::U32,
+            DataType::U64,
+            DataType::I8,
+            DataType::I16,
+            DataType::I32,
+            DataType::I64,
+            DataType::F16,
+            DataType::BF16,
+            DataType::F64,
+            DataType::Bytes,
+        ];
+        let test = gated(policy(true, 64));
+        let first = queued(test.scheduler.clone(), sample(0.0, 1), 1).await;
+        test.wait_for_a_run();
+        // Waiting, in this order, for each type: one row of 1s, two rows of 2s; then a row of
+        // float32 three wide, one four wide (the same type, another shape), and two three
+        // wide. Each type's two requests make one run; the float32 shapes never share one.
+        let mut waiting = Vec::new();
+        for datatype in types {
+            for (value, rows) in [(1, 1), (2, 2)] {
+                let tensor = typed(datatype, value, rows);
+                let request = queued(test.scheduler.clone(), vec![tensor.clone().into()], rows);
+                waiting.push((request.await, tensor));
+            }
+        }
+        for (shape, value) in [([1, 3], 1.0f32), ([1, 4], 2.0), ([2, 3], 3.0)] {
+            let count = shape[0] * shape[1];
+            let tensor = Tensor::new(shape.to_vec(), vec![value; count]).unwrap();
+            let doubled = Tensor::new(shape.to_vec(), vec![value * 2.0; count]).unwrap();
+            let request = queued(test.scheduler.clone(), vec![tensor.into()], shape[0]);
+            waiting.push((request.await, doubled));
+        }
+        for _ in 0..types.len() + 4 {
+            test.open.send(()).unwrap();
+        }
+        first.await.unwrap().unwrap();
+        for (request, expected) in waiting {
+            let done = request.await.unwrap().unwrap();
+            assert_eq!(
+                done.outputs,
+                vec![expected.clone()],
+                "{}",
+                expected.datatype()
+            );
+        }
+        let mut expected_runs = vec![1];
+        expected_runs.extend([3; 13]);
+        expected_runs.extend([1, 1, 2]);
+        assert_eq!(test.runs.lock().unwrap().clone(), expected_runs);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -290,8 +290,8 @@ fn prepare_inputs(model: &ServedModel, inputs: Vec<InferInput>) -> Result<(usize
 }
 
 /// For a model that batches: checks that input `spec`'s batch (the first dimension of `shape`)
-/// is at least 1, agrees with the other inputs' (`batch`, set by the first) and fits the
-/// model's `max_batch_size`. Returns the batch: 1 for a model that does not batch.
+/// agrees with the other inputs' (`batch`, set by the first) and fits the model's
+/// `max_batch_size`. Returns the batch: 1 for a model that does not batch.
 fn check_batch(
     model: &ServedModel,
     spec: &TensorSpec,
@@ -301,13 +301,9 @@ fn check_batch(
     if model.max_batch_size() == 0 {
         return Ok(1);
     }
+    // A batch of 0 samples is a valid request, as an empty tensor is a valid input: it runs
+    // and gets outputs of 0 rows.
     let this_batch = shape.first().copied().unwrap_or(1);
-    if this_batch == 0 {
-        return Err(Error::invalid(format!(
-            "input {:?}: a batch of 0 samples; send at least one",
-            spec.name
-        )));
-    }
     if *batch.get_or_insert(this_batch) != this_batch {
         return Err(Error::invalid(format!(
             "inputs disagree on the batch size: {} and {this_batch} (input {:?})",

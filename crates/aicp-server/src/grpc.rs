@@ -94,7 +94,9 @@ impl InferenceService {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let raw = !request.raw_input_contents.is_empty();
+        // Answered raw unless the request came typed: a request without inputs too, as Triton
+        // answers everything (its clients read raw contents only).
+        let raw = !request.raw_input_contents.is_empty() || request.inputs.is_empty();
         let version = oip::parse_version(Some(&request.model_version))?;
         let model = self.runtime.model(&request.model_name, version)?;
         // From here on, a refusal counts against the model's statistics (see `Ticket`).
@@ -321,8 +323,8 @@ fn classification(parameters: &HashMap<String, InferParameter>) -> Result<Option
     })
 }
 
-/// The response, with raw output contents when the request came raw (as Triton's clients
-/// expect) or an output has no typed field (FP16, BF16), typed contents otherwise.
+/// The response, with raw output contents when the request came raw or without inputs (as
+/// Triton's clients expect) or an output has no typed field (FP16, BF16), typed contents otherwise.
 fn encode_response(
     model: &str,
     version: u64,

@@ -64,6 +64,8 @@ pub struct ServeOptions {
     pub ort_library: Option<PathBuf>,
     /// Whether models may run on a GPU.
     pub gpu: GpuUse,
+    /// Per-shape plans a model keeps when its model.toml does not say (`--plan-cache-size`).
+    pub plan_cache: usize,
     /// The largest request body accepted, in bytes.
     pub max_body_bytes: usize,
     /// Bytes of request bodies being received, all connections together.
@@ -397,7 +399,7 @@ pub async fn serve(
 
     let loading = runtime.clone();
     let models = options.models.clone();
-    let engines = (options.ort_library.clone(), options.gpu);
+    let engines = (options.ort_library.clone(), options.gpu, options.plan_cache);
     let batching = options.batching.clone();
     let loading_report = report.clone();
     let loaded = tokio::task::spawn_blocking(move || {
@@ -546,11 +548,12 @@ pub async fn set_health(health: &HealthReporter, status: ServingStatus) {
 fn load(
     runtime: &Runtime,
     models: &Path,
-    (ort_library, gpu): (Option<PathBuf>, GpuUse),
+    (ort_library, gpu, plan_cache): (Option<PathBuf>, GpuUse, usize),
     batching: &Batching,
     report: &dyn Fn(Event),
 ) -> bool {
-    let engines = Arc::new(Engines::with_gpu(ort_library.as_deref(), gpu));
+    let engines =
+        Arc::new(Engines::with_gpu(ort_library.as_deref(), gpu).with_plan_cache(plan_cache));
     match Repository::load(models, engines, batching) {
         Ok(repository) => {
             for model in repository.models() {

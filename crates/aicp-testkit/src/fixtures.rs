@@ -158,6 +158,81 @@ pub fn two_inputs(root: &Path) {
     write(&root.join("fixed.onnx"), &fixed);
 }
 
+/// Every element type the protocols carry, as ONNX names it and as the protocols do.
+pub const TYPES: [(DataType, &str); 14] = [
+    (DataType::Bool, "BOOL"),
+    (DataType::Uint8, "UINT8"),
+    (DataType::Uint16, "UINT16"),
+    (DataType::Uint32, "UINT32"),
+    (DataType::Uint64, "UINT64"),
+    (DataType::Int8, "INT8"),
+    (DataType::Int16, "INT16"),
+    (DataType::Int32, "INT32"),
+    (DataType::Int64, "INT64"),
+    (DataType::Float16, "FP16"),
+    (DataType::Bfloat16, "BF16"),
+    (DataType::Float, "FP32"),
+    (DataType::Double, "FP64"),
+    (DataType::String, "BYTES"),
+];
+
+/// Writes, for each of [`TYPES`], a model `echo_<name>` (`echo_fp32`, ...) into `root`:
+/// `y = Identity(x)` over `x` of that type shaped `[N, 3]`, batched. And three models of odd
+/// shapes: `scalar`, `y = Identity(x)` over an INT64 scalar; `constant`, no inputs, an FP32
+/// output `[2]` (`[1.5, -2]`); `open_rank`, `y = Identity(x)` over FP32 of no declared shape.
+pub fn echoes(root: &Path) {
+    let identity = || vec![node("Identity", "identity", &["x"], "y", Vec::new())];
+    let rows = [Dim::Named("N"), Dim::Fixed(3)];
+    for (onnx_type, name) in TYPES {
+        let echo = model(
+            "echo",
+            identity(),
+            vec![value_info("x", onnx_type, &rows)],
+            vec![value_info("y", onnx_type, &rows)],
+            Vec::new(),
+        );
+        write(
+            &root.join(format!("echo_{}.onnx", name.to_lowercase())),
+            &echo,
+        );
+    }
+    let scalar = model(
+        "scalar",
+        identity(),
+        vec![value_info("x", DataType::Int64, &[])],
+        vec![value_info("y", DataType::Int64, &[])],
+        Vec::new(),
+    );
+    write(&root.join("scalar.onnx"), &scalar);
+    let constant = model(
+        "constant",
+        vec![node("Identity", "identity", &["c"], "y", Vec::new())],
+        Vec::new(),
+        vec![floats("y", &[Dim::Fixed(2)])],
+        vec![f32_tensor("c", &[2], &[1.5, -2.0])],
+    );
+    write(&root.join("constant.onnx"), &constant);
+    let unshaped = |name: &str| pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: DataType::Float as i32,
+                shape: None,
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let open_rank = model(
+        "open_rank",
+        identity(),
+        vec![unshaped("x")],
+        vec![unshaped("y")],
+        Vec::new(),
+    );
+    write(&root.join("open_rank.onnx"), &open_rank);
+}
+
 /// The hostile models [`hostile`] writes.
 pub const HOSTILE: [&str; 8] = [
     "ext_absolute",

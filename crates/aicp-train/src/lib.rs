@@ -241,6 +241,8 @@ fn metadata(report: &Report, description: String) -> ModelMetadata {
         }),
         backend: None,
         batching: None,
+        plan_cache_size: None,
+        warmup: Vec::new(),
         training: Some(training),
         quantization: None,
     }

@@ -91,7 +91,14 @@ fn top_classes(logits: &Tensor) -> Vec<usize> {
 fn load(engine: &dyn Engine, path: &Path, pixels: Option<PixelScale>) -> Box<dyn Runnable> {
     let signature = aicp_engine::onnx::inspect(path).unwrap().signature;
     engine
-        .load(path, &signature, &LoadOptions { pixels })
+        .load(
+            path,
+            &signature,
+            &LoadOptions {
+                pixels,
+                ..LoadOptions::default()
+            },
+        )
         .unwrap()
 }
 

@@ -1,5 +1,6 @@
 //! aicp's front ends in the test's own process ([`support`]): the ML API, the Open Inference
-//! Protocol over REST and gRPC, who can reach what, scheduling seen through the front ends,
+//! Protocol over REST and gRPC, typed tensors of every datatype through both, who can reach
+//! what, scheduling seen through the front ends,
 //! live model control, hostile model files, the OpenAPI document's coverage, pictures, and
 //! fuzzing of every parser a client reaches. Part of the quick lane: no port, no process, no
 //! Python.
@@ -14,4 +15,5 @@ mod openapi;
 mod pictures;
 mod scheduling;
 mod support;
+mod typed;
 mod v2_rest;

@@ -76,6 +76,9 @@ impl Server {
             max_body_bytes,
             batching,
         } = options;
+        // Installed before the models load, as `aicp serve` does, so /metrics counts what
+        // loading does.
+        let recorder = aicp_server::metrics::recorder();
         let runtime = Arc::new(Runtime::new());
         let engines = Arc::new(Engines::only(engine));
         let repository = Repository::load(models, engines, &batching).unwrap();
@@ -93,10 +96,7 @@ impl Server {
                 body_timeout: Duration::from_secs(30),
                 idle_timeout: Duration::from_secs(75),
             }),
-            metrics: Some(aicp_server::metrics::router(
-                runtime.clone(),
-                aicp_server::metrics::recorder(),
-            )),
+            metrics: Some(aicp_server::metrics::router(runtime.clone(), recorder)),
         };
         let http = http_service(services.clone()).map_response(|r| r.map(Body::new));
         let (health, health_service) = tonic_health::server::health_reporter();
