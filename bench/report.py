@@ -158,4 +158,28 @@ print("serving the model costs with nothing but the libraries.\n")
 print("| figure | aicp | floor | ratio | target | |")
 print("|---|---|---|---|---|---|")
 print("\n".join(floor_rows))
+# Before and after (BENCH_BEFORE): each figure the best of its rounds.
+if os.path.exists(os.path.join(out, "before_classify_1.json")):
+    rounds = range(1, setup["rounds"] + 1)
+
+    def best(name, concurrency, p50=False):
+        runs = [read(f"{name}_{r}") for r in rounds]
+        levels = [next(l for l in run if l["concurrency"] == concurrency) for run in runs]
+        return min(l["latency_us"]["p50"] for l in levels) if p50 else max(l["throughput"] for l in levels)
+
+    del rows[:]
+    for protocol, label in [("classify", "MLP, classify (JSON)"), ("v2_binary", "MLP, V2 binary"),
+                            ("grpc", "MLP, gRPC"), ("cnn", "CNN, V2 binary")]:
+        after, before = best(f"after_{protocol}", 64), best(f"before_{protocol}", 64)
+        row(f"{label} c=64, requests/s: after vs before", f"{after:,.0f}", f"{before:,.0f}",
+            after / before)
+        if protocol != "cnn":
+            after, before = best(f"after_{protocol}", 1, True), best(f"before_{protocol}", 1, True)
+            row(f"{label} c=1, p50 latency (us): after vs before", after, before, after / before,
+                higher_is_better=False)
+    print(f"\n## Before and after ({pinning}; best of {setup['rounds']} interleaved rounds)\n")
+    print("The same bundled models served by an earlier aicp binary (BENCH_BEFORE) and this one.\n")
+    print("| figure | after | before | ratio | target | |")
+    print("|---|---|---|---|---|---|")
+    print("\n".join(rows))
 print("\nEvery level's full figures (p50/p90/p99/max, errors, server batch size) are in the JSON files beside this one.")

@@ -18,10 +18,14 @@
 #      to core 0 and the load tool to core 1 (taskset), so neither competes with the other for a
 #      core; the three servers take turns for BENCH_ROUNDS rounds (default 3), and each figure
 #      is the best of its rounds, which is what the machine can do when nothing else disturbs it;
-#   5. a report of the ratios (bench/report.py), also written to OUT/summary.md.
+#   5. with BENCH_BEFORE=PATH (an `aicp` binary built from an earlier commit): before and after,
+#      the two binaries serving the bundled models in turn, pinned as in 4, for BENCH_ROUNDS
+#      rounds: classify, V2 binary and gRPC at 1 and 64 on the MLP, V2 binary at 64 on the CNN;
+#   6. a report of the ratios (bench/report.py), also written to OUT/summary.md.
 #
 # Usage: bench/run.sh [OUT]   (default OUT: target/bench/<date>)
 # Environment: BENCH_SECONDS (per level, default 5), BENCH_ROUNDS (floor rounds, default 3),
+# BENCH_BEFORE (an earlier aicp binary, for section 5),
 # BENCH_QUICK=1 (short criterion runs, 1 s levels, one round: checks that everything runs,
 # figures too noisy to quote).
 # Servers run one at a time on ports 18400-18403 of 127.0.0.1; nothing else should load the
@@ -161,7 +165,28 @@ for round in $(seq "$rounds"); do
     floor_round pinned http://127.0.0.1:18401/readyz \
         "$aicp" serve --port 18401 --grpc-port 18402
 done
+
+if [ -n "${BENCH_BEFORE:-}" ]; then
+    echo "== 5. before ($BENCH_BEFORE) and after ($aicp), $rounds rounds"
+    # version_round NAME BINARY: the bundled models served by BINARY, loaded as the floor
+    # rounds load aicp, and the CNN with V2 binary tensors at 64.
+    version_round() {
+        local name=$1 binary=$2
+        "${server_cpu[@]}" "$binary" serve --port 18401 --grpc-port 18402 >/dev/null &
+        pids+=($!)
+        wait_ready http://127.0.0.1:18401/readyz
+        load "${name}_classify_$round" classify http://127.0.0.1:18401 1,64
+        load "${name}_v2_binary_$round" v2-binary http://127.0.0.1:18401 1,64
+        load "${name}_grpc_$round" grpc http://127.0.0.1:18402 1,64
+        load "${name}_cnn_$round" v2-binary http://127.0.0.1:18401 64 --model mnist-cnn
+        stop_all
+    }
+    for round in $(seq "$rounds"); do
+        version_round before "$BENCH_BEFORE"
+        version_round after "$aicp"
+    done
+fi
 client=()
 
-echo "== 5. report"
+echo "== 6. report"
 .venv/bin/python bench/report.py "$out" | tee "$out/summary.md"

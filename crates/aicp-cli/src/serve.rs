@@ -1,5 +1,6 @@
 //! `aicp serve`, `aicp models` and `aicp predict`: the command line over the server and runtime.
 
+use std::fmt::Display;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -435,37 +436,37 @@ fn offline() -> Batching {
 pub fn models(args: RepositoryArgs) -> anyhow::Result<()> {
     let repository = load(&args, &offline())?;
     println!(
-        "{:<20} {:<8} {:<8} {:<12} {:<24} {:<24} source",
-        "model", "version", "state", "engine", "device", "input"
+        "{:<20} {:<8} {:<8} {:<12} {:<10} {:<10} source",
+        "model", "version", "state", "engine", "device", "max batch"
     );
     for model in repository.models() {
         for version in model.versions.values() {
-            let (state, engine, device, input) = match &version.state {
-                VersionState::Ready(served) => (
-                    "ready",
-                    served.engine.to_string(),
-                    served.device.clone(),
-                    served
-                        .signature
-                        .inputs
-                        .first()
-                        .map(|i| format!("{} {:?}", i.name, i.display_shape()))
-                        .unwrap_or_default(),
-                ),
-                VersionState::Failed(_) => ("failed", "-".into(), "-".into(), "-".into()),
-            };
-            println!(
-                "{:<20} {:<8} {:<8} {:<12} {:<24} {:<24} {}",
-                model.name,
-                version.version,
-                state,
-                engine,
-                device,
-                input,
-                model.source.display()
-            );
-            if let VersionState::Failed(reason) = &version.state {
-                println!("    reason: {reason}");
+            let row =
+                |state: &str, engine: &dyn Display, device: &dyn Display, batch: &dyn Display| {
+                    println!(
+                        "{:<20} {:<8} {state:<8} {engine:<12} {device:<10} {batch:<10} {}",
+                        model.name,
+                        version.version,
+                        model.source.display()
+                    )
+                };
+            match &version.state {
+                VersionState::Ready(served) => {
+                    row(
+                        "ready",
+                        &served.engine,
+                        &served.device,
+                        &served.max_batch_size(),
+                    );
+                    print_tensors(&served.signature);
+                    for note in &served.notes {
+                        println!("    note: {note}");
+                    }
+                }
+                VersionState::Failed(reason) => {
+                    row("failed", &"-", &"-", &"-");
+                    println!("    reason: {reason}");
+                }
             }
         }
         if model.versions.is_empty() && model.state() == ModelState::Failed {
@@ -478,6 +479,21 @@ pub fn models(args: RepositoryArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A served version's inputs and outputs, one a line: name, datatype and shape (-1 where it
+/// varies).
+fn print_tensors(signature: &aicp_core::ModelSignature) {
+    let inputs = signature.inputs.iter().map(|spec| ("input", spec));
+    let outputs = signature.outputs.iter().map(|spec| ("output", spec));
+    for (role, spec) in inputs.chain(outputs) {
+        println!(
+            "    {role:<7} {:<24} {:<6} {:?}",
+            spec.name,
+            spec.datatype,
+            spec.display_shape()
+        );
+    }
 }
 
 #[derive(Debug, Args)]

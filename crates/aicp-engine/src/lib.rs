@@ -39,7 +39,8 @@ impl EngineKind {
 
 impl std::fmt::Display for EngineKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+        // `pad`, so that a width (`{:<8}`) lines names up in tables.
+        f.pad(self.name())
     }
 }
 

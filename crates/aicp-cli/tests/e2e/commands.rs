@@ -61,6 +61,23 @@ fn models_and_predict_commands_work_offline() {
     assert!(listing.contains("mnist"), "{listing}");
     assert!(listing.contains("failed"), "{listing}");
     assert!(listing.contains("reason: "), "{listing}");
+    // Each served version's inputs and outputs, with their datatypes and shapes.
+    let tensor = |role: &str| {
+        listing
+            .lines()
+            .find(|l| l.trim_start().starts_with(role))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+    };
+    assert_eq!(
+        tensor("input ").as_deref(),
+        Some("input input FP32 [-1, 1, 28, 28]"),
+        "{listing}"
+    );
+    assert_eq!(
+        tensor("output ").as_deref(),
+        Some("output logits FP32 [-1, 10]"),
+        "{listing}"
+    );
 
     let (pixels, label) = digits(1).remove(0);
     let file = models.path().join("digit.json");
