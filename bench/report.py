@@ -52,6 +52,24 @@ for batch in (1, 1024):
         ours["tract_samples_per_s"] / theirs,
     )
 
+embed, baseline_embed = level("aicp_embed", 64), level("baseline_embed", 64)
+row(
+    "text embeddings, c=64, requests/s: aicp /embed vs FastAPI + tokenizers + onnxruntime",
+    f"{embed['throughput']:,.0f}",
+    f"{baseline_embed['throughput']:,.0f}",
+    embed["throughput"] / baseline_embed["throughput"],
+    10,
+)
+
+prepare, python_prepare = read("prepare"), read("python_prepare")
+row(
+    f"a 640x480 JPEG made an ImageNet input, µs: aicp vs {python_prepare['baseline']}",
+    f"{prepare['median_us']:,.0f}",
+    f"{python_prepare['median_us']:,.0f}",
+    python_prepare["median_us"] / prepare["median_us"],
+    2,
+)
+
 scheduler = read("scheduler")
 row(
     f"batcher in process, 64 submitters, requests/s: on (avg batch {scheduler['average_batch']:.1f}) vs off",

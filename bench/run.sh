@@ -4,7 +4,13 @@
 #   1. in-process engine throughput on the bundled MNIST MLP (batch 1 and 1024, one thread):
 #      aicp's engines against the onnxruntime Python package;
 #   2. the dynamic batcher in process: 64 concurrent submitters, batching off against on;
-#   3. the server, measured by `aicp bench` from this machine:
+#   2b. preparing a picture in process: a 640x480 JPEG made an ImageNet input by aicp's
+#      `[preprocess.image]` (crates/aicp-transform/benches/prepare.rs) against PIL and
+#      torchvision's transforms (bench/preprocess_python.py; PIL and numpy doing torchvision's
+#      steps where torchvision, which needs torch, is not installed);
+#   3. the server, measured by `aicp bench` from this machine (3a' and 3c: text embeddings,
+#      aicp's /api/v1/ml/embed against FastAPI + tokenizers + onnxruntime, bench/embed_server.py,
+#      64 requests of one sentence outstanding, on the transformers BERT export of the tests):
 #      - the BASELINE, FastAPI + onnxruntime (bench/baseline_server.py), one uvicorn worker per
 #        core, at concurrency 1 and 64;
 #      - `aicp serve` with dynamic batching off, then on, /api/v1/ml/classify at 1 and 64, and
@@ -69,6 +75,12 @@ echo "== 2. the dynamic batcher in process"
 AICP_BENCH_JSON="$out/scheduler.json" cargo bench --locked --workspace --bench scheduler -- "${criterion[@]}" \
     | grep -E "submitters|time:|thrpt:" || true
 
+echo "== 2b. preparing a picture in process: aicp against PIL and torchvision"
+AICP_BENCH_JSON="$out/prepare.json" AICP_BENCH_JPEG_OUT="$out/picture.jpg" \
+    cargo bench --locked --workspace --bench prepare -- "${criterion[@]}" \
+    | grep -E "^prepare|time:" || true
+.venv/bin/python bench/preprocess_python.py "$out/picture.jpg" > "$out/python_prepare.json"
+
 pids=()
 stop_all() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -80,6 +92,19 @@ models=$(mktemp -d)
 trap 'stop_all; rm -rf "$models"' EXIT
 cp -r models/mnist models/mnist-cnn "$models/"
 .venv/bin/python bench/wide_mlp.py "$models/wide-mlp"
+# The text encoder of the embedding figures (the transformers BERT export the tests serve),
+# with a WordPiece tokenizer.json trained on Python's own documentation, as the tests make it.
+.venv/bin/python - "$models/encoder" <<'PY'
+import shutil, sys
+from pathlib import Path
+sys.path.insert(0, "crates/aicp-cli/tests/fixtures")
+import preprocess
+encoder = Path(sys.argv[1])
+(encoder / "1").mkdir(parents=True)
+shutil.copy("crates/aicp-cli/tests/fixtures/exported/text_encoder.onnx", encoder / "1/model.onnx")
+(encoder / "model.toml").write_text(preprocess.ENCODER_TOML)
+preprocess.train_tokenizer(preprocess.sentences()[1]).save(str(encoder / "tokenizer.json"))
+PY
 
 # wait_ready URL: polls until the URL answers 200, for at most 60 s.
 wait_ready() {
@@ -112,6 +137,14 @@ wait_ready http://127.0.0.1:18400/openapi.json
 load baseline classify http://127.0.0.1:18400 1,64
 stop_all
 
+echo "== 3a'. BASELINE for /embed: FastAPI + tokenizers + onnxruntime, $cores uvicorn workers"
+AICP_EMBED_MODEL_DIR="$models/encoder" .venv/bin/uvicorn bench.embed_server:app \
+    --workers "$cores" --host 127.0.0.1 --port 18400 --log-level warning &
+pids+=($!)
+wait_ready http://127.0.0.1:18400/openapi.json
+load baseline_embed embed http://127.0.0.1:18400 64
+stop_all
+
 echo "== 3b. aicp serve, dynamic batching off"
 "$aicp" serve --models "$models" --port 18401 --grpc-port 18402 --dynamic-batching false >/dev/null &
 pids+=($!)
@@ -131,6 +164,7 @@ load aicp_wide_batching_on v2-binary http://127.0.0.1:18401 64 --model wide-mlp
 load aicp_v2_json v2-json http://127.0.0.1:18401 64
 load aicp_v2_binary v2-binary http://127.0.0.1:18401 64
 load aicp_grpc grpc http://127.0.0.1:18402 1,64
+load aicp_embed embed http://127.0.0.1:18401 64 --model encoder
 stop_all
 
 echo "== 4. THE FLOOR against aicp serve, $rounds rounds"

@@ -14,9 +14,16 @@ What it writes (each small, with random weights; none was written for aicp's own
   taking float pixel_values [batch, 3, height, width], batch, height and width dynamic;
 - streaming_gru.onnx: a stateful model: a GRU step over x [batch, time, 16] from the state h
   [1, batch, 32], scaled by an int64 scalar `gain`, giving y and the next state h_next (the
-  state's batch is its second dimension, as in torch's recurrent layers).
+  state's batch is its second dimension, as in torch's recurrent layers);
+- torchvision_classifier.onnx: torchvision's ShuffleNetV2 (narrow stages, ImageNet's 1,000
+  classes) taking float [batch, 3, 224, 224]; its batch-norm statistics are those of
+  scikit-image's photographs through torchvision's Resize(256), CenterCrop(224) and ImageNet's
+  Normalize, so that its answers on photographs are not all alike. The script also checks that
+  the PIL-only pipeline the preprocessing test uses in CI (tests/fixtures/preprocess.py, where
+  torchvision cannot be installed) gives exactly torchvision's tensors on those photographs.
 
-torch 2.15 and transformers 5.25 wrote the committed files.
+torch 2.15, transformers 5.25 and torchvision 0.29.2 (installed with --no-deps; its transforms
+and models are Python) wrote the committed files; scikit-image for the photographs.
 """
 
 from pathlib import Path
@@ -93,6 +100,61 @@ class StreamingGru(torch.nn.Module):
         return self.head(y) * gain.to(torch.float32), h_next
 
 
+def photographs():
+    """scikit-image's bundled photographs as RGB PIL images."""
+    import numpy as np
+    import skimage.data
+    from PIL import Image
+
+    pictures = []
+    for name in ["astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field",
+                 "immunohistochemistry", "colorwheel", "retina", "stereo_motorcycle",
+                 "camera", "moon", "coins", "clock", "page", "text", "grass", "gravel",
+                 "brick", "cell", "checkerboard"]:
+        array = getattr(skimage.data, name)()
+        if isinstance(array, tuple):
+            array = array[0]
+        pictures.append(Image.fromarray(np.asarray(array, np.uint8)).convert("RGB"))
+    return pictures
+
+
+def torchvision_classifier():
+    import sys
+    import numpy as np
+    import torchvision
+    from torchvision import transforms
+
+    sys.path.insert(0, str(OUT.parent))
+    from preprocess import imagenet_tensor
+
+    pipeline = transforms.Compose([
+        transforms.Resize(256),
+        transforms.CenterCrop(224),
+        transforms.ToTensor(),
+        transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+    ])
+    pictures = photographs()
+    batch = torch.stack([pipeline(p) for p in pictures])
+    for picture, expected in zip(pictures, batch):
+        assert np.array_equal(imagenet_tensor(picture), expected.numpy()), "PIL pipeline differs"
+    model = torchvision.models.ShuffleNetV2([2, 2, 2], [8, 16, 32, 64, 128], num_classes=1000)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(batch)
+    model.eval()
+    export(
+        model,
+        (batch[:1],),
+        OUT / "torchvision_classifier.onnx",
+        ["pixel_values"],
+        ["logits"],
+        {"pixel_values": {0: "batch"}, "logits": {0: "batch"}},
+    )
+
+
 def main():
     torch.manual_seed(0)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -132,6 +194,7 @@ def main():
             "h_next": {1: "batch"},
         },
     )
+    torchvision_classifier()
 
 
 if __name__ == "__main__":

@@ -2,18 +2,19 @@
 
 use std::fmt::Display;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use aicp_core::{NestedArray, Tensor};
+use aicp_core::{NestedArray, PostprocessKind, Tensor};
 use aicp_runtime::{
     Batching, ControlMode, Engines, GpuMinBatch, GpuUse, InferInput, ModelState, Repository,
-    Runtime, VersionState,
+    Runtime, ServedModel, VersionState, preprocessing,
 };
 use aicp_server::auth::Access;
 use aicp_server::connections::ConnectionLimits;
 use aicp_server::tls::TlsFiles;
 use aicp_server::{Event, ServeOptions};
+use aicp_transform::Sample;
 use clap::Args;
 
 /// Where the models are and which engines may run them.
@@ -509,85 +510,126 @@ pub struct PredictArgs {
     #[arg(long, default_value_t = 5)]
     top_k: usize,
 
-    /// Also print the 28x28 picture the model saw (for a picture file).
+    /// Also print the 28x28 picture the model saw (for a picture of a digit).
     #[arg(long)]
     debug: bool,
 
-    /// A picture of a digit (PNG, JPEG, GIF, BMP or WebP; made MNIST-like first, as the
-    /// server's image endpoint does), or a JSON file holding one input: 784 floats in [0, 1]
-    /// (flat, 28 rows of 28, or one channel of 28 rows).
-    file: PathBuf,
+    /// A text for a model with [preprocess.text], instead of a file: its classes, or the
+    /// start of its embedding.
+    #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+    text: Option<String>,
+
+    /// A picture (PNG, JPEG, GIF, BMP or WebP), prepared as the model's [preprocess.image]
+    /// says (MNIST-like for a model of 28x28 digits, as the server's image endpoint does), or
+    /// a JSON file holding one input: 784 floats in [0, 1] (flat, 28 rows of 28, or one
+    /// channel of 28 rows).
+    file: Option<PathBuf>,
 }
 
-/// `aicp predict`: one inference, offline, through the same validation as the server.
+/// `aicp predict`: one inference, offline, through the same preparation and validation as the
+/// server.
 pub fn predict(args: PredictArgs) -> anyhow::Result<()> {
-    let bytes = std::fs::read(&args.file)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.file.display()))?;
     let repository = load(&args.repository, &offline())?;
     let runtime = Runtime::new();
     runtime.set_repository(repository);
     let ticket = runtime.model(&args.model, None)?;
-    let is_json = bytes
-        .iter()
-        .find(|b| !b.is_ascii_whitespace())
-        .is_some_and(|b| matches!(b, b'[' | b'{'));
-    let input = if is_json {
-        let input: NestedArray = serde_json::from_slice(&bytes).map_err(|e| {
-            anyhow::anyhow!(
-                "{} is not a JSON array of numbers: {e}",
-                args.file.display()
-            )
-        })?;
-        let count = input.data.len();
-        Tensor {
-            shape: vec![1, count],
-            data: aicp_core::TensorData::F32(input.data),
-        }
-        .into()
-    } else {
-        let picture = |e: aicp_image::ImageError| anyhow::anyhow!("{}: {e}", args.file.display());
-        let image =
-            aicp_image::decode(&bytes, aicp_image::DecodeLimits::default()).map_err(picture)?;
-        let digit = aicp_image::preprocess(&image).map_err(picture)?;
-        println!(
-            "picture {}x{}{}",
-            image.width(),
-            image.height(),
-            if digit.inverted {
-                ", dark on light: inverted"
-            } else {
-                ""
-            }
-        );
-        if args.debug {
-            print_digit(&digit.pixels);
-        }
-        InferInput::picture(&ticket, &digit.pixels)?
-    };
-    let response = tokio::runtime::Builder::new_current_thread()
+    let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()?
-        .block_on(runtime.run(ticket, vec![input], None))?;
+        .build()?;
+    let mut mask = None;
+    let inputs = match (&args.text, &args.file) {
+        (Some(text), _) => {
+            let texts = tokio.block_on(preprocessing::texts(&ticket, vec![text.clone()]))?;
+            let tokens = texts.encoded.mask.iter().filter(|&&m| m == 1).count();
+            println!(
+                "text of {} characters: {tokens} tokens",
+                text.chars().count()
+            );
+            mask = Some(texts.encoded.mask);
+            texts.inputs
+        }
+        (None, Some(file)) => {
+            let bytes = std::fs::read(file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            vec![file_input(&ticket, &tokio, bytes, file, args.debug)?]
+        }
+        (None, None) => anyhow::bail!("give a picture or JSON file, or --text"),
+    };
+    let response = tokio.block_on(runtime.run(ticket, inputs, None))?;
     let model = &response.model;
-    let Some(first) = response.outputs.first() else {
-        anyhow::bail!("model {} returned no output", model.name);
-    };
-    let Some(scores) = first.as_f32() else {
-        anyhow::bail!(
-            "model {}'s first output is {}; aicp predict reads FP32 class scores",
-            model.name,
-            first.datatype()
-        );
-    };
-    let probabilities = model.probabilities(scores);
     println!(
         "model {} version {} ({} on {})",
         model.name, model.version, model.engine, model.device
     );
+    let post = &model.transforms.post;
+    let Some(output) = response.outputs.get(post.output) else {
+        anyhow::bail!("model {} returned no output {}", model.name, post.output);
+    };
+    if let (Some(mask), PostprocessKind::Embedding) = (&mask, post.kind) {
+        let vectors = aicp_transform::pool::embeddings(output, mask, post.pooling, post.normalize)
+            .map_err(|e| anyhow::anyhow!("model {}: {e}", model.name))?;
+        let vector = vectors.first().cloned().unwrap_or_default();
+        let start: Vec<String> = vector.iter().take(8).map(|v| format!("{v:.4}")).collect();
+        println!(
+            "embedding of {} values: [{}, ...]",
+            vector.len(),
+            start.join(", ")
+        );
+        return Ok(());
+    }
+    let Some(scores) = output.data.to_f64() else {
+        anyhow::bail!(
+            "model {}'s output is {}; aicp predict reads class scores",
+            model.name,
+            output.datatype()
+        );
+    };
+    let classes = output.shape.last().copied().unwrap_or(1).max(1);
+    let row: Vec<f32> = scores.iter().take(classes).map(|&v| v as f32).collect();
+    let probabilities = model.probabilities(&row);
     for (class, confidence) in aicp_runtime::top_k(&probabilities, args.top_k) {
         println!("{:>12}  {:>6.2}%", model.label(class), 100.0 * confidence);
     }
     Ok(())
+}
+
+/// A file's input: a JSON array of floats, or a picture prepared for the model.
+fn file_input(
+    model: &ServedModel,
+    tokio: &tokio::runtime::Runtime,
+    bytes: Vec<u8>,
+    file: &Path,
+    debug: bool,
+) -> anyhow::Result<InferInput> {
+    let is_json = bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| matches!(b, b'[' | b'{'));
+    if is_json {
+        let input: NestedArray = serde_json::from_slice(&bytes).map_err(|e| {
+            anyhow::anyhow!("{} is not a JSON array of numbers: {e}", file.display())
+        })?;
+        let count = input.data.len();
+        return Ok(Tensor {
+            shape: vec![1, count],
+            data: aicp_core::TensorData::F32(input.data),
+        }
+        .into());
+    }
+    let prepared = tokio
+        .block_on(preprocessing::pictures(model, vec![bytes]))
+        .map_err(|e| anyhow::anyhow!("{}: {}", file.display(), e.message))?;
+    for picture in &prepared.pictures {
+        let inverted = match &picture.sample {
+            Sample::Digit(digit) if digit.inverted => ", dark on light: inverted",
+            _ => "",
+        };
+        println!("picture {}x{}{inverted}", picture.width, picture.height);
+        if let (Sample::Digit(digit), true) = (&picture.sample, debug) {
+            print_digit(&digit.pixels);
+        }
+    }
+    Ok(prepared.input)
 }
 
 /// The 28x28 picture in shades of text, ink dark.

@@ -32,6 +32,21 @@
 //! data = "random"           # "zero" (the default) or "random"; or file = "ids.bin", raw
 //!                           # little-endian values beside model.toml
 //!
+//! [preprocess.image]        # pictures in: /api/v1/ml/classify/image, V2's BYTES "image"
+//! resize = 256               # shorter side to 256 (or [width, height]), then
+//! crop = [224, 224]          # the centre 224 x 224; mean and std per channel, after
+//! mean = [0.485, 0.456, 0.406] # scale (1/255 unless given): ImageNet's
+//! std = [0.229, 0.224, 0.225]  # (see `ImagePreprocess` for every key)
+//!
+//! [preprocess.text]          # text in: /api/v1/ml/embed, /classify/text, V2's BYTES "text"
+//! tokenizer = "tokenizer.json" # Hugging Face's, beside model.toml
+//! max_length = 128
+//!
+//! [postprocess]              # what the ML API's text routes answer
+//! kind = "embedding"         # or "classification" (softmax, top-k, labels), "none"
+//! pooling = "mean"           # or "cls"; over the attention mask
+//! normalize = true
+//!
 //! [training]          # free-form: how the model was trained
 //! dataset = "mnist"
 //!
@@ -73,6 +88,12 @@ pub struct ModelMetadata {
     /// any, a best-effort sample of zeros is run; a declared sample that fails fails the load.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warmup: Vec<WarmupSample>,
+    /// How a picture or a text becomes the model's input tensors, in the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocess: Option<Preprocess>,
+    /// What the ML API makes of the model's outputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postprocess: Option<Postprocess>,
     /// How the model was made, for people; only `test_accuracy` is read (the drawing page
     /// picks the most accurate model).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -116,6 +137,177 @@ pub struct WarmupInput {
 pub enum WarmupData {
     Zero,
     Random,
+}
+
+/// How raw data becomes a model's inputs: a picture, or a text. A model has one or the other.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Preprocess {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImagePreprocess>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextPreprocess>,
+}
+
+/// How a picture becomes one sample of an image model's input, in this order: decode, colour,
+/// resize, centre crop, `pixel * scale`, `(value - mean) / std` per channel, layout, the
+/// input's datatype. With `preset = "mnist"` the picture is made MNIST-like instead (grey,
+/// light ink on dark, cropped to the ink, 20 pixels in 28, centred by mass), as the bundled
+/// digit models want, and only `input` may be given besides.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImagePreprocess {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<ImagePreset>,
+    /// The input it feeds; the model's only input when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// The channels and their order: `rgb` (the default), `bgr` or `gray`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub color: Option<ColorOrder>,
+    /// `N`: the shorter side to N pixels, aspect kept; `[width, height]`: exactly that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resize: Option<Resize>,
+    /// The resampling filter: `bilinear` (the default; antialiased when shrinking, as PIL and
+    /// torchvision's), `nearest`, `bicubic` or `lanczos3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<ResizeFilter>,
+    /// `[width, height]` cut from the centre, after the resize.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crop: Option<[u32; 2]>,
+    /// Each 8-bit value is multiplied by this first; 1/255 by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<f32>,
+    /// Subtracted per channel (one value, or one per channel), after the scale.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mean: Vec<f32>,
+    /// Divided by per channel, after the mean.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub std: Vec<f32>,
+    /// `NCHW` (the default) or `NHWC`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<Layout>,
+}
+
+/// A named image preparation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImagePreset {
+    /// MNIST's digits: 28 x 28 grey, light ink on dark, cropped, scaled and centred by mass.
+    Mnist,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColorOrder {
+    #[default]
+    Rgb,
+    Bgr,
+    Gray,
+}
+
+impl ColorOrder {
+    pub fn channels(self) -> usize {
+        match self {
+            Self::Rgb | Self::Bgr => 3,
+            Self::Gray => 1,
+        }
+    }
+}
+
+/// How a picture is resized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Resize {
+    /// Its shorter side to this many pixels, its aspect kept (torchvision's `Resize(n)`).
+    ShorterSide(u32),
+    /// Exactly `[width, height]`.
+    Exact([u32; 2]),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResizeFilter {
+    Nearest,
+    #[default]
+    Bilinear,
+    Bicubic,
+    Lanczos3,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Layout {
+    #[default]
+    #[serde(rename = "NCHW")]
+    Nchw,
+    #[serde(rename = "NHWC")]
+    Nhwc,
+}
+
+/// How a text becomes a text model's inputs: Hugging Face's tokenizer, whose ids, attention
+/// mask and token types fill the inputs named `input_ids`, `attention_mask` and
+/// `token_type_ids`, those the model has.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextPreprocess {
+    /// Hugging Face's `tokenizer.json`, beside model.toml (the default name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<String>,
+    /// The most tokens a text becomes, special tokens included; 512 by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<usize>,
+    /// Whether a longer text is cut to `max_length` (the default) or refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncation: Option<bool>,
+    /// `longest` (the default: a request's texts are padded to its longest) or `max_length`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub padding: Option<Padding>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Padding {
+    #[default]
+    Longest,
+    MaxLength,
+}
+
+/// What the ML API makes of a model's outputs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Postprocess {
+    /// `classification` by default.
+    #[serde(default)]
+    pub kind: PostprocessKind,
+    /// The output it reads; the first when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// Embeddings: `mean` over the attention mask (the default) or `cls`, the first token's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pooling: Option<Pooling>,
+    /// Embeddings: whether they are scaled to unit length (L2); true by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalize: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PostprocessKind {
+    /// Softmax when the output is logits, then the top classes with their labels.
+    #[default]
+    Classification,
+    /// One vector per text: pooled hidden states.
+    Embedding,
+    /// The outputs as they are.
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    #[default]
+    Mean,
+    Cls,
 }
 
 /// What a model's first output holds.
@@ -196,6 +388,27 @@ pub enum MetadataError {
     Invalid { path: String, message: String },
 }
 
+/// The file `name` names inside a model's directory `dir` (a warm-up sample, a tokenizer),
+/// refusing any path that leads outside it: a root, `..`, or a link that points away.
+pub fn file_inside(dir: &Path, name: &str) -> Result<std::path::PathBuf, String> {
+    let relative = Path::new(name);
+    let plain = relative
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !plain || name.is_empty() {
+        return Err(format!(
+            "file {name:?}: expected a path inside the model's directory, without .. or a root"
+        ));
+    }
+    let unreadable = |e: std::io::Error| format!("file {name:?}: {e}");
+    let dir = dir.canonicalize().map_err(unreadable)?;
+    let path = dir.join(relative).canonicalize().map_err(unreadable)?;
+    if !path.starts_with(&dir) {
+        return Err(format!("file {name:?} leads outside the model's directory"));
+    }
+    Ok(path)
+}
+
 impl ModelMetadata {
     /// The model's accuracy on held-out data, when given as a number: `[quantization]
     /// test_accuracy` for a quantised model, else `[training] test_accuracy`.
@@ -266,6 +479,25 @@ mod tests {
                 )]
                 .into(),
             }],
+            preprocess: Some(Preprocess {
+                image: Some(ImagePreprocess {
+                    resize: Some(Resize::ShorterSide(256)),
+                    crop: Some([224, 224]),
+                    mean: vec![0.5],
+                    layout: Some(Layout::Nhwc),
+                    ..Default::default()
+                }),
+                text: Some(TextPreprocess {
+                    max_length: Some(64),
+                    padding: Some(Padding::MaxLength),
+                    ..Default::default()
+                }),
+            }),
+            postprocess: Some(Postprocess {
+                kind: PostprocessKind::Embedding,
+                pooling: Some(Pooling::Cls),
+                ..Default::default()
+            }),
             training: Some(training.clone()),
             quantization: None,
         };
@@ -273,6 +505,22 @@ mod tests {
             ModelMetadata::from_toml(&metadata.to_toml()).unwrap(),
             metadata
         );
+    }
+
+    #[test]
+    fn preprocessing_reads_as_written() {
+        let metadata = ModelMetadata::from_toml(
+            "[preprocess.image]\nresize = [320, 240]\nlayout = \"NHWC\"\ncolor = \"bgr\"\n\
+             [postprocess]\nkind = \"none\"\n",
+        )
+        .unwrap();
+        let image = metadata.preprocess.unwrap().image.unwrap();
+        assert_eq!(image.resize, Some(Resize::Exact([320, 240])));
+        assert_eq!(image.layout, Some(Layout::Nhwc));
+        assert_eq!(image.color, Some(ColorOrder::Bgr));
+        assert_eq!(metadata.postprocess.unwrap().kind, PostprocessKind::None);
+        let err = ModelMetadata::from_toml("[preprocess.image]\nlayout = \"CHW\"").unwrap_err();
+        assert!(err.to_string().contains("NCHW"), "{err}");
     }
 
     #[test]

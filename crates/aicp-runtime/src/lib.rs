@@ -1,6 +1,6 @@
 //! Everything behind a request: the model [`repository`] (found by [`discovery`],
 //! loaded by [`loading`] on the [`engines`], reloaded by the [`reload`] table), input validation
-//! ([`service`]), each model's batching [`policy`], queue, dynamic batcher and engine instances
+//! ([`service`]), pictures and texts made inputs ([`preprocessing`]), each model's batching [`policy`], queue, dynamic batcher and engine instances
 //! on dedicated threads ([`scheduler`]), and keeping the served models in step with the model
 //! directory ([`control`]). Front ends translate their wire formats into [`InferInput`]s for
 //! the model [`Runtime::model`] found, [`Runtime::run`] them, and never reach past this crate.
@@ -10,6 +10,7 @@ pub mod discovery;
 pub mod engines;
 pub mod loading;
 pub mod policy;
+pub mod preprocessing;
 pub mod reload;
 pub mod repository;
 pub mod scheduler;

@@ -11,6 +11,7 @@ use aicp_core::{
     panic_message,
 };
 use aicp_engine::{Engine, EngineKind, LoadOptions, onnx};
+use aicp_transform::Transforms;
 
 use crate::engines::Engines;
 use crate::policy::{Device, Policy};
@@ -71,6 +72,7 @@ fn load(
     check_types(&info.signature)?;
     check_sample_sizes(&info.signature)?;
     let warmup = Warmup::prepare(&metadata.warmup, &info.signature, metadata_dir)?;
+    let transforms = Arc::new(Transforms::load(metadata, &info.signature, metadata_dir)?);
     let options = LoadOptions {
         pixels: None,
         model: name.to_string(),
@@ -144,6 +146,7 @@ fn load(
         pixels,
         output,
         metadata: metadata.clone(),
+        transforms,
         policy,
         notes,
         stats,

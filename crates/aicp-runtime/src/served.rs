@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use aicp_core::{ModelMetadata, ModelSignature, OutputKind, PixelScale};
 use aicp_engine::EngineKind;
+use aicp_transform::Transforms;
 
 use crate::policy::Policy;
 use crate::scheduler::Scheduler;
@@ -24,6 +25,8 @@ pub struct ServedModel {
     /// Whether the first output holds logits (softmax to get probabilities) or probabilities.
     pub output: OutputKind,
     pub metadata: Arc<ModelMetadata>,
+    /// How pictures and texts become its inputs, and what the ML API makes of its outputs.
+    pub transforms: Arc<Transforms>,
     /// How its requests are queued, batched and run.
     pub policy: Policy,
     /// What a user should know about how it serves: the engine it fell back from and why, a

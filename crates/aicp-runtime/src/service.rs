@@ -192,7 +192,11 @@ impl Runtime {
         deadline: Option<Instant>,
     ) -> Result<InferResponse> {
         ticket.ran = true;
-        let outcome = match prepare_inputs(&ticket, inputs) {
+        let prepared = match crate::preprocessing::v2_inputs(&ticket.model, inputs).await {
+            Ok(inputs) => prepare_inputs(&ticket, inputs),
+            Err(e) => Err(e),
+        };
+        let outcome = match prepared {
             Ok((samples, inputs)) => ticket
                 .scheduler
                 .submit(inputs, samples, deadline)

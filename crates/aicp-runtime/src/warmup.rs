@@ -229,22 +229,8 @@ fn read_file(
     name: &str,
     datatype: DataType,
 ) -> std::result::Result<TensorData, String> {
-    let relative = Path::new(name);
-    let plain = relative
-        .components()
-        .all(|c| matches!(c, std::path::Component::Normal(_)));
-    if !plain {
-        return Err(format!(
-            "file {name:?}: expected a path inside the model's directory, without .. or a root"
-        ));
-    }
+    let path = aicp_core::metadata::file_inside(dir, name)?;
     let unreadable = |e: std::io::Error| format!("file {name:?}: {e}");
-    let dir = dir.canonicalize().map_err(unreadable)?;
-    let path = dir.join(relative).canonicalize().map_err(unreadable)?;
-    // A link inside the directory may still lead out of it.
-    if !path.starts_with(&dir) {
-        return Err(format!("file {name:?} leads outside the model's directory"));
-    }
     let size = std::fs::metadata(&path).map_err(unreadable)?.len();
     if size > MAX_FILE_BYTES {
         return Err(format!(

@@ -1,20 +1,22 @@
 //! `POST /api/v1/ml/classify/image`: a picture in (PNG, JPEG, GIF, BMP or WebP, as the raw body
-//! with its media type or as the multipart field `image`), MNIST-style preprocessing
-//! ([`aicp_image`]), the model's top classes out. With `?debug=true` the answer also holds the
-//! 28x28 picture the model saw.
+//! with its media type or as the multipart field `image`), the model's own preparation (its
+//! model.toml's `[preprocess.image]`, MNIST's by default for a 28x28 model;
+//! [`aicp_runtime::preprocessing`]), the model's top classes out. With `?debug=true` the
+//! answer to an MNIST-style model also holds the 28x28 picture it saw.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use aicp_core::{Error, ErrorKind};
-use aicp_image::{DecodeLimits, ImageError, MEDIA_TYPES};
-use aicp_runtime::{InferInput, Runtime};
+use aicp_image::MEDIA_TYPES;
+use aicp_runtime::Runtime;
+use aicp_runtime::preprocessing::{self, Pictures};
+use aicp_transform::Sample;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Multipart, Query, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ApiErrorBody};
@@ -27,8 +29,8 @@ type ApiResult<T> = Result<T, ApiError>;
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ImageQuery {
-    /// The model (default `mnist`).
-    #[serde(default = "ml_api::default_model")]
+    /// The model (default `mnist`); `model` is the same.
+    #[serde(default = "ml_api::default_model", alias = "model")]
     model_name: String,
     /// How many classes to return (default 5).
     #[serde(default = "ml_api::default_top_k")]
@@ -47,9 +49,10 @@ pub struct PictureInfo {
     width: u32,
     /// Its height in pixels.
     height: u32,
-    /// Whether it was dark ink on light paper, and was inverted (MNIST's digits are light on
-    /// dark).
-    inverted: bool,
+    /// For MNIST-style models: whether it was dark ink on light paper, and was inverted
+    /// (MNIST's digits are light on dark).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inverted: Option<bool>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -70,10 +73,12 @@ pub struct ClassifyImageResponse {
     inference_time_ms: f64,
 }
 
-/// Classify a picture of a digit (PNG, JPEG, GIF, BMP or WebP): the raw body with its media
-/// type, or the multipart/form-data field `image`. It is made MNIST-like first: grayscale, dark
-/// ink on light paper inverted, cropped to the ink, its longer side scaled to 20 pixels and
-/// centred by its centre of mass in 28x28.
+/// Classify a picture (PNG, JPEG, GIF, BMP or WebP): the raw body with its media type, or the
+/// multipart/form-data field `image`. It is prepared as the model's model.toml says in
+/// `[preprocess.image]` (decode, colour, resize, centre crop, scale, mean and std, layout).
+/// A model of one 28x28 input without one gets MNIST's preparation (`preset = "mnist"`):
+/// grayscale, dark ink on light paper inverted, cropped to the ink, its longer side scaled to
+/// 20 pixels and centred by its centre of mass in 28x28.
 #[utoipa::path(post, path = "/api/v1/ml/classify/image", tag = "ML API",
     params(ImageQuery),
     request_body(content(
@@ -86,7 +91,7 @@ pub struct ClassifyImageResponse {
         (status = 404, description = "No such model", body = ApiErrorBody),
         (status = 413, description = "Body over --max-body-bytes, or more than 8192 pixels a side", body = ApiErrorBody),
         (status = 415, description = "Not one of the picture media types, nor a multipart form", body = ApiErrorBody),
-        (status = 422, description = "A blank picture, a model that does not take 28x28 pictures, or a bad query", body = ApiErrorBody),
+        (status = 422, description = "A blank picture, a model that takes no pictures, or a bad query", body = ApiErrorBody),
         (status = 429, description = "Overloaded", body = ApiErrorBody),
         (status = 503, description = "Not ready", body = ApiErrorBody),
         (status = 504, description = "timeout_ms passed", body = ApiErrorBody),
@@ -106,26 +111,21 @@ pub async fn classify_image(
     let deadline = ml_api::deadline(started, query.timeout_ms)?;
     let model = runtime.model(&query.model_name, None)?;
     let bytes = picture_bytes(request).await?;
-    // A decode may hold up to DecodeLimits' 256 MiB: one per core at a time keeps the total
-    // bounded however many pictures arrive together.
-    let _decoding = decoders()
-        .acquire()
-        .await
-        .map_err(|e| Error::internal(format!("picture decoding closed: {e}")))?;
-    let digit = tokio::task::spawn_blocking(move || {
-        let image = aicp_image::decode(&bytes, DecodeLimits::default())?;
-        let size = (image.width(), image.height());
-        aicp_image::preprocess(&image).map(|digit| (digit, size))
-    })
-    .await
-    .map_err(|e| Error::internal(format!("the picture's preprocessing stopped: {e}")))?
-    .map_err(image_error);
-    let (digit, (width, height)) = digit?;
-    let input = InferInput::picture(&model, &digit.pixels)?;
+    let Pictures {
+        mut pictures,
+        input,
+    } = preprocessing::pictures(&model, vec![bytes.to_vec()]).await?;
     ml_api::classifies(&model)?;
+    let picture = pictures
+        .pop()
+        .ok_or_else(|| Error::internal("no picture"))?;
     let response = runtime.run(model, vec![input], deadline).await?;
     let mut predictions = ml_api::predictions(&response.model, &response.outputs, query.top_k);
-    let preprocessed = query.debug.then(|| {
+    let digit = match &picture.sample {
+        Sample::Digit(digit) => Some(digit),
+        Sample::Tensor { .. } => None,
+    };
+    let preprocessed = digit.filter(|_| query.debug).map(|digit| {
         let rows = digit.pixels.chunks(aicp_image::SIDE as usize);
         rows.map(<[u8]>::to_vec).collect()
     });
@@ -134,20 +134,13 @@ pub async fn classify_image(
         model_version: response.model.version,
         predictions: predictions.pop().unwrap_or_default(),
         picture: PictureInfo {
-            width,
-            height,
-            inverted: digit.inverted,
+            width: picture.width,
+            height: picture.height,
+            inverted: digit.map(|d| d.inverted),
         },
         preprocessed,
         inference_time_ms: started.elapsed().as_secs_f64() * 1e3,
     }))
-}
-
-/// Permits to decode a picture: one per core.
-fn decoders() -> &'static Semaphore {
-    static DECODERS: OnceLock<Semaphore> = OnceLock::new();
-    DECODERS
-        .get_or_init(|| Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get())))
 }
 
 /// The picture's bytes: the body itself for an image media type, the field `image` of a
@@ -200,14 +193,4 @@ fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
         ErrorKind::MalformedBody
     };
     Error::new(kind, format!("multipart form: {}", e.body_text())).into()
-}
-
-fn image_error(e: ImageError) -> ApiError {
-    let kind = match &e {
-        ImageError::Invalid(_) => ErrorKind::MalformedBody,
-        ImageError::Blank(_) => ErrorKind::InvalidArgument,
-        ImageError::Unsupported(_) => ErrorKind::UnsupportedMediaType,
-        ImageError::TooLarge(_) => ErrorKind::BodyTooLarge,
-    };
-    Error::new(kind, e.to_string()).into()
 }

@@ -15,6 +15,7 @@ pub mod oip;
 pub mod openapi;
 pub mod request_id;
 pub mod shed;
+pub mod text_api;
 pub mod tls;
 pub mod upload;
 pub mod v2_rest;
@@ -132,6 +133,9 @@ pub fn router_and_document(services: Services) -> (Router, utoipa::openapi::Open
     let inference = OpenApiRouter::new()
         .routes(routes!(ml_api::classify))
         .routes(routes!(image_api::classify_image))
+        .routes(routes!(text_api::embed))
+        .routes(routes!(text_api::classify_text))
+        .routes(routes!(text_api::tokenize))
         .routes(routes!(ml_api::inference))
         .routes(routes!(v2_rest::infer))
         .routes(versioned(routes!(v2_rest::infer)))

@@ -250,7 +250,7 @@ fn floats_for(model: &ServedModel, values: Vec<f32>) -> ApiResult<TensorData> {
 /// Checks, before a request runs, that `model` has what [`predictions`] reads: a numeric 2-D
 /// first output, one row of class scores per sample.
 pub(crate) fn classifies(model: &ServedModel) -> ApiResult<()> {
-    match model.signature.outputs.first() {
+    match model.signature.outputs.get(model.transforms.post.output) {
         Some(output)
             if output.shape.as_ref().is_some_and(|dims| dims.len() == 2)
                 && output.datatype != aicp_core::DataType::Bytes =>
@@ -258,7 +258,8 @@ pub(crate) fn classifies(model: &ServedModel) -> ApiResult<()> {
             Ok(())
         }
         _ => Err(Error::invalid(format!(
-            "model {:?} has no numeric 2-D first output to classify with",
+            "model {:?} has no numeric 2-D output to classify with ([postprocess] output names \
+             which, the first by default)",
             model.name
         ))
         .into()),
@@ -266,7 +267,7 @@ pub(crate) fn classifies(model: &ServedModel) -> ApiResult<()> {
 }
 
 /// A numeric output's values as float32, for scoring classes.
-fn scores(tensor: &Tensor) -> Vec<f32> {
+pub(crate) fn scores(tensor: &Tensor) -> Vec<f32> {
     match tensor.as_f32() {
         Some(values) => values.to_vec(),
         None => tensor
@@ -286,7 +287,7 @@ pub(crate) fn predictions(
     outputs: &[Tensor],
     k: usize,
 ) -> Vec<Vec<Prediction>> {
-    let Some(first) = outputs.first() else {
+    let Some(first) = outputs.get(model.transforms.post.output) else {
         return Vec::new();
     };
     let classes = first.shape.last().copied().unwrap_or(1).max(1);

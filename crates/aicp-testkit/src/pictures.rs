@@ -83,3 +83,9 @@ pub fn picture(pixels: &[f32], variant: Variant) -> Vec<u8> {
         }
     }
 }
+
+/// A real decompression bomb: a PNG of 8193 x 8193 blank pixels, 67 MB decoded from a few
+/// hundred kB, and one pixel a side over the decoder's limit.
+pub fn bomb() -> Vec<u8> {
+    encode(&GrayImage::new(8193, 8193), ImageFormat::Png)
+}

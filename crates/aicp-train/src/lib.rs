@@ -18,7 +18,7 @@ pub mod trainer;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
-use aicp_core::{InputSpec, ModelMetadata, OutputKind};
+use aicp_core::{ImagePreprocess, ImagePreset, InputSpec, ModelMetadata, OutputKind, Preprocess};
 use burn::prelude::Device;
 use serde::Serialize;
 
@@ -243,6 +243,15 @@ fn metadata(report: &Report, description: String) -> ModelMetadata {
         batching: None,
         plan_cache_size: None,
         warmup: Vec::new(),
+        // Pictures are made MNIST-like, as the training data was.
+        preprocess: Some(Preprocess {
+            image: Some(ImagePreprocess {
+                preset: Some(ImagePreset::Mnist),
+                ..Default::default()
+            }),
+            text: None,
+        }),
+        postprocess: None,
         training: Some(training),
         quantization: None,
     }

@@ -1,5 +1,5 @@
 //! `aicp bench`: a load generator for a running server, like Triton's perf_analyzer. It sends
-//! one model's requests over one protocol (the ML API's classify route, V2 REST with JSON or
+//! one model's requests over one protocol (the ML API's classify or embed route, V2 REST with JSON or
 //! binary tensors, V2 gRPC), either keeping a number of requests outstanding (a concurrency
 //! sweep) or at a fixed rate, and reports throughput, latency percentiles, errors and the
 //! server's average batch size (from its V2 statistics), as a table and as JSON.
@@ -43,6 +43,9 @@ pub enum Protocol {
     V2Binary,
     /// `inference.GRPCInferenceService/ModelInfer` with raw tensor contents.
     Grpc,
+    /// `POST /api/v1/ml/embed` with `--batch` sentences of 8 to 24 words (text-embeddings-
+    /// inference's shape; the server's only embedding model answers).
+    Embed,
 }
 
 #[derive(Debug, Args)]
@@ -456,6 +459,35 @@ impl Transport {
         })
     }
 
+    /// Texts to embed: sentences of common English words, different in every body.
+    fn embed(url: &str, args: &BenchArgs) -> anyhow::Result<Self> {
+        const WORDS: [&str; 24] = [
+            "the", "model", "serves", "a", "request", "in", "time", "and", "every", "answer",
+            "is", "measured", "on", "one", "machine", "with", "two", "cores", "for", "people",
+            "who", "run", "it", "today",
+        ];
+        let mut rng = seeded();
+        let bodies = (0..INPUTS)
+            .map(|_| {
+                let texts: Vec<String> = (0..args.batch)
+                    .map(|_| {
+                        let words = rng.random_range(8..=24);
+                        let picked: Vec<&str> = (0..words)
+                            .map(|_| WORDS[rng.random_range(0..WORDS.len())])
+                            .collect();
+                        picked.join(" ")
+                    })
+                    .collect();
+                json_body(&json!({ "inputs": texts }))
+            })
+            .collect();
+        Ok(Self::Http {
+            pool: HttpPool::new(url)?,
+            infer_path: "/api/v1/ml/embed".to_string(),
+            bodies,
+        })
+    }
+
     /// The Open Inference Protocol's infer, shaped as the model's metadata says: the tensor in
     /// JSON, in binary, or as binary UINT8 pixels (`--pixels`).
     async fn v2(url: &str, args: &BenchArgs) -> anyhow::Result<Self> {
@@ -513,6 +545,7 @@ impl Client {
             Protocol::Grpc => Transport::grpc(&url, timeout, args).await?,
             Protocol::Classify => Transport::classify(&url, args)?,
             Protocol::V2Json | Protocol::V2Binary => Transport::v2(&url, args).await?,
+            Protocol::Embed => Transport::embed(&url, args)?,
         };
         let client = Self {
             url,

@@ -21,6 +21,7 @@ mod limits;
 mod metrics;
 mod onnx_node;
 mod openapi;
+mod preprocess;
 mod quantize;
 mod real_models;
 mod slow;

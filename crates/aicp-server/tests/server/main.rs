@@ -13,6 +13,7 @@ mod ml_api;
 mod model_control;
 mod openapi;
 mod pictures;
+mod preprocess;
 mod scheduling;
 mod support;
 mod typed;

@@ -6,7 +6,7 @@
 
 use aicp_engine::tract::TractEngine;
 use aicp_engine::{Engine, Runnable, onnx};
-use aicp_testkit::pictures::{VARIANTS, Variant, encode, picture};
+use aicp_testkit::pictures::{VARIANTS, Variant, bomb, encode, picture};
 use aicp_testkit::{bundled_model, digits};
 use image::{GrayImage, ImageFormat};
 use serde_json::Value;
@@ -318,10 +318,4 @@ async fn bad_pictures_get_clear_errors_and_never_hurt_the_server() {
     // Every one of those left the server serving.
     let (status, answer) = classify(&server, "", Some("image/png"), png).await;
     assert_eq!(status, 200, "{answer}");
-}
-
-/// A real decompression bomb: a PNG of 8193 x 8193 blank pixels, 67 MB decoded from a few
-/// hundred kB, and one pixel a side over the decoder's limit.
-fn bomb() -> Vec<u8> {
-    encode(&GrayImage::new(8193, 8193), ImageFormat::Png)
 }
