@@ -462,9 +462,9 @@ impl Transport {
     /// Texts to embed: sentences of common English words, different in every body.
     fn embed(url: &str, args: &BenchArgs) -> anyhow::Result<Self> {
         const WORDS: [&str; 24] = [
-            "the", "model", "serves", "a", "request", "in", "time", "and", "every", "answer",
-            "is", "measured", "on", "one", "machine", "with", "two", "cores", "for", "people",
-            "who", "run", "it", "today",
+            "the", "model", "serves", "a", "request", "in", "time", "and", "every", "answer", "is",
+            "measured", "on", "one", "machine", "with", "two", "cores", "for", "people", "who",
+            "run", "it", "today",
         ];
         let mut rng = seeded();
         let bodies = (0..INPUTS)

@@ -385,7 +385,9 @@ async fn bad_texts_get_a_clear_refusal() {
     );
     // A text longer than the body limit (4 MiB here) is refused before it is read whole.
     let long = "word ".repeat(1 << 20);
-    let (status, answer) = server.post("/api/v1/ml/embed", &json!({"inputs": long})).await;
+    let (status, answer) = server
+        .post("/api/v1/ml/embed", &json!({"inputs": long}))
+        .await;
     assert_eq!(status, 413, "{answer}");
     let (status, body) = v2_bytes(&server, ENCODER_HIDDEN, "text", &[b"\xff\xfe"]).await;
     assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
