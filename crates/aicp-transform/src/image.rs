@@ -321,11 +321,16 @@ impl General {
                 .map_err(|e| ImageError::Invalid(format!("resizing the picture: {e}")))?;
             target.into_vec()
         };
-        Ok(self.layout_values(&pixels, out_w as usize, out_h as usize))
+        self.layout_values(&pixels, out_w as usize, out_h as usize)
     }
 
     /// Interleaved 8-bit pixels to the input's layout, values and datatype.
-    fn layout_values(&self, pixels: &[u8], width: usize, height: usize) -> Sample {
+    fn layout_values(
+        &self,
+        pixels: &[u8],
+        width: usize,
+        height: usize,
+    ) -> Result<Sample, ImageError> {
         let channels = self.color.channels();
         let plane = width * height;
         // The picture's channel that model channel `c` takes.
@@ -354,10 +359,10 @@ impl General {
                         .for_each(|(d, p)| *d = *p),
                 }
             }
-            return Sample::Tensor {
+            return Ok(Sample::Tensor {
                 shape,
                 data: TensorData::U8(data),
-            };
+            });
         }
         let mut values = vec![0f32; plane * channels];
         for c in 0..channels {
@@ -376,11 +381,11 @@ impl General {
                     .for_each(|(d, p)| *d = table[usize::from(*p)]),
             }
         }
-        // The table's values are finite, so no narrowing overflows save FP16's past 65504,
-        // which float_as names.
+        // The table's values are finite; only FP16 can overflow (past 65504, with a scale,
+        // mean and std that make such values), which float_as names.
         let data = TensorData::float_as(values, self.datatype)
-            .unwrap_or_else(|_| TensorData::F32(Vec::new()));
-        Sample::Tensor { shape, data }
+            .map_err(|e| ImageError::Invalid(format!("the prepared picture: {}", e.message)))?;
+        Ok(Sample::Tensor { shape, data })
     }
 }
 
