@@ -25,12 +25,16 @@ pub struct Source {
     /// Its directory, or its bare `.onnx` file.
     pub path: PathBuf,
     pub metadata: Option<PathBuf>,
+    /// The other files beside model.toml in a model's directory (a tokenizer.json, warm-up
+    /// samples): what model.toml may name, so a change to one reloads the model as a change
+    /// to model.toml does.
+    pub beside: Vec<PathBuf>,
     /// Each version's `.onnx` file.
     pub versions: BTreeMap<u64, PathBuf>,
 }
 
 /// What a file looked like: a rewrite changes its size or its modification time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Stamp {
     len: u64,
     modified: Option<SystemTime>,
@@ -46,15 +50,17 @@ impl Stamp {
     }
 }
 
-/// What a model's files looked like: its metadata file and each version's model file.
+/// What a model's files looked like: its metadata file (with the files beside it) and each
+/// version's model file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SourceStamp {
-    metadata: Option<Stamp>,
+    metadata: (Option<Stamp>, u64),
     versions: BTreeMap<u64, Option<Stamp>>,
 }
 
-/// What one version depends on: the model's metadata file and its own model file.
-pub(crate) type VersionStamp = (Option<Stamp>, Option<Stamp>);
+/// What one version depends on: the model's metadata file, a digest of the files beside it,
+/// and its own model file.
+pub(crate) type VersionStamp = ((Option<Stamp>, u64), Option<Stamp>);
 
 impl SourceStamp {
     pub(crate) fn version(&self, version: u64) -> VersionStamp {
@@ -68,8 +74,15 @@ impl SourceStamp {
 impl Source {
     /// The size and modification time of each of its files now.
     pub fn stamp(&self) -> SourceStamp {
+        let mut beside = std::hash::DefaultHasher::new();
+        for file in &self.beside {
+            std::hash::Hash::hash(&(file, Stamp::of(file)), &mut beside);
+        }
         SourceStamp {
-            metadata: self.metadata.as_deref().and_then(Stamp::of),
+            metadata: (
+                self.metadata.as_deref().and_then(Stamp::of),
+                std::hash::Hasher::finish(&beside),
+            ),
             versions: self
                 .versions
                 .iter()
@@ -188,9 +201,29 @@ fn model_dir(root: &Path, dir: &Path, report: Report) -> Source {
             }
         }
     }
+    let metadata = file_inside(root, dir.join("model.toml"), report);
+    // Only a model with a model.toml names files beside it.
+    let mut beside: Vec<PathBuf> = match &metadata {
+        None => Vec::new(),
+        Some(toml) => std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| path != toml && path.is_file() && inside(root, path))
+            // An editor's swap file or a copy's hidden part is not one model.toml names.
+            .filter(|path| {
+                path.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| !n.starts_with('.'))
+            })
+            .collect(),
+    };
+    beside.sort();
     Source {
         path: dir.to_path_buf(),
-        metadata: file_inside(root, dir.join("model.toml"), report),
+        metadata,
+        beside,
         versions,
     }
 }
@@ -200,6 +233,7 @@ fn bare_file(root: &Path, file: &Path, stem: &str, report: Report) -> Source {
     Source {
         path: file.to_path_buf(),
         metadata: file_inside(root, file.with_file_name(format!("{stem}.toml")), report),
+        beside: Vec::new(),
         versions: BTreeMap::from([(1, file.to_path_buf())]),
     }
 }

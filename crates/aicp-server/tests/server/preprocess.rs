@@ -394,6 +394,32 @@ async fn bad_texts_get_a_clear_refusal() {
     assert!(String::from_utf8_lossy(&body).contains("not UTF-8"));
 }
 
+/// The id of "cats"'s first word piece, with the encoder's tokenizer now.
+async fn cats_token(server: &Server) -> Value {
+    let body = json!({"inputs": "cats", "model_name": "encoder"});
+    server.post("/api/v1/ml/tokenize", &body).await.1[0][1]["id"].clone()
+}
+
+#[tokio::test]
+async fn a_changed_tokenizer_reloads_the_model() {
+    let (dir, server) = server().await;
+    assert_eq!(cats_token(&server).await, 5);
+    // The same tokenizer with "cat" at another id: the watcher sees the file beside
+    // model.toml change, and the model is loaded again with it.
+    let changed = TOKENIZER
+        .replace("\"cat\": 5", "\"cat\":  8")
+        .replace("\"mat\": 8", "\"mat\": 5");
+    std::fs::write(dir.path().join("encoder/tokenizer.json"), changed).unwrap();
+    for _ in 0..2 {
+        let control = server.control.clone();
+        tokio::task::spawn_blocking(move || control.poll())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    assert_eq!(cats_token(&server).await, 8);
+}
+
 #[tokio::test]
 async fn declarations_that_cannot_serve_the_model_fail_its_load_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
