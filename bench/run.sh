@@ -102,7 +102,9 @@ import preprocess
 encoder = Path(sys.argv[1])
 (encoder / "1").mkdir(parents=True)
 shutil.copy("crates/aicp-cli/tests/fixtures/exported/text_encoder.onnx", encoder / "1/model.onnx")
-(encoder / "model.toml").write_text(preprocess.ENCODER_TOML)
+# Texts of about the same length share a shape, so the batcher can merge their requests.
+(encoder / "model.toml").write_text(
+    preprocess.ENCODER_TOML.replace("max_length = 128\n", "max_length = 128\npad_to_multiple_of = 16\n"))
 preprocess.train_tokenizer(preprocess.sentences()[1]).save(str(encoder / "tokenizer.json"))
 PY
 

@@ -41,6 +41,7 @@
 //! [preprocess.text]          # text in: /api/v1/ml/embed, /classify/text, V2's BYTES "text"
 //! tokenizer = "tokenizer.json" # Hugging Face's, beside model.toml
 //! max_length = 128
+//! pad_to_multiple_of = 8     # optional: pad to a multiple, so requests share shapes
 //!
 //! [postprocess]              # what the ML API's text routes answer
 //! kind = "embedding"         # or "classification" (softmax, top-k, labels), "none"
@@ -262,6 +263,11 @@ pub struct TextPreprocess {
     /// `longest` (the default: a request's texts are padded to its longest) or `max_length`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub padding: Option<Padding>,
+    /// With `longest`: the length rounded up to a multiple of this (Hugging Face's
+    /// `pad_to_multiple_of`), so that concurrent requests of texts of about the same length
+    /// share a shape, and the batcher can run them together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pad_to_multiple_of: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

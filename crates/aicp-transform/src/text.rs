@@ -38,6 +38,8 @@ pub struct TextTransform {
     max_length: usize,
     truncation: bool,
     padding: Padding,
+    /// `longest` rounds up to a multiple of this (1: not at all).
+    multiple: usize,
     pad_id: u32,
     /// The model's inputs, in its order: name, what each takes, its integer type.
     inputs: Vec<(String, Role, DataType)>,
@@ -147,6 +149,10 @@ impl TextTransform {
             None => spec.padding.unwrap_or_default(),
         };
         let truncation = spec.truncation.unwrap_or(true);
+        let multiple = spec.pad_to_multiple_of.unwrap_or(1);
+        if multiple == 0 {
+            return Err("pad_to_multiple_of must be at least 1".into());
+        }
         tokenizer
             .with_truncation(Some(TruncationParams {
                 // One token past the limit when truncation is off, so that a text too long
@@ -171,6 +177,7 @@ impl TextTransform {
             max_length,
             truncation,
             padding,
+            multiple,
             pad_id,
             inputs,
         })
@@ -201,7 +208,12 @@ impl TextTransform {
         let encodings = self.encode_each(texts)?;
         let length = match self.padding {
             Padding::MaxLength => self.max_length,
-            Padding::Longest => encodings.iter().map(Encoding::len).max().unwrap_or(0),
+            Padding::Longest => {
+                let longest = encodings.iter().map(Encoding::len).max().unwrap_or(0);
+                longest
+                    .next_multiple_of(self.multiple)
+                    .min(self.max_length.max(longest))
+            }
         };
         let padded = |values: fn(&Encoding) -> &[u32], pad: u32| {
             let mut out = Vec::with_capacity(texts.len() * length);
@@ -367,6 +379,22 @@ mod tests {
         };
         let encoded = load(padded, &signature).unwrap().encode(&["cat"]).unwrap();
         assert_eq!(encoded.inputs[0].1.data, TensorData::I64(vec![2, 5, 3, 0]));
+        let multiple = TextPreprocess {
+            max_length: Some(7),
+            pad_to_multiple_of: Some(4),
+            ..Default::default()
+        };
+        let text = load(multiple, &signature).unwrap();
+        assert_eq!(
+            text.encode(&["cat"]).unwrap().length,
+            4,
+            "3 tokens, padded to 4"
+        );
+        assert_eq!(
+            text.encode(&["the cat sat"]).unwrap().length,
+            7,
+            "5, to 8 but max 7"
+        );
     }
 
     #[test]

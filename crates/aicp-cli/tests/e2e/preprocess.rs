@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::{Server, manifest_dir, python, run_bounded};
+use crate::common::{AICP, Server, manifest_dir, python, run_bounded};
 
 fn script(args: &[&dyn AsRef<std::ffi::OsStr>]) {
     let mut command = Command::new(python());
@@ -63,4 +63,35 @@ fn pictures_and_texts_are_prepared_as_pythons_own_libraries_prepare_them() {
     assert!(number("embed_max_abs") <= 1e-4, "{results}");
     assert!(number("classify_text_max_abs") <= 1e-4, "{results}");
     assert!(number("v2_text_max_abs") <= 1e-4, "{results}");
+
+    // `aicp predict` prepares a picture and a text as the server does.
+    let predict = |args: &[&dyn AsRef<std::ffi::OsStr>]| {
+        let mut command = Command::new(AICP);
+        command
+            .args(["predict", "--models"])
+            .arg(dir.path().join("models"));
+        for arg in args {
+            command.arg(arg);
+        }
+        let out = run_bounded(&mut command, Duration::from_secs(120));
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let picture = dir.path().join("pictures/chelsea.png");
+    let stdout = predict(&[&"--model", &"imagenet", &"--top-k", &"2", &picture]);
+    assert!(stdout.contains("picture 451x300\n"), "{stdout}");
+    assert!(stdout.contains("model imagenet version 1"), "{stdout}");
+    let stdout = predict(&[
+        &"--model",
+        &"encoder",
+        &"--text",
+        &"The cat sat on the mat.",
+    ]);
+    assert!(stdout.contains("text of 23 characters: "), "{stdout}");
+    assert!(stdout.contains("embedding of 32 values: ["), "{stdout}");
 }
