@@ -182,6 +182,25 @@ pub fn run_bounded(command: &mut Command, limit: Duration) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Runs `tests/fixtures/<script>` with `args` in the test virtualenv's Python, for at most
+/// `limit`; prints its output, and fails the test, with its output, when it fails.
+pub fn fixture_script(script: &str, args: &[&dyn AsRef<std::ffi::OsStr>], limit: Duration) {
+    let mut command = Command::new(python());
+    command.arg(manifest_dir().join("tests/fixtures").join(script));
+    for arg in args {
+        command.arg(arg);
+    }
+    let out = run_bounded(&mut command, limit);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "{script} {:?}:\n{stdout}\n{}",
+        command.get_args().collect::<Vec<_>>(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Runs `script` with the test virtualenv's Python, `input` on its stdin; its output.
 pub fn run_python(script: &str, input: &[u8]) -> std::process::Output {
     let mut child = Command::new(python())

@@ -7,29 +7,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use crate::common::{Server, manifest_dir, python, run_bounded};
+use crate::common::{Server, fixture_script};
 
 /// Each case's result: `None` when it passed, else why not.
 type Results = BTreeMap<String, Option<String>>;
 
 fn script(args: &[&dyn AsRef<std::ffi::OsStr>]) {
-    let mut command = Command::new(python());
-    command.arg(manifest_dir().join("tests/fixtures/onnx_node_tests.py"));
-    for arg in args {
-        command.arg(arg);
-    }
-    let out = run_bounded(&mut command, Duration::from_secs(600));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "onnx_node_tests.py {:?}:\n{stdout}\n{}",
-        command.get_args().collect::<Vec<_>>(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    fixture_script("onnx_node_tests.py", args, Duration::from_secs(600));
 }
 
 fn results(path: &Path) -> Results {

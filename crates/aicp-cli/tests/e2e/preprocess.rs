@@ -10,22 +10,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::{AICP, Server, manifest_dir, python, run_bounded};
+use crate::common::{AICP, Server, fixture_script, manifest_dir, run_bounded};
 
 fn script(args: &[&dyn AsRef<std::ffi::OsStr>]) {
-    let mut command = Command::new(python());
-    command.arg(manifest_dir().join("tests/fixtures/preprocess.py"));
-    for arg in args {
-        command.arg(arg);
-    }
-    let out = run_bounded(&mut command, Duration::from_secs(300));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "preprocess.py:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    fixture_script("preprocess.py", args, Duration::from_secs(300));
 }
 
 #[test]

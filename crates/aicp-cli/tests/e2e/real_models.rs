@@ -8,10 +8,9 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
-use crate::common::{Server, manifest_dir, python, run_bounded};
+use crate::common::{Server, fixture_script, manifest_dir};
 
 /// Each model's result: `None` when it passed, else why not.
 type Results = BTreeMap<String, Option<String>>;
@@ -24,19 +23,7 @@ fn wheel_models() -> PathBuf {
 }
 
 fn script(args: &[&dyn AsRef<std::ffi::OsStr>]) {
-    let mut command = Command::new(python());
-    command.arg(manifest_dir().join("tests/fixtures/real_models.py"));
-    for arg in args {
-        command.arg(arg);
-    }
-    let out = run_bounded(&mut command, Duration::from_secs(300));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "real_models.py:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    fixture_script("real_models.py", args, Duration::from_secs(300));
 }
 
 /// Serves every model on `engine`; returns whether the engine's own library runs each in
