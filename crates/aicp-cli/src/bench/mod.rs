@@ -43,6 +43,9 @@ pub enum Protocol {
     V2Binary,
     /// `inference.GRPCInferenceService/ModelInfer` with raw tensor contents.
     Grpc,
+    /// `POST /api/v1/ml/classify/image` with a 140x140 PNG of a stroke, dark on white (the
+    /// drawing page's kind of picture).
+    Picture,
     /// `POST /api/v1/ml/embed` with `--batch` sentences of 8 to 24 words (text-embeddings-
     /// inference's shape; the server's only embedding model answers).
     Embed,
@@ -459,6 +462,40 @@ impl Transport {
         })
     }
 
+    /// Pictures to classify: a ring of random size and place, dark on white, as PNG.
+    fn picture(url: &str, args: &BenchArgs) -> anyhow::Result<Self> {
+        let mut rng = seeded();
+        let bodies = (0..INPUTS)
+            .map(|_| {
+                let (cx, cy) = (
+                    rng.random_range(50..90) as f32,
+                    rng.random_range(50..90) as f32,
+                );
+                let radius = rng.random_range(20..40) as f32;
+                let picture = image::GrayImage::from_fn(140, 140, |x, y| {
+                    let distance = (x as f32 - cx).hypot(y as f32 - cy);
+                    image::Luma([if (distance - radius).abs() < 5.0 {
+                        20
+                    } else {
+                        250
+                    }])
+                });
+                let mut png = std::io::Cursor::new(Vec::new());
+                picture.write_to(&mut png, image::ImageFormat::Png)?;
+                let headers = vec![(CONTENT_TYPE, HeaderValue::from_static("image/png"))];
+                Ok((Bytes::from(png.into_inner()), headers))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self::Http {
+            pool: HttpPool::new(url)?,
+            infer_path: format!(
+                "/api/v1/ml/classify/image?model_name={}&top_k=1",
+                args.model
+            ),
+            bodies,
+        })
+    }
+
     /// Texts to embed: sentences of common English words, different in every body.
     fn embed(url: &str, args: &BenchArgs) -> anyhow::Result<Self> {
         const WORDS: [&str; 24] = [
@@ -546,6 +583,7 @@ impl Client {
             Protocol::Classify => Transport::classify(&url, args)?,
             Protocol::V2Json | Protocol::V2Binary => Transport::v2(&url, args).await?,
             Protocol::Embed => Transport::embed(&url, args)?,
+            Protocol::Picture => Transport::picture(&url, args)?,
         };
         let client = Self {
             url,
