@@ -540,12 +540,12 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<()> {
     let inputs = match (&args.text, &args.file) {
         (Some(text), _) => {
             let texts = tokio.block_on(preprocessing::texts(&ticket, vec![text.clone()]))?;
-            let tokens = texts.encoded.mask.iter().filter(|&&m| m == 1).count();
+            let tokens = texts.mask.iter().filter(|&&m| m == 1).count();
             println!(
                 "text of {} characters: {tokens} tokens",
                 text.chars().count()
             );
-            mask = Some(texts.encoded.mask);
+            mask = Some(texts.mask);
             texts.inputs
         }
         (None, Some(file)) => {
@@ -577,7 +577,7 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let Some(scores) = output.data.to_f64() else {
+    let Some(scores) = output.data.to_f32() else {
         anyhow::bail!(
             "model {}'s output is {}; aicp predict reads class scores",
             model.name,
@@ -585,8 +585,7 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<()> {
         );
     };
     let classes = output.shape.last().copied().unwrap_or(1).max(1);
-    let row: Vec<f32> = scores.iter().take(classes).map(|&v| v as f32).collect();
-    let probabilities = model.probabilities(&row);
+    let probabilities = model.probabilities(&scores[..classes.min(scores.len())]);
     for (class, confidence) in aicp_runtime::top_k(&probabilities, args.top_k) {
         println!("{:>12}  {:>6.2}%", model.label(class), 100.0 * confidence);
     }

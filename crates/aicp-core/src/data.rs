@@ -370,6 +370,15 @@ impl TensorData {
         })
     }
 
+    /// The values as float32, for scoring classes: float32 as it is, any other number (and
+    /// BOOL) through [`Self::to_f64`]. `None` for BYTES.
+    pub fn to_f32(&self) -> Option<Vec<f32>> {
+        match self {
+            Self::F32(v) => Some(v.clone()),
+            other => Some(other.to_f64()?.into_iter().map(|x| x as f32).collect()),
+        }
+    }
+
     /// Float32 values as the float type `datatype` (FP16, BF16, FP32 or FP64): the one
     /// conversion the seed's ML API makes, whose clients send JSON numbers to any float model.
     /// Refuses a value outside the target's finite range, and any other type.

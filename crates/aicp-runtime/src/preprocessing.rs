@@ -106,10 +106,11 @@ fn picture_input(model: &ServedModel, pictures: &[Picture]) -> Result<InferInput
     })
 }
 
-/// Texts tokenised for `model`, and its inputs of them.
+/// Texts tokenised for `model`: its inputs of them, and the attention mask (`texts x length`)
+/// that pooling reads.
 pub struct Texts {
-    pub encoded: Encoded,
     pub inputs: Vec<InferInput>,
+    pub mask: Vec<u32>,
 }
 
 /// Tokenises `texts` for `model`'s `[preprocess.text]`.
@@ -119,23 +120,22 @@ pub async fn texts(model: &ServedModel, texts: Vec<String>) -> Result<Texts> {
         return Err(no_text(model));
     }
     check_samples(model, texts.len(), "text")?;
-    let encoded = blocking(move || {
+    let Encoded { inputs, mask, .. } = blocking(move || {
         let text = transforms.text.as_ref().ok_or_else(String::new)?;
         let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
         text.encode(&texts)
     })
     .await?
     .map_err(Error::invalid)?;
-    let inputs = encoded
-        .inputs
-        .iter()
+    let inputs = inputs
+        .into_iter()
         .map(|(name, tensor)| InferInput {
-            name: Some(name.clone()),
-            shape: tensor.shape.clone(),
-            data: tensor.data.clone(),
+            name: Some(name),
+            shape: tensor.shape,
+            data: tensor.data,
         })
         .collect();
-    Ok(Texts { encoded, inputs })
+    Ok(Texts { inputs, mask })
 }
 
 /// Each text's tokens (`/tokenize`).

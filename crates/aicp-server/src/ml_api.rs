@@ -268,16 +268,7 @@ pub(crate) fn classifies(model: &ServedModel) -> ApiResult<()> {
 
 /// A numeric output's values as float32, for scoring classes.
 pub(crate) fn scores(tensor: &Tensor) -> Vec<f32> {
-    match tensor.as_f32() {
-        Some(values) => values.to_vec(),
-        None => tensor
-            .data
-            .to_f64()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|v| v as f32)
-            .collect(),
-    }
+    tensor.data.to_f32().unwrap_or_default()
 }
 
 /// Top-k predictions for each row of the first output (which [`classifies`] checked), as

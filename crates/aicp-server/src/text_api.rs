@@ -88,9 +88,8 @@ pub async fn embed(
         .get(post.output)
         .ok_or_else(|| Error::internal("the model gave no output to pool"))?;
     let normalize = request.normalize.unwrap_or(post.normalize);
-    let vectors =
-        aicp_transform::pool::embeddings(hidden, &texts.encoded.mask, post.pooling, normalize)
-            .map_err(|e| Error::internal(format!("model {:?}: {e}", response.model.name)))?;
+    let vectors = aicp_transform::pool::embeddings(hidden, &texts.mask, post.pooling, normalize)
+        .map_err(|e| Error::internal(format!("model {:?}: {e}", response.model.name)))?;
     Ok(Json(vectors))
 }
 

@@ -101,16 +101,7 @@ pub fn select_outputs(
 /// model.toml names the class. The value is the output's own (a logit for a logits model);
 /// [`check_outputs`] made sure it is a number.
 fn classify(model: &ServedModel, tensor: &Tensor, n: usize) -> (Vec<usize>, TensorData) {
-    let values: Vec<f32> = match tensor.as_f32() {
-        Some(values) => values.to_vec(),
-        None => tensor
-            .data
-            .to_f64()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|v| v as f32)
-            .collect(),
-    };
+    let values = tensor.data.to_f32().unwrap_or_default();
     let batched = model.max_batch_size() > 0 && !tensor.shape.is_empty();
     let rows = if batched { tensor.shape[0].max(1) } else { 1 };
     let per_row = values.len() / rows;
