@@ -4,6 +4,8 @@
 #   1. in-process engine throughput on the bundled MNIST MLP (batch 1 and 1024, one thread):
 #      aicp's engines against the onnxruntime Python package;
 #   2. the dynamic batcher in process: 64 concurrent submitters, batching off against on;
+#   2a. a chain's own cost in process, one request at a time: a chain of two steps against its
+#      steps run one after the other (crates/aicp-runtime/benches/chain.rs);
 #   2b. preparing a picture in process: a 640x480 JPEG made an ImageNet input by aicp's
 #      `[preprocess.image]` (crates/aicp-transform/benches/prepare.rs) against PIL and
 #      torchvision's transforms (bench/preprocess_python.py; PIL and numpy doing torchvision's
@@ -74,6 +76,10 @@ AICP_BENCH_JSON="$out/engines.json" cargo bench --locked --workspace --bench eng
 echo "== 2. the dynamic batcher in process"
 AICP_BENCH_JSON="$out/scheduler.json" cargo bench --locked --workspace --bench scheduler -- "${criterion[@]}" \
     | grep -E "submitters|time:|thrpt:" || true
+
+echo "== 2a. a chain's own cost in process: a chain of two steps against the steps"
+AICP_BENCH_JSON="$out/chain.json" cargo bench --locked --workspace --bench chain -- "${criterion[@]}" \
+    | grep -E "^chain|time:|own cost" || true
 
 echo "== 2b. preparing a picture in process: aicp against PIL and torchvision"
 AICP_BENCH_JSON="$out/prepare.json" AICP_BENCH_JPEG_OUT="$out/picture.jpg" \

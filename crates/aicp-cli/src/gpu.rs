@@ -118,6 +118,9 @@ mod cuda {
             let cpu = Repository::load(repository.models(), engines, &Batching::default())?;
             let entry = cpu.model(model)?;
             let served = cpu.get(model, None)?;
+            if served.engine.is_none() {
+                bail!("model {model} is a chain; check each of its steps");
+            }
             let version = &entry.versions[&served.version];
             let [input] = served.signature.inputs.as_slice() else {
                 bail!("model {model} has several inputs; the GPU check feeds one");
@@ -288,14 +291,14 @@ mod cuda {
         println!(
             "served model={} engine={} device=\"{}\" max_batch_size={} max_queue_delay_us={} instances={} pixels={}",
             served.name,
-            served.engine,
+            served.engine_name(),
             served.device,
             served.policy.max_batch_size,
             served.policy.max_queue_delay.as_micros(),
             served.policy.instances,
             served.pixels.is_some(),
         );
-        let mut failures = usize::from(served.engine != EngineKind::Cuda);
+        let mut failures = usize::from(served.engine != Some(EngineKind::Cuda));
         let runtime = Runtime::new();
         runtime.set_repository(repository);
         let pixels = subject.pixels(3);

@@ -455,7 +455,7 @@ pub fn models(args: RepositoryArgs) -> anyhow::Result<()> {
                 VersionState::Ready(served) => {
                     row(
                         "ready",
-                        &served.engine,
+                        &served.engine_name(),
                         &served.device,
                         &served.max_batch_size(),
                     );
@@ -559,7 +559,10 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<()> {
     let model = &response.model;
     println!(
         "model {} version {} ({} on {})",
-        model.name, model.version, model.engine, model.device
+        model.name,
+        model.version,
+        model.engine_name(),
+        model.device
     );
     let post = &model.transforms.post;
     let Some(output) = response.outputs.get(post.output) else {

@@ -13,9 +13,9 @@ pub mod tensor;
 pub use data::TensorData;
 pub use error::{Error, ErrorKind, Result, panic_message};
 pub use metadata::{
-    Backend, Batching, ColorOrder, ImagePreprocess, ImagePreset, InputSpec, Layout, ModelMetadata,
-    OutputKind, Padding, Pooling, Postprocess, PostprocessKind, Preprocess, Resize, ResizeFilter,
-    TextPreprocess, WarmupData, WarmupInput, WarmupSample,
+    Backend, Batching, ChainStep, ColorOrder, ImagePreprocess, ImagePreset, InputSpec, Layout,
+    ModelMetadata, OutputKind, Padding, Pooling, Postprocess, PostprocessKind, Preprocess, Resize,
+    ResizeFilter, TextPreprocess, WarmupData, WarmupInput, WarmupSample,
 };
 pub use name::validate_model_name;
 pub use nested::NestedArray;

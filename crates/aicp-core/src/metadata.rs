@@ -48,6 +48,12 @@
 //! pooling = "mean"           # or "cls"; over the attention mask
 //! normalize = true
 //!
+//! [[steps]]                 # a chain: models of the directory run one after another, each
+//! model = "encoder"          # one's outputs feeding the next one's inputs by name; the chain's
+//! [[steps]]                  # inputs are the first step's, its outputs the last step's
+//! model = "head"
+//! inputs = { features = "encoder.last_hidden_state" } # where a name does not match
+//!
 //! [training]          # free-form: how the model was trained
 //! dataset = "mnist"
 //!
@@ -95,6 +101,10 @@ pub struct ModelMetadata {
     /// What the ML API makes of the model's outputs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postprocess: Option<Postprocess>,
+    /// For a chain: the models it runs, in order, each one's outputs feeding the next one's
+    /// inputs by name. A chain's directory holds no versions of its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<ChainStep>,
     /// How the model was made, for people; only `test_accuracy` is read (the drawing page
     /// picks the most accurate model).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -103,6 +113,23 @@ pub struct ModelMetadata {
     /// quantised model's own, takes the place of the training's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantization: Option<toml::Table>,
+}
+
+/// One step of a chain: a model of the same directory, and where its inputs come from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainStep {
+    /// The model it runs.
+    pub model: String,
+    /// The version it runs; the model's highest ready version when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// Where each of the model's inputs comes from, for those not fed by name: input name to
+    /// `"<step model>.<output>"` (an earlier step's output) or to one of the chain's inputs.
+    /// An input left out takes the previous step's output of its name, else the chain's input
+    /// of its name; the first step's inputs are the chain's.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub inputs: std::collections::BTreeMap<String, String>,
 }
 
 /// One warm-up sample: a value for every input of the model.
@@ -504,6 +531,11 @@ mod tests {
                 pooling: Some(Pooling::Cls),
                 ..Default::default()
             }),
+            steps: vec![ChainStep {
+                model: "head".into(),
+                version: Some(2),
+                inputs: [("features".to_string(), "encoder.pooled".to_string())].into(),
+            }],
             training: Some(training.clone()),
             quantization: None,
         };
@@ -527,6 +559,22 @@ mod tests {
         assert_eq!(metadata.postprocess.unwrap().kind, PostprocessKind::None);
         let err = ModelMetadata::from_toml("[preprocess.image]\nlayout = \"CHW\"").unwrap_err();
         assert!(err.to_string().contains("NCHW"), "{err}");
+    }
+
+    #[test]
+    fn a_chain_reads_as_written() {
+        let metadata = ModelMetadata::from_toml(
+            "[[steps]]\nmodel = \"encoder\"\n[[steps]]\nmodel = \"head\"\n\
+             inputs = { features = \"encoder.last_hidden_state\" }\n",
+        )
+        .unwrap();
+        assert_eq!(metadata.steps.len(), 2);
+        assert_eq!(
+            metadata.steps[1].inputs["features"],
+            "encoder.last_hidden_state"
+        );
+        let err = ModelMetadata::from_toml("[[steps]]\nmodle = \"x\"").unwrap_err();
+        assert!(err.to_string().contains("modle"), "{err}");
     }
 
     #[test]

@@ -126,7 +126,7 @@ fn bench(c: &mut Criterion) {
     }
     println!(
         "engine {}, 64 submitters: batching off {off:.0} requests/s, on {on:.0} requests/s (average batch {batch:.1}); on/off {:.2}",
-        setups[1].1.1.engine,
+        setups[1].1.1.engine_name(),
         on / off
     );
     if let Some(path) = std::env::var_os("AICP_BENCH_JSON") {

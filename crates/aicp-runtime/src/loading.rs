@@ -16,7 +16,7 @@ use aicp_transform::Transforms;
 use crate::engines::Engines;
 use crate::policy::{Device, Policy};
 use crate::scheduler::Scheduler;
-use crate::served::ServedModel;
+use crate::served::{Runner, ServedModel};
 use crate::stats::Stats;
 pub use crate::warmup::MAX_SAMPLE_VALUES;
 use crate::warmup::{Failure, Warmup, sample_shape};
@@ -140,7 +140,7 @@ fn load(
     Ok(ServedModel {
         name: name.to_string(),
         version,
-        engine: engine.kind(),
+        engine: Some(engine.kind()),
         device: engine.device(),
         signature: info.signature,
         pixels,
@@ -150,7 +150,7 @@ fn load(
         policy,
         notes,
         stats,
-        scheduler,
+        runner: Runner::Scheduler(scheduler),
     })
 }
 

@@ -20,11 +20,20 @@ use std::sync::Arc;
 use aicp_core::{Batching, Error, ErrorKind, ModelMetadata, Result, validate_model_name};
 use serde::Serialize;
 
+use crate::chain::{self, CHAIN_VERSION};
 use crate::discovery::{Report, Source, SourceStamp, VersionStamp, discover};
 use crate::engines::Engines;
 use crate::loading::{VersionSource, count_load, load_version};
 use crate::reload::{self, Outcome, Plan};
-use crate::served::ServedModel;
+use crate::served::{Runner, ServedModel};
+
+/// Whether `chain`, just resolved, runs the same step versions as `before`.
+fn chain_runs_as(chain: &ServedModel, before: &ServedModel) -> bool {
+    match (&chain.runner, &before.runner) {
+        (Runner::Chain(now), Runner::Chain(then)) => now.runs(then),
+        _ => false,
+    }
+}
 
 /// A version's state.
 #[derive(Clone)]
@@ -147,6 +156,7 @@ impl Repository {
             let entry = repository.load_model(name, source, None);
             repository.models.insert(name.clone(), entry);
         }
+        repository.resolve_chains(None);
         Ok(repository)
     }
 
@@ -172,6 +182,7 @@ impl Repository {
                 next.models.remove(name);
             }
         }
+        next.resolve_chains(Some(self));
         next
     }
 
@@ -185,6 +196,7 @@ impl Repository {
             .unwrap_or_default();
         next.models
             .insert(name.to_string(), ModelEntry::unloaded(name, source));
+        next.resolve_chains(Some(self));
         next
     }
 
@@ -240,6 +252,101 @@ impl Repository {
         }
     }
 
+    /// The entry of chain `name` (its model.toml lists steps), its version left to
+    /// [`Self::resolve_chains`]; refused when the directory also holds model files.
+    fn chain_entry(
+        &self,
+        name: &str,
+        source: &Source,
+        relative: PathBuf,
+        metadata: Arc<ModelMetadata>,
+        stamp: SourceStamp,
+    ) -> ModelEntry {
+        let error = (!source.versions.is_empty()).then(|| {
+            format!(
+                "model.toml lists [[steps]], so {name:?} is a chain, but its directory also \
+                 holds versions ({}); a chain runs other models and has no model file of its own",
+                source
+                    .versions
+                    .keys()
+                    .map(|v| format!("{v}/model.onnx"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        });
+        ModelEntry {
+            name: name.to_string(),
+            source: relative,
+            metadata,
+            versions: BTreeMap::new(),
+            error,
+            stamp,
+        }
+    }
+
+    /// Resolves every chain against the models as they are now: a chain whose steps all
+    /// serve is ready, one whose step does not is failed with the reason. A chain whose
+    /// model.toml and step versions are those it ran on in `previous` is kept as it was; one
+    /// whose steps changed keeps its statistics.
+    fn resolve_chains(&mut self, previous: Option<&Repository>) {
+        let chains: Vec<String> = self
+            .models
+            .values()
+            .filter(|entry| !entry.metadata.steps.is_empty() && !entry.is_unloaded())
+            .filter(|entry| entry.error.is_none())
+            .map(|entry| entry.name.clone())
+            .collect();
+        for name in chains {
+            let entry = &self.models[&name];
+            let before = previous
+                .and_then(|p| p.models.get(&name))
+                .filter(|before| Arc::ptr_eq(&before.metadata, &entry.metadata))
+                .and_then(|before| before.versions.get(&CHAIN_VERSION))
+                .and_then(|version| match &version.state {
+                    VersionState::Ready(served) => Some(served.clone()),
+                    VersionState::Failed(_) => None,
+                });
+            let dir = self.dir.join(&entry.source);
+            let loaded = chain::load(
+                &name,
+                &entry.metadata,
+                Some(&dir),
+                |model, version| {
+                    if self.models.get(model).is_some_and(|m| m.is_unloaded()) {
+                        return Err(format!("model {model:?} is {UNLOADED}"));
+                    }
+                    self.get(model, version).map_err(|e| e.message)
+                },
+                before.as_ref().map(|b| b.stats.clone()),
+            );
+            let state = match (loaded, before) {
+                (Ok(chain), Some(before)) if chain_runs_as(&chain, &before) => {
+                    VersionState::Ready(before)
+                }
+                (Ok(chain), _) => {
+                    tracing::info!("model {name}: {}", chain.notes.join("; "));
+                    VersionState::Ready(Arc::new(chain))
+                }
+                (Err(reason), _) => {
+                    tracing::error!("model {name} (a chain) is not ready: {reason}");
+                    VersionState::Failed(reason)
+                }
+            };
+            let entry = self.models.get_mut(&name).expect("listed above");
+            let file = entry.source.join("model.toml");
+            entry.versions = BTreeMap::from([(
+                CHAIN_VERSION,
+                ModelVersion {
+                    version: CHAIN_VERSION,
+                    file,
+                    stamp: entry.stamp.version(CHAIN_VERSION),
+                    state,
+                    reload_error: None,
+                },
+            )]);
+        }
+    }
+
     /// Loads model `name` from `source`. With the `previous` entry of the same model, a version
     /// whose files did not change is reused as it is, and a version that loaded before but
     /// fails now keeps its previous load (the failure is kept as its `reload_error`).
@@ -269,6 +376,9 @@ impl Repository {
                 (Arc::new(ModelMetadata::default()), Some(e))
             }
         };
+        if !metadata.steps.is_empty() && error.is_none() {
+            return self.chain_entry(name, source, relative, metadata, stamp);
+        }
         if source.versions.is_empty() && error.is_none() {
             error = Some(
                 "no version directory with a model.onnx (expected <name>/1/model.onnx)".into(),
@@ -315,7 +425,7 @@ impl Repository {
                             } => {
                                 tracing::info!(
                                     "model {name} version {version} ready on {}",
-                                    served.engine
+                                    served.engine_name()
                                 );
                                 (VersionState::Ready(served), None)
                             }

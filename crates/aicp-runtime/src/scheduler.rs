@@ -67,7 +67,7 @@ struct Load {
 }
 
 /// How busy a scheduler is at one moment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct QueueState {
     /// Requests waiting for an instance.
     pub waiting: usize,

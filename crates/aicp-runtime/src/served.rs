@@ -1,5 +1,6 @@
 //! A model version that serves: what it is (signature, metadata, engine, device), how its
-//! requests are batched, its statistics, and its scheduler.
+//! requests are batched, its statistics, and what runs it: its scheduler, or a chain of other
+//! models.
 
 use std::sync::Arc;
 
@@ -7,16 +8,19 @@ use aicp_core::{ModelMetadata, ModelSignature, OutputKind, PixelScale};
 use aicp_engine::EngineKind;
 use aicp_transform::Transforms;
 
+use crate::chain::Chain;
 use crate::policy::Policy;
-use crate::scheduler::Scheduler;
+use crate::scheduler::{Completed, QueueState, Scheduler};
 use crate::stats::Stats;
 
 /// A model version that is loaded, warmed up and ready to run.
 pub struct ServedModel {
     pub name: String,
     pub version: u64,
-    pub engine: EngineKind,
-    /// Where its engine runs it: `cpu`, or the GPU (`cuda:0 NVIDIA H200`).
+    /// The engine that runs it; `None` for a chain, whose steps have theirs.
+    pub engine: Option<EngineKind>,
+    /// Where its engine runs it: `cpu`, or the GPU (`cuda:0 NVIDIA H200`); for a chain, where
+    /// its steps run.
     pub device: String,
     pub signature: ModelSignature,
     /// How 8-bit pixels become its input, when it takes them: its one input is float32 and its
@@ -34,11 +38,48 @@ pub struct ServedModel {
     /// have).
     pub notes: Vec<String>,
     pub stats: Arc<Stats>,
-    /// Its queue and engine instances.
-    pub scheduler: Scheduler,
+    /// What runs its requests.
+    pub runner: Runner,
+}
+
+/// What runs a served model's requests.
+pub enum Runner {
+    /// Its own queue and engine instances.
+    Scheduler(Scheduler),
+    /// Other models of the repository, one after another.
+    Chain(Chain),
+}
+
+impl Runner {
+    /// Requests waiting and running now; a chain's wait in its steps' queues.
+    pub fn state(&self) -> QueueState {
+        match self {
+            Self::Scheduler(scheduler) => scheduler.state(),
+            Self::Chain(_) => QueueState::default(),
+        }
+    }
+
+    /// Runs one request's inputs (checked against the model's signature, holding `samples`
+    /// samples) before `deadline`.
+    pub(crate) async fn run(
+        &self,
+        inputs: Vec<aicp_core::Input>,
+        samples: usize,
+        deadline: Option<std::time::Instant>,
+    ) -> aicp_core::Result<Completed> {
+        match self {
+            Self::Scheduler(scheduler) => scheduler.submit(inputs, samples, deadline).await,
+            Self::Chain(chain) => chain.run(inputs, deadline).await,
+        }
+    }
 }
 
 impl ServedModel {
+    /// What runs it, in a word: its engine's name, or `chain`.
+    pub fn engine_name(&self) -> &'static str {
+        self.engine.map_or("chain", EngineKind::name)
+    }
+
     /// The most samples one request may carry; 0 when the model has no variable batch
     /// dimension (its inputs are then fed exactly as declared).
     pub fn max_batch_size(&self) -> usize {

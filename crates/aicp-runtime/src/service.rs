@@ -9,6 +9,7 @@ use std::time::Instant;
 use aicp_core::{Error, ErrorKind, Input, Pixels, Result, Tensor, TensorData, TensorSpec};
 
 use crate::repository::Repository;
+use crate::scheduler::Completed;
 use crate::served::ServedModel;
 use crate::stats::Timings;
 
@@ -74,7 +75,7 @@ pub struct Ticket {
 }
 
 impl Ticket {
-    fn new(model: Arc<ServedModel>) -> Self {
+    pub(crate) fn new(model: Arc<ServedModel>) -> Self {
         Self {
             model,
             arrived: Instant::now(),
@@ -82,13 +83,27 @@ impl Ticket {
         }
     }
 
-    /// Counts the outcome of the run.
-    fn count(&self, outcome: std::result::Result<(usize, Timings), ErrorKind>) {
+    /// Runs `work`, this ticket's request (its samples and what its run got), and counts its
+    /// outcome.
+    pub(crate) async fn counted(
+        mut self,
+        work: impl Future<Output = Result<(usize, Completed)>>,
+    ) -> Result<Completed> {
+        self.ran = true;
+        let outcome = work.await;
         let elapsed = self.arrived.elapsed();
-        match outcome {
-            Ok((samples, timings)) => self.model.stats.record_success(samples, elapsed, timings),
-            Err(kind) => self.model.stats.record_failure(elapsed, kind),
+        let stats = &self.model.stats;
+        match &outcome {
+            Ok((samples, done)) => {
+                let timings = Timings {
+                    queue: done.queue,
+                    compute: done.compute,
+                };
+                stats.record_success(*samples, elapsed, timings);
+            }
+            Err(e) => stats.record_failure(elapsed, e.kind),
         }
+        outcome.map(|(_, done)| done)
     }
 }
 
@@ -181,46 +196,29 @@ impl Runtime {
         Ok(Ticket::new(model))
     }
 
-    /// Validates `inputs` against the ticket's model and runs them through its scheduler,
-    /// counting the request in the model's statistics. Past `deadline` (when the caller stops
-    /// waiting) the request fails as deadline-exceeded, and is dropped before the engine if it
-    /// has not reached it.
+    /// Validates `inputs` against the ticket's model and runs them (through its scheduler, or
+    /// its chain's steps), counting the request in the model's statistics. Past `deadline`
+    /// (when the caller stops waiting) the request fails as deadline-exceeded, and is dropped
+    /// before the engine if it has not reached it.
     pub async fn run(
         &self,
-        mut ticket: Ticket,
+        ticket: Ticket,
         inputs: Vec<InferInput>,
         deadline: Option<Instant>,
     ) -> Result<InferResponse> {
-        ticket.ran = true;
-        let prepared = match crate::preprocessing::v2_inputs(&ticket.model, inputs).await {
-            Ok(inputs) => prepare_inputs(&ticket, inputs),
-            Err(e) => Err(e),
-        };
-        let outcome = match prepared {
-            Ok((samples, inputs)) => ticket
-                .scheduler
-                .submit(inputs, samples, deadline)
-                .await
-                .map(|done| (samples, done)),
-            Err(e) => Err(e),
-        };
-        match outcome {
-            Ok((samples, done)) => {
-                let timings = Timings {
-                    queue: done.queue,
-                    compute: done.compute,
-                };
-                ticket.count(Ok((samples, timings)));
-                Ok(InferResponse {
-                    model: ticket.model.clone(),
-                    outputs: done.outputs,
-                })
-            }
-            Err(e) => {
-                ticket.count(Err(e.kind));
-                Err(e)
-            }
-        }
+        let model = ticket.model.clone();
+        let done = ticket
+            .counted(async {
+                let inputs = crate::preprocessing::v2_inputs(&model, inputs).await?;
+                let (samples, inputs) = prepare_inputs(&model, inputs)?;
+                let done = model.runner.run(inputs, samples, deadline).await?;
+                Ok((samples, done))
+            })
+            .await?;
+        Ok(InferResponse {
+            model,
+            outputs: done.outputs,
+        })
     }
 }
 
@@ -229,7 +227,10 @@ impl Runtime {
 /// not copied). Returns the batch size and one input per model input, in the model's order: the
 /// tensors as they came, or for UINT8 data sent to a model that takes pixels, the pixels, for
 /// the engine to normalise.
-fn prepare_inputs(model: &ServedModel, inputs: Vec<InferInput>) -> Result<(usize, Vec<Input>)> {
+pub(crate) fn prepare_inputs(
+    model: &ServedModel,
+    inputs: Vec<InferInput>,
+) -> Result<(usize, Vec<Input>)> {
     let specs = &model.signature.inputs;
     let names = || {
         specs

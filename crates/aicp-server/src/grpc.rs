@@ -527,6 +527,18 @@ impl GrpcInferenceService for InferenceService {
                     .collect(),
                 max_queue_delay_microseconds: d.max_queue_delay_microseconds,
             }),
+            ensemble_scheduling: c.ensemble_scheduling.map(|e| ModelEnsembling {
+                step: e
+                    .step
+                    .into_iter()
+                    .map(|s| model_ensembling::Step {
+                        model_name: s.model_name,
+                        model_version: i64::try_from(s.model_version).unwrap_or(i64::MAX),
+                        input_map: s.input_map.into_iter().collect(),
+                        output_map: s.output_map.into_iter().collect(),
+                    })
+                    .collect(),
+            }),
         };
         Ok(Response::new(ModelConfigResponse {
             config: Some(config),

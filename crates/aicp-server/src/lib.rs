@@ -311,7 +311,8 @@ pub enum Event {
     ModelReady {
         name: String,
         version: u64,
-        engine: aicp_runtime::EngineKind,
+        /// Its engine's name, or `chain`.
+        engine: &'static str,
         device: String,
     },
     /// A model has no version that serves, and why.
@@ -565,7 +566,7 @@ fn load(
                     (ModelState::Ready, Some(served)) => Event::ModelReady {
                         name: model.name.clone(),
                         version: served.version,
-                        engine: served.engine,
+                        engine: served.engine_name(),
                         device: served.device.clone(),
                     },
                     _ => Event::ModelFailed {

@@ -108,14 +108,14 @@ fn set_states(runtime: &Runtime) {
                 Label::new("model", model.name.clone()),
                 Label::new("version", model.version.to_string()),
             ];
-            let queue = model.scheduler.state();
+            let queue = model.runner.state();
             metrics::gauge!("aicp_queue_waiting", labels.clone()).set(queue.waiting as f64);
             metrics::gauge!("aicp_queue_running", labels).set(queue.running as f64);
             metrics::gauge!(
                 "aicp_model_info",
                 "model" => model.name.clone(),
                 "version" => model.version.to_string(),
-                "engine" => model.engine.to_string(),
+                "engine" => model.engine_name(),
                 "device" => model.device.clone(),
                 "instances" => model.policy.instances.to_string(),
             )

@@ -252,6 +252,7 @@ fn metadata(report: &Report, description: String) -> ModelMetadata {
             text: None,
         }),
         postprocess: None,
+        steps: Vec::new(),
         training: Some(training),
         quantization: None,
     }

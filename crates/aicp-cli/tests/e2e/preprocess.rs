@@ -3,7 +3,8 @@
 //! crop and normalisation), and tokenises the Python documentation's sentences with a
 //! WordPiece tokenizer.json that Hugging Face's `tokenizers` trained, for a transformers text
 //! encoder; each is compared with what Python's own libraries make of the same input
-//! (`tests/fixtures/preprocess.py`).
+//! (`tests/fixtures/preprocess.py`). A chain of that encoder and a classifier head, served
+//! under its own name, answers as the two run by hand with onnxruntime.
 
 use std::process::Command;
 use std::time::Duration;
@@ -51,6 +52,17 @@ fn pictures_and_texts_are_prepared_as_pythons_own_libraries_prepare_them() {
     assert!(number("embed_max_abs") <= 1e-4, "{results}");
     assert!(number("classify_text_max_abs") <= 1e-4, "{results}");
     assert!(number("v2_text_max_abs") <= 1e-4, "{results}");
+
+    // A chain, the encoder then a classifier head: the answer of the two run by hand.
+    assert_eq!(number("chain_scores"), 256.0, "{results}");
+    assert_eq!(number("chain_top1_agree"), 256.0, "{results}");
+    assert!(number("chain_max_abs") <= 1e-4, "{results}");
+    assert!(number("chain_v2_max_abs") <= 1e-4, "{results}");
+    assert_eq!(results["chain_platform"], "ensemble");
+    assert_eq!(
+        results["chain_steps"],
+        serde_json::json!(["encoder", "sentiment_head"])
+    );
 
     // `aicp predict` prepares a picture and a text as the server does.
     let predict = |args: &[&dyn AsRef<std::ffi::OsStr>]| {

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use aicp_core::{DataType, Error, ErrorKind, Result, TensorSpec};
 use aicp_runtime::{
-    CountAndDuration, ModelEntry, Repository, Runtime, ServedModel, StatsSnapshot, VersionState,
+    CountAndDuration, ModelEntry, Repository, Runner, Runtime, ServedModel, StatsSnapshot,
+    VersionState,
 };
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -29,6 +30,17 @@ pub const EXTENSIONS: [&str; 5] = [
 ];
 /// The platform every model is served as.
 pub const PLATFORM: &str = "onnx_onnxv1";
+
+/// Triton's platform name for a model that runs other models: a chain.
+pub const ENSEMBLE: &str = "ensemble";
+
+/// A served model's platform, in Triton's names.
+fn platform(model: &ServedModel) -> &'static str {
+    match model.runner {
+        Runner::Chain(_) => ENSEMBLE,
+        Runner::Scheduler(_) => PLATFORM,
+    }
+}
 
 /// The deadline of a request that arrived at `arrived` with the protocol's `timeout` parameter,
 /// in microseconds as Triton reads it; 0 or none means no timeout.
@@ -150,7 +162,7 @@ pub fn model_metadata(
     Ok(ModelMetadata {
         name: model.name.clone(),
         versions,
-        platform: PLATFORM,
+        platform: platform(&model),
         inputs: model.signature.inputs.iter().map(Into::into).collect(),
         outputs: model.signature.outputs.iter().map(Into::into).collect(),
     })
@@ -223,6 +235,30 @@ pub struct ModelConfig {
     /// Present when concurrent requests are batched.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dynamic_batching: Option<DynamicBatching>,
+    /// A chain's steps (platform `ensemble`), as Triton describes an ensemble's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ensemble_scheduling: Option<EnsembleScheduling>,
+}
+
+/// The models a chain runs, in order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EnsembleScheduling {
+    /// Its steps.
+    pub step: Vec<EnsembleStep>,
+}
+
+/// One step of a chain.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EnsembleStep {
+    /// The model it runs.
+    pub model_name: String,
+    /// The version it runs.
+    pub model_version: u64,
+    /// Each input of the model, and the chain's tensor that feeds it: a chain input, or an
+    /// earlier step's output as `<model>.<output>`.
+    pub input_map: std::collections::BTreeMap<String, String>,
+    /// Each output of the model, and its name in the chain.
+    pub output_map: std::collections::BTreeMap<String, String>,
 }
 
 pub fn model_config(model: &ServedModel) -> ModelConfig {
@@ -237,25 +273,51 @@ pub fn model_config(model: &ServedModel) -> ModelConfig {
     };
     ModelConfig {
         name: model.name.clone(),
-        platform: PLATFORM,
-        backend: model.engine.to_string(),
+        platform: platform(model),
+        backend: model.engine.map(|e| e.to_string()).unwrap_or_default(),
         max_batch_size: model.max_batch_size(),
         input: model.signature.inputs.iter().map(tensor).collect(),
         output: model.signature.outputs.iter().map(tensor).collect(),
-        instance_group: vec![InstanceGroup {
-            name: model.name.clone(),
-            kind: if model.engine == aicp_runtime::EngineKind::Cuda {
-                "KIND_GPU"
-            } else {
-                "KIND_CPU"
-            },
-            count: u32::try_from(model.policy.instances).unwrap_or(u32::MAX),
-        }],
+        instance_group: model
+            .engine
+            .map(|engine| InstanceGroup {
+                name: model.name.clone(),
+                kind: if engine == aicp_runtime::EngineKind::Cuda {
+                    "KIND_GPU"
+                } else {
+                    "KIND_CPU"
+                },
+                count: u32::try_from(model.policy.instances).unwrap_or(u32::MAX),
+            })
+            .into_iter()
+            .collect(),
         dynamic_batching: model.policy.merges().then(|| DynamicBatching {
             preferred_batch_size: model.policy.preferred_batch_sizes.clone(),
             max_queue_delay_microseconds: u64::try_from(model.policy.max_queue_delay.as_micros())
                 .unwrap_or(u64::MAX),
         }),
+        ensemble_scheduling: match &model.runner {
+            Runner::Chain(chain) => Some(EnsembleScheduling {
+                step: chain
+                    .wiring()
+                    .map(|(step, feeds)| EnsembleStep {
+                        model_name: step.name.clone(),
+                        model_version: step.version,
+                        input_map: feeds
+                            .into_iter()
+                            .map(|(input, source)| (input.to_string(), source.to_string()))
+                            .collect(),
+                        output_map: step
+                            .signature
+                            .outputs
+                            .iter()
+                            .map(|o| (o.name.clone(), format!("{}.{}", step.name, o.name)))
+                            .collect(),
+                    })
+                    .collect(),
+            }),
+            Runner::Scheduler(_) => None,
+        },
     }
 }
 

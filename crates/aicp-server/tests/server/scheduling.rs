@@ -28,8 +28,17 @@ struct Gated {
 }
 
 async fn gated(tune: impl FnOnce(&mut Options)) -> Gated {
+    gated_beside(tune, |_| {}).await
+}
+
+/// [`gated`], with `add` putting more into the model directory first.
+async fn gated_beside(
+    tune: impl FnOnce(&mut Options),
+    add: impl FnOnce(&std::path::Path),
+) -> Gated {
     let models = tempfile::tempdir().unwrap();
     fixtures::slow(models.path());
+    add(models.path());
     let gate = Gate::default();
     let mut options = Options {
         engine: gate.engine(),
@@ -339,4 +348,55 @@ async fn timeouts_and_gone_clients_are_dropped_before_the_engine() {
     let (runs, samples) = gate.started();
     assert_eq!((runs - before.0, samples - before.1), (2, 2));
     assert_eq!(server.counts("slow").0, 2);
+}
+
+/// A chain takes one place among the requests in flight, not one per step, and its one
+/// deadline covers every step: a chain of `slow` twice that times out in its first step never
+/// reaches its second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_takes_one_place_in_flight_and_its_deadline_covers_every_step() {
+    let chain = |root: &std::path::Path| {
+        std::fs::create_dir_all(root.join("slow_twice")).unwrap();
+        let steps = "[[steps]]\nmodel = \"slow\"\n[[steps]]\nmodel = \"slow\"\ninputs = { x = \"slow.y\" }\n";
+        std::fs::write(root.join("slow_twice/model.toml"), steps).unwrap();
+    };
+    let gated = gated_beside(|options| options.max_in_flight = 1, chain).await;
+    let (server, gate) = (&gated.server, &gated.gate);
+    let chain_row = |timeout_us: u64| {
+        let mut body = v2_row(json!({"timeout": timeout_us}));
+        body["inputs"][0]["name"] = json!("x");
+        body
+    };
+
+    gate.open();
+    let (status, body) = server
+        .post("/v2/models/slow_twice/infer", &chain_row(10_000_000))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (runs, _) = gate.started();
+    assert_eq!(runs - gated.before.0, 2, "one run per step");
+
+    gate.close();
+    let (status, body) = server
+        .post("/v2/models/slow_twice/infer", &chain_row(50_000))
+        .await;
+    assert_eq!(status, 504, "{body}");
+    let message = body["error"].as_str().unwrap();
+    assert!(
+        message.contains("chain step 1 (model \"slow\")"),
+        "{message}"
+    );
+    gate.open();
+    // The first step's run finishes; the second step never starts.
+    server.wait_for_queue("slow", 0, 0).await;
+    let (status, body) = server
+        .post("/api/v1/ml/inference", &ml_row(json!({})))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (runs, _) = gate.started();
+    assert_eq!(
+        runs - gated.before.0,
+        4,
+        "two steps, then one, then the last request"
+    );
 }

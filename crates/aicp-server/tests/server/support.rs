@@ -180,7 +180,7 @@ impl Server {
     /// The queue of `model`'s default version now.
     pub fn queue(&self, model: &str) -> QueueState {
         let repository = self.runtime.repository().unwrap();
-        repository.get(model, None).unwrap().scheduler.state()
+        repository.get(model, None).unwrap().runner.state()
     }
 
     /// Waits until `model`'s queue holds `waiting` requests and runs `running`.
