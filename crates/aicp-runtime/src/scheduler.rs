@@ -2,9 +2,10 @@
 //! instances that run the batches, each on its own OS thread (never on the async runtime's).
 //!
 //! A request waits in the queue until an instance is free. The free instance gathers a batch:
-//! the oldest request, then whatever else is waiting and, with a queue delay, whatever arrives
-//! until the oldest request has waited that long; it stops at `max_batch_size` samples or at a
-//! preferred size. Requests whose caller has gone or whose deadline has passed are dropped here,
+//! the oldest request, then whatever else is waiting of the same shape and, with a queue delay,
+//! whatever arrives until the oldest request has waited that long; it stops at
+//! `max_batch_size` samples or at a preferred size. Requests of other shapes it passes over
+//! (up to [`MAX_PASSED_OVER`]) lead the next batches, oldest first. Requests whose caller has gone or whose deadline has passed are dropped here,
 //! before the engine. The batch runs as one engine call and each request gets its own rows of
 //! the outputs back. One instance gathers at a time, so a batch is never split between two.
 //!
@@ -13,6 +14,7 @@
 //! arrives meanwhile starts without waiting for a sleeping thread to be woken, which on a
 //! virtual machine costs tens of microseconds.
 
+use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
@@ -91,7 +93,7 @@ impl Scheduler {
         let load = Arc::new(Load::default());
         let intake = Arc::new(Mutex::new(Intake {
             queue: receiver,
-            held: None,
+            held: VecDeque::new(),
             load: load.clone(),
         }));
         let policy = Arc::new(policy);
@@ -207,19 +209,26 @@ fn deadline_passed(waited: Duration) -> Error {
     )
 }
 
-/// The receiving end of the queue, taken by one instance at a time, and the request that did
-/// not fit in the last batch (it leads the next one, and still counts as waiting).
+/// The receiving end of the queue, taken by one instance at a time, and the requests the last
+/// batches passed over (of another shape, or more samples than the batch had room for): they
+/// lead the next batches, oldest first, and still count as waiting.
 struct Intake {
     queue: Receiver<Job>,
-    held: Option<Job>,
+    held: VecDeque<Job>,
     load: Arc<Load>,
 }
+
+/// The most requests one batch passes over in the queue while it looks for requests of its own
+/// shape. Texts of a few lengths, or pictures of a few sizes, then share runs by shape instead
+/// of each run stopping at the first request of another shape; the bound keeps the search
+/// short when every request is shaped differently.
+const MAX_PASSED_OVER: usize = 64;
 
 impl Intake {
     /// The next batch to run, or `None` once the queue is closed and empty.
     fn gather(&mut self, policy: &Policy) -> Option<Vec<Job>> {
         let first = loop {
-            let job = match self.held.take() {
+            let job = match self.held.pop_front() {
                 Some(job) => job,
                 None => self.wait(policy.idle_poll)?,
             };
@@ -234,7 +243,27 @@ impl Intake {
         if !policy.merges() {
             return Some(batch);
         }
-        while samples < policy.max_batch_size && !policy.preferred_batch_sizes.contains(&samples) {
+        let room = |samples: usize| {
+            samples < policy.max_batch_size && !policy.preferred_batch_sizes.contains(&samples)
+        };
+        // The requests passed over before come first, in their order; those this batch passes
+        // over again stay ahead of any it passes over in the queue.
+        let mut passed_over = VecDeque::with_capacity(self.held.len());
+        let mut full = false;
+        for job in std::mem::take(&mut self.held) {
+            full = full || !room(samples);
+            if full || samples + job.samples > policy.max_batch_size || !stackable(&batch[0], &job)
+            {
+                passed_over.push_back(job);
+                continue;
+            }
+            self.load.waiting.fetch_sub(1, Ordering::Relaxed);
+            if let Some(job) = still_wanted(job) {
+                samples += job.samples;
+                batch.push(job);
+            }
+        }
+        while room(samples) && passed_over.len() < MAX_PASSED_OVER {
             let job = match self.queue.try_recv() {
                 Ok(job) => job,
                 Err(TryRecvError::Disconnected) => break,
@@ -248,9 +277,13 @@ impl Intake {
                     }
                 }
             };
-            if samples + job.samples > policy.max_batch_size || !stackable(&batch[0], &job) {
-                self.held = Some(job);
+            if samples + job.samples > policy.max_batch_size {
+                passed_over.push_back(job);
                 break;
+            }
+            if !stackable(&batch[0], &job) {
+                passed_over.push_back(job);
+                continue;
             }
             self.load.waiting.fetch_sub(1, Ordering::Relaxed);
             let Some(job) = still_wanted(job) else {
@@ -259,6 +292,7 @@ impl Intake {
             samples += job.samples;
             batch.push(job);
         }
+        self.held = passed_over;
         Some(batch)
     }
 
@@ -577,8 +611,8 @@ mod tests {
             |inputs: Vec<Input>, samples: usize| queued(test.scheduler.clone(), inputs, samples);
         let first = submit(sample(0.0, 1), 1).await;
         test.wait_for_a_run();
-        // Waiting, in this order: pixels, pixels, floats, pixels. The first two pixel requests
-        // make one run; the floats cannot join them, so they run next, then the last pixels.
+        // Waiting, in this order: pixels, pixels, floats, pixels. The three pixel requests
+        // make one run, passing over the floats, which cannot join them and run next.
         let waiting = vec![
             (submit(pixels(2, 1), 1).await, 1.0 * 2.0),
             (submit(pixels(4, 2), 2).await, 2.0 * 2.0),
@@ -586,7 +620,7 @@ mod tests {
             (submit(pixels(6, 1), 1).await, 3.0 * 2.0),
         ];
         tokio::time::sleep(Duration::from_millis(50)).await;
-        for _ in 0..4 {
+        for _ in 0..3 {
             test.open.send(()).unwrap();
         }
         first.await.unwrap().unwrap();
@@ -601,7 +635,49 @@ mod tests {
                 "{done:?}"
             );
         }
-        assert_eq!(test.runs.lock().unwrap().clone(), vec![1, 3, 1, 1]);
+        assert_eq!(test.runs.lock().unwrap().clone(), vec![1, 4, 1]);
+    }
+
+    /// A batch takes the requests of its shape from behind requests of other shapes, passing
+    /// over at most MAX_PASSED_OVER of them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_passes_over_other_shapes_to_take_its_own_but_only_so_far() {
+        let test = gated(policy(true, 256));
+        let row = |width: usize| {
+            vec![Input::from(
+                Tensor::new(vec![1, width], vec![1.0; width]).unwrap(),
+            )]
+        };
+        for others in [10, MAX_PASSED_OVER] {
+            let first = queued(test.scheduler.clone(), sample(0.0, 1), 1).await;
+            test.wait_for_a_run();
+            test.runs.lock().unwrap().clear();
+            // Waiting: a row two wide, `others` rows of other widths, a row two wide.
+            let mut waiting = vec![queued(test.scheduler.clone(), row(2), 1).await];
+            for width in 0..others {
+                waiting.push(queued(test.scheduler.clone(), row(3 + width), 1).await);
+            }
+            waiting.push(queued(test.scheduler.clone(), row(2), 1).await);
+            let runs = if others < MAX_PASSED_OVER {
+                others + 1
+            } else {
+                others + 2
+            };
+            for _ in 0..=runs {
+                test.open.send(()).unwrap();
+            }
+            first.await.unwrap().unwrap();
+            for request in waiting {
+                request.await.unwrap().unwrap();
+            }
+            let sizes = test.runs.lock().unwrap().clone();
+            let joined = if others < MAX_PASSED_OVER { 2 } else { 1 };
+            assert_eq!(
+                (sizes.len(), sizes[1]),
+                (runs + 1, joined),
+                "{others}: {sizes:?}"
+            );
+        }
     }
 
     /// `rows` samples of three values of `datatype`, each `value` (as that type understands it).
@@ -640,7 +716,8 @@ mod tests {
         test.wait_for_a_run();
         // Waiting, in this order, for each type: one row of 1s, two rows of 2s; then a row of
         // float32 three wide, one four wide (the same type, another shape), and two three
-        // wide. Each type's two requests make one run; the float32 shapes never share one.
+        // wide. Each type's two requests make one run; the float32 rows three wide make one,
+        // passing over the row four wide, which runs last: shapes never share a run.
         let mut waiting = Vec::new();
         for datatype in types {
             for (value, rows) in [(1, 1), (2, 2)] {
@@ -656,7 +733,7 @@ mod tests {
             let request = queued(test.scheduler.clone(), vec![tensor.into()], shape[0]);
             waiting.push((request.await, doubled));
         }
-        for _ in 0..types.len() + 4 {
+        for _ in 0..types.len() + 3 {
             test.open.send(()).unwrap();
         }
         first.await.unwrap().unwrap();
@@ -671,7 +748,7 @@ mod tests {
         }
         let mut expected_runs = vec![1];
         expected_runs.extend([3; 13]);
-        expected_runs.extend([1, 1, 2]);
+        expected_runs.extend([3, 1]);
         assert_eq!(test.runs.lock().unwrap().clone(), expected_runs);
     }
 

@@ -183,15 +183,21 @@ impl TextTransform {
         })
     }
 
-    fn encode_each(&self, texts: &[&str]) -> Result<Vec<Encoding>, String> {
+    /// Each text's encoding; with `offsets`, where each token is in the text. The model's
+    /// inputs do not need them, and leaving them out saves about a fifth of the tokenizer's
+    /// time (measured with `perf` under `aicp bench --protocol embed`).
+    fn encode_each(&self, texts: &[&str], offsets: bool) -> Result<Vec<Encoding>, String> {
         texts
             .iter()
             .enumerate()
             .map(|(i, text)| {
-                let encoding = self
-                    .tokenizer
-                    .encode(*text, true)
-                    .map_err(|e| format!("text {i}: the tokenizer failed: {e}"))?;
+                let encoding = if offsets {
+                    self.tokenizer.encode(*text, true)
+                } else {
+                    self.tokenizer.encode_fast(*text, true)
+                };
+                let encoding =
+                    encoding.map_err(|e| format!("text {i}: the tokenizer failed: {e}"))?;
                 if !self.truncation && encoding.len() > self.max_length {
                     return Err(format!(
                         "text {i} is longer than the model's {} tokens, and truncation is off",
@@ -205,7 +211,7 @@ impl TextTransform {
 
     /// Tokenises `texts` and pads them to one length: the inputs the model takes.
     pub fn encode(&self, texts: &[&str]) -> Result<Encoded, String> {
-        let encodings = self.encode_each(texts)?;
+        let encodings = self.encode_each(texts, false)?;
         let length = match self.padding {
             Padding::MaxLength => self.max_length,
             Padding::Longest => {
@@ -258,7 +264,7 @@ impl TextTransform {
     /// Each text's tokens, special ones included, as the model would get them (before
     /// padding).
     pub fn tokens(&self, texts: &[&str]) -> Result<Vec<Vec<Token>>, String> {
-        let encodings = self.encode_each(texts)?;
+        let encodings = self.encode_each(texts, true)?;
         Ok(encodings
             .iter()
             .map(|encoding| {
