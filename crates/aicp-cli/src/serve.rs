@@ -460,6 +460,17 @@ pub fn models(args: RepositoryArgs) -> anyhow::Result<()> {
                         &served.max_batch_size(),
                     );
                     print_tensors(&served.signature);
+                    let transforms = &served.transforms;
+                    if transforms.image.is_some() {
+                        println!(
+                            "    takes   pictures: /api/v1/ml/classify/image, V2 BYTES input \"image\""
+                        );
+                    }
+                    if transforms.text.is_some() {
+                        println!(
+                            "    takes   texts: /api/v1/ml/embed, /classify/text, V2 BYTES input \"text\""
+                        );
+                    }
                     for note in &served.notes {
                         println!("    note: {note}");
                     }
