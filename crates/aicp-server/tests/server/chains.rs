@@ -196,20 +196,6 @@ async fn a_chain_answers_as_its_steps_run_by_hand_over_every_protocol() {
     );
 }
 
-/// The reason a model of the index is failed with.
-async fn reason(server: &Server, name: &str) -> String {
-    let (status, body) = server.post("/v2/repository/index", &json!({})).await;
-    assert_eq!(status, 200, "{body}");
-    let entry = body
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == name)
-        .unwrap_or_else(|| panic!("{name} is not in the index: {body}"));
-    assert_eq!(entry["state"], "UNAVAILABLE", "{entry}");
-    entry["reason"].as_str().unwrap().to_string()
-}
-
 #[tokio::test]
 async fn chains_whose_steps_do_not_fit_are_refused_at_load_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
@@ -273,14 +259,14 @@ async fn chains_whose_steps_do_not_fit_are_refused_at_load_with_the_reason() {
     let server = Server::start(dir.path(), Options::default()).await;
 
     for (name, _, says) in &cases {
-        let reason = reason(&server, name).await;
+        let reason = server.failure_reason(name).await;
         for said in says {
             assert!(reason.contains(said), "{name}: {reason:?} lacks {said:?}");
         }
         let (status, body) = server.get(&format!("/v2/models/{name}/ready")).await;
         assert_eq!(status, 503, "{name}: {body}");
     }
-    let reason = reason(&server, "with_versions").await;
+    let reason = server.failure_reason("with_versions").await;
     assert!(reason.contains("1/model.onnx"), "{reason}");
     // The chain that fits serves beside them.
     let added = infer(&server, "added", &[("a", &A), ("b", &B)]).await;
@@ -296,7 +282,7 @@ async fn a_step_that_is_unloaded_makes_the_chain_not_ready_until_it_is_loaded_ag
     server.control.unload("echo_fp32").unwrap();
     let (status, _) = server.get("/v2/models/echoed/ready").await;
     assert_eq!(status, 503);
-    let why = reason(&server, "echoed").await;
+    let why = server.failure_reason("echoed").await;
     assert!(
         why.contains("step 2 (model \"echo_fp32\")") && why.contains("unloaded"),
         "{why}"

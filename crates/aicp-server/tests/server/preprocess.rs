@@ -446,18 +446,17 @@ async fn declarations_that_cannot_serve_the_model_fail_its_load_with_the_reason(
         "[preprocess.image]\ncrop = [32, 32]\n[postprocess]\noutput = \"scores\"\n",
     );
     let server = Server::start(root, Options::default()).await;
-    let (status, index) = server.post("/v2/repository/index", &json!({})).await;
-    assert_eq!(status, 200);
-    let reason = |name: &str| {
-        let entry = index
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["name"] == name)
-            .unwrap_or_else(|| panic!("{name} in {index}"));
-        assert_eq!(entry["state"], "UNAVAILABLE", "{entry}");
-        entry["reason"].as_str().unwrap().to_string()
-    };
+    let mut reasons = std::collections::HashMap::new();
+    for name in [
+        "bad_tokenizer",
+        "no_tokenizer",
+        "escaping",
+        "gray",
+        "no_output",
+    ] {
+        reasons.insert(name, server.failure_reason(name).await);
+    }
+    let reason = |name: &str| reasons[name].clone();
     assert!(reason("bad_tokenizer").contains("not a Hugging Face tokenizer.json"));
     assert!(reason("no_tokenizer").contains("tokenizer.json"));
     assert!(reason("escaping").contains("inside the model's directory"));

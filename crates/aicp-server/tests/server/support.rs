@@ -132,6 +132,23 @@ impl Server {
         (status, headers, body)
     }
 
+    /// Why model `name` does not serve: its entry's reason in the repository index, which
+    /// must say it is unavailable.
+    pub async fn failure_reason(&self, name: &str) -> String {
+        let (status, index) = self
+            .post("/v2/repository/index", &serde_json::json!({}))
+            .await;
+        assert_eq!(status, 200, "{index}");
+        let entry = index
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .unwrap_or_else(|| panic!("{name} is not in the index: {index}"));
+        assert_eq!(entry["state"], "UNAVAILABLE", "{entry}");
+        entry["reason"].as_str().unwrap().to_string()
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let (status, _, body) = self.send(get(path)).await;
         (status, body)
