@@ -1,16 +1,18 @@
-//! `aicp quantize`: static INT8 quantisation of a model in the repository
-//! ([`aicp_quantize`]), calibrated on real samples, checked on the test split, measured on each
-//! engine, and written back as a new model through the same staged write as training.
+//! `aicp quantize`: INT8 quantisation of a model in the repository ([`aicp_quantize`]):
+//! static, calibrated on real samples of any inputs and shapes, or dynamic; checked against
+//! the float model (accuracy on labelled data, else top-1 agreement for a classifier and the
+//! outputs' relative error for any model), measured on each engine, and written back as a new
+//! model through the same staged write as training.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use aicp_core::{ModelMetadata, ModelSignature, PixelScale, Tensor};
+use aicp_core::{Input, ModelMetadata, ModelSignature, PixelScale, Tensor, TensorData};
 use aicp_engine::onnxruntime::{OnnxRuntimeEngine, find_library};
 use aicp_engine::tract::TractEngine;
 use aicp_engine::{Engine, LoadOptions, Runnable};
-use aicp_quantize::{Method, Options};
+use aicp_quantize::{Method, Options, Sample};
 use aicp_train::{Dataset, DatasetKind, Fetch};
 use clap::Args;
 use serde::Serialize;
@@ -25,18 +27,22 @@ pub struct QuantizeArgs {
     #[arg(long)]
     version: Option<u64>,
 
-    /// The calibration samples: an IDX data directory (as `aicp train --data-dir` reads; its
-    /// first training images calibrate and its test split measures accuracy), or a `.npy` or
-    /// JSON file of model inputs.
+    /// The calibration samples (needed by the static methods; with `dynamic`, only to check
+    /// the result): an IDX data directory (as `aicp train --data-dir` reads; its first
+    /// training images calibrate and its test split measures accuracy), a directory of
+    /// pictures (PNG, JPEG, ...; prepared as the model's `[preprocess.image]` says), or a
+    /// `.npy`, `.npz` (one array per input name) or JSON file of model inputs, or a directory
+    /// of such files (one per shape, for a model whose samples differ in shape).
     #[arg(long)]
-    calibration_data: PathBuf,
+    calibration_data: Option<PathBuf>,
 
     /// How many calibration samples to use (the first ones).
     #[arg(long, default_value_t = 1000)]
     samples: usize,
 
-    /// How each activation's range is read from the calibration values: minmax, percentile
-    /// (99.999th) or entropy (TensorRT's KL divergence).
+    /// minmax, percentile (99.999th) or entropy (TensorRT's KL divergence): static, each
+    /// activation's range read from the calibration values that way; or dynamic: int8 MatMul
+    /// and Gemm weights, activations quantised at run time (for text encoders; no calibration).
     #[arg(long, default_value = "minmax")]
     method: Method,
 
@@ -55,11 +61,17 @@ pub struct QuantizeArgs {
 
     /// Refuse, and write nothing, if the INT8 model's test accuracy is more than this many
     /// points below the float model's. Without labelled test data, the share of samples
-    /// whose top class changes (which bounds the drop) is held to it instead.
+    /// whose top class changes (for a classifier; it bounds the drop) is held to it instead.
     #[arg(long, default_value_t = 1.0)]
     max_accuracy_drop: f64,
 
-    /// Seconds to measure each model on each engine at each batch size; 0 skips measuring.
+    /// Refuse, and write nothing, if the INT8 model's outputs differ from the float model's
+    /// by more than this relative error (the norm of the difference over the norm of the
+    /// float output, averaged over the checked samples; the worst output counts).
+    #[arg(long, default_value_t = 0.1)]
+    max_output_error: f64,
+
+    /// Seconds to measure each model on each engine; 0 skips measuring.
     #[arg(long, default_value_t = 1.0)]
     bench_seconds: f64,
 
@@ -81,12 +93,19 @@ struct Report {
     origin: Origin,
     method: Method,
     per_channel: bool,
-    calibration: Source,
-    test: Option<Source>,
+    calibration: Option<SamplesFrom>,
+    test: Option<SamplesFrom>,
     accuracy: Option<Accuracy>,
-    /// The share of samples (of the test split, else of the calibration samples) whose top
-    /// class is the float model's.
-    top1_agreement: f64,
+    /// For a classifier: the share of checked samples whose top class is the float model's.
+    top1_agreement: Option<f64>,
+    /// Each output's relative error against the float model (norm of the difference over
+    /// the float output's norm), averaged over the checked samples, by output name.
+    output_error: Vec<(String, f64)>,
+    /// The largest relative difference between the INT8 model's outputs on tract and on ONNX
+    /// Runtime, over the checked samples; absent without ONNX Runtime.
+    engines_differ: Option<f64>,
+    /// How long the quantisation took (calibration included), in seconds.
+    quantize_seconds: f64,
     float_bytes: usize,
     int8_bytes: usize,
     speed: Vec<Speed>,
@@ -100,7 +119,7 @@ struct Origin {
 }
 
 #[derive(Debug, Serialize)]
-struct Source {
+struct SamplesFrom {
     path: String,
     samples: usize,
 }
@@ -122,13 +141,24 @@ struct Speed {
     int8_samples_per_s: f64,
 }
 
+/// Batch sizes measured for a model of one input with a fixed sample shape; any other model
+/// is measured on its first checked sample, as it is.
 const BENCH_BATCHES: [usize; 2] = [1, 1024];
+/// The most input values one measured batch holds.
+const BENCH_VALUES: usize = 1 << 20;
+/// Samples checked against the float model, at most.
+const MAX_CHECKED: usize = 2000;
 
 pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.max_accuracy_drop >= 0.0,
         "--max-accuracy-drop must be 0 or more points, got {}",
         args.max_accuracy_drop
+    );
+    anyhow::ensure!(
+        args.max_output_error >= 0.0,
+        "--max-output-error must be 0 or more, got {}",
+        args.max_output_error
     );
     anyhow::ensure!(args.samples > 0, "--samples must be at least 1");
     let name = args
@@ -152,84 +182,102 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         ModelMetadata::default()
     };
     let signature = aicp_engine::onnx::inspect(&float_path)?.signature;
-    let sample_shape = sample_shape(&signature)?;
-    let sample_values: usize = sample_shape.iter().product();
     let declared_range = metadata.input.as_ref().and_then(|i| i.range);
-    let scale = PixelScale::for_range(declared_range.unwrap_or([0.0, 1.0]));
 
-    // Calibration samples, and labelled test samples when there are some.
-    let (calibration, test) = read_data(&args, sample_values, scale)?;
-    let calibration_count = calibration.len() / sample_values;
+    // Samples (checked against the model's inputs before any work), and labelled test
+    // samples when there are some.
+    let data = Data::read(&args, &signature, &metadata, &model_dir)?;
+    anyhow::ensure!(
+        args.method == Method::Dynamic || !data.calibration.is_empty(),
+        "--method {} calibrates: give --calibration-data",
+        args.method
+    );
     let options = Options {
         method: args.method,
         per_channel: args.per_channel,
         input_range: declared_range,
     };
-    let int8 = aicp_quantize::quantize(&float, &calibration, &sample_shape, &options)?;
+    let engines = cpu_engines(args.ort_lib.as_deref());
+    // The engine that calibrates and checks: ONNX Runtime where found (it runs whatever its
+    // own quantiser takes), else tract.
+    let engine = engines.last().expect("tract is always there").as_ref();
+    let started = Instant::now();
+    let int8 = aicp_quantize::quantize(engine, &float, &signature, &data.calibration, &options)?;
+    let quantize_seconds = started.elapsed().as_secs_f64();
 
-    // Both models, checked by the engine every server has.
     let scratch = tempfile::tempdir()?;
     let int8_path = scratch.path().join("model.onnx");
     std::fs::write(&int8_path, &int8)?;
-    let mut tract_float = load(&TractEngine, &float_path, &signature)?;
-    let mut tract_int8 = load(&TractEngine, &int8_path, &signature)?;
-    // Accuracy on the test split when there is one; agreement on it, else on the calibration
-    // samples.
-    let checked_inputs = test.as_ref().map_or(&calibration, |t| &t.inputs);
-    let float_top = top_classes(tract_float.as_mut(), checked_inputs, &sample_shape)?;
-    let int8_top = top_classes(tract_int8.as_mut(), checked_inputs, &sample_shape)?;
-    let agreement = share(float_top.iter().zip(&int8_top), |(a, b)| a == b);
-    let accuracy = test.as_ref().map(|test| {
+    let checked = data.checked();
+    let mut float_model = load(engine, &float_path, &signature)?;
+    let mut int8_model = load(engine, &int8_path, &signature)?;
+    let float_outputs = run_all(float_model.as_mut(), checked)?;
+    let int8_outputs = run_all(int8_model.as_mut(), checked)?;
+    let comparison = Comparison::of(&signature, &float_outputs, &int8_outputs);
+    let engines_differ = match engines.as_slice() {
+        [tract, _ort] => {
+            let mut on_tract = load(tract.as_ref(), &int8_path, &signature)?;
+            Some(largest_difference(
+                &run_all(on_tract.as_mut(), checked)?,
+                &int8_outputs,
+            ))
+        }
+        _ => None,
+    };
+    let accuracy = data.test.as_ref().and_then(|test| {
+        let top = |outputs: &[Vec<Tensor>]| top_classes(outputs);
+        let (float_top, int8_top) = (top(&float_outputs)?, top(&int8_outputs)?);
         let accuracy = |top: &[usize]| {
             share(top.iter().zip(&test.labels), |(t, l)| {
                 **t == usize::from(**l)
             })
         };
         let (float, int8) = (accuracy(&float_top), accuracy(&int8_top));
-        Accuracy {
+        Some(Accuracy {
             float,
             int8,
             drop_points: 100.0 * (float - int8),
-        }
+        })
     });
-    let (checked, lost) = match &accuracy {
-        Some(a) => ("test accuracy drop", a.drop_points),
-        None => ("top-1 disagreement", 100.0 * (1.0 - agreement)),
+    let summary = comparison.summary(accuracy.as_ref(), data.test.is_some());
+    let lost = match (&accuracy, comparison.top1_agreement) {
+        (Some(a), _) => Some(("test accuracy drop", a.drop_points)),
+        (None, Some(agreement)) => Some(("top-1 disagreement", 100.0 * (1.0 - agreement))),
+        (None, None) => None,
     };
-    let summary = match &accuracy {
-        Some(a) => format!(
-            "test accuracy: float {:.2}%, int8 {:.2}% ({:+.2} points); top-1 agreement {:.2}%",
-            100.0 * a.float,
-            100.0 * a.int8,
-            -a.drop_points,
-            100.0 * agreement
-        ),
-        None => format!(
-            "top-1 agreement with the float model on the calibration samples {:.2}%",
-            100.0 * agreement
-        ),
-    };
-    if lost > args.max_accuracy_drop {
-        anyhow::bail!(
-            "quantising {} version {version} ({} calibration, {} samples) costs too much: \
-             {checked} {lost:.2} points, over --max-accuracy-drop {} ({summary}); nothing was \
-             written. Try more calibration samples, --method percentile or entropy, or \
-             --per-channel.",
+    let refuse = |why: String| {
+        anyhow::anyhow!(
+            "quantising {} version {version} ({}, {} calibration samples) costs too much: {why} \
+             ({summary}); nothing was written. Try more calibration samples, --method \
+             percentile or entropy, or --per-channel.",
             args.model,
             args.method,
-            calibration_count,
+            data.calibration.len(),
+        )
+    };
+    if let Some((checked, lost)) = lost
+        && lost > args.max_accuracy_drop
+    {
+        return Err(refuse(format!(
+            "{checked} {lost:.2} points, over --max-accuracy-drop {}",
             args.max_accuracy_drop
-        );
+        )));
+    }
+    if let Some((output, error)) = comparison.worst()
+        && error > args.max_output_error
+    {
+        return Err(refuse(format!(
+            "output {output:?} off by {error:.4} (relative), over --max-output-error {}",
+            args.max_output_error
+        )));
     }
 
-    let speed = if args.bench_seconds > 0.0 {
-        let engines = cpu_engines(args.ort_lib.as_deref());
+    let speed = if args.bench_seconds > 0.0 && !checked.is_empty() {
         measure(
             &engines,
-            &float_path,
-            &int8_path,
+            (&float_path, &int8_path),
             &signature,
-            &sample_shape,
+            &checked[0],
             args.bench_seconds,
         )?
     } else {
@@ -247,16 +295,19 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         },
         method: args.method,
         per_channel: args.per_channel,
-        calibration: Source {
-            path: args.calibration_data.display().to_string(),
-            samples: calibration_count,
-        },
-        test: test.as_ref().map(|t| Source {
+        calibration: data.from.as_ref().map(|path| SamplesFrom {
+            path: path.display().to_string(),
+            samples: data.calibration.len(),
+        }),
+        test: data.test.as_ref().map(|t| SamplesFrom {
             path: t.path.display().to_string(),
             samples: t.labels.len(),
         }),
         accuracy,
-        top1_agreement: agreement,
+        top1_agreement: comparison.top1_agreement,
+        output_error: comparison.errors.clone(),
+        engines_differ,
+        quantize_seconds,
         float_bytes: float.len(),
         int8_bytes: int8.len(),
         speed,
@@ -273,9 +324,22 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     )?;
 
     let mut out = std::io::stdout().lock();
+    let from = match &data.from {
+        Some(path) => format!(
+            ", {} {} samples from {}",
+            data.calibration.len(),
+            if args.method == Method::Dynamic {
+                "checking"
+            } else {
+                "calibration"
+            },
+            path.display()
+        ),
+        None => String::new(),
+    };
     writeln!(
         out,
-        "quantised {} version {version} to INT8 ({}{}, {} calibration samples from {})",
+        "quantised {} version {version} to INT8 ({}{}{from}) in {quantize_seconds:.2} s",
         args.model,
         args.method,
         if args.per_channel {
@@ -283,10 +347,14 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         } else {
             ""
         },
-        calibration_count,
-        args.calibration_data.display()
     )?;
     writeln!(out, "{summary}")?;
+    if let Some(differ) = engines_differ {
+        writeln!(
+            out,
+            "the INT8 model on tract and on onnxruntime: outputs within {differ:.2e} (relative)"
+        )?;
+    }
     writeln!(
         out,
         "size: float {} bytes, int8 {} bytes ({:.2}x smaller)",
@@ -334,86 +402,225 @@ fn highest_version(model_dir: &Path) -> anyhow::Result<u64> {
     Ok(next - 1)
 }
 
-/// One sample's shape: the model's one input's, less the batch, every dimension fixed.
-fn sample_shape(signature: &ModelSignature) -> anyhow::Result<Vec<usize>> {
-    let [input] = signature.inputs.as_slice() else {
-        anyhow::bail!(
-            "the model takes {} inputs; quantisation calibrates models with one",
-            signature.inputs.len()
-        );
-    };
-    anyhow::ensure!(
-        input.datatype == aicp_core::DataType::F32,
-        "the model's input {:?} is {}; quantisation needs a float32 input",
-        input.name,
-        input.datatype
-    );
-    let dims = input
-        .shape
-        .as_ref()
-        .ok_or_else(|| anyhow::anyhow!("the model's input {:?} declares no shape", input.name))?;
-    dims.iter()
-        .skip(1)
-        .map(|d| {
-            d.ok_or_else(|| {
-                anyhow::anyhow!(
-                    "the model's input {:?} has a variable dimension besides the batch: {:?}",
-                    input.name,
-                    input.shape
-                )
-            })
-        })
-        .collect()
-}
-
 /// Labelled test samples.
 struct TestSet {
     path: PathBuf,
-    inputs: Vec<f32>,
+    samples: Vec<Sample>,
     labels: Vec<u8>,
 }
 
-/// The calibration samples (flat, at most `--samples`) and the test set, if there is one.
-fn read_data(
-    args: &QuantizeArgs,
-    sample_values: usize,
-    scale: PixelScale,
-) -> anyhow::Result<(Vec<f32>, Option<TestSet>)> {
-    let as_inputs = |pixels: &[u8]| pixels.iter().map(|&p| scale.apply(p)).collect::<Vec<_>>();
-    let load = |dir: &Path| {
-        let data = Dataset::load(DatasetKind::Mnist, dir, &Fetch::Offline)?;
-        anyhow::ensure!(
-            data.pixels_per_image() == sample_values,
-            "{}: its images have {} pixels; the model takes {sample_values} values a sample",
-            dir.display(),
-            data.pixels_per_image()
+/// The samples a quantisation reads.
+struct Data {
+    /// Where the calibration samples came from.
+    from: Option<PathBuf>,
+    calibration: Vec<Sample>,
+    test: Option<TestSet>,
+}
+
+impl Data {
+    /// The calibration samples (at most `--samples`) and the test set, if there is one.
+    fn read(
+        args: &QuantizeArgs,
+        signature: &ModelSignature,
+        metadata: &ModelMetadata,
+        model_dir: &Path,
+    ) -> anyhow::Result<Self> {
+        let scale = PixelScale::for_range(
+            metadata
+                .input
+                .as_ref()
+                .and_then(|i| i.range)
+                .unwrap_or([0.0, 1.0]),
         );
-        Ok(data)
+        let test_of = |data: &Dataset| -> anyhow::Result<TestSet> {
+            Ok(TestSet {
+                path: data.dir.clone(),
+                samples: digit_samples(&data.test.pixels, signature, scale)?,
+                labels: data.test.labels.clone(),
+            })
+        };
+        let mut from_idx = None;
+        let calibration = match &args.calibration_data {
+            None => Vec::new(),
+            Some(path) if is_idx(path) => {
+                let data = Dataset::load(DatasetKind::Mnist, path, &Fetch::Offline)?;
+                let per_image = data.pixels_per_image();
+                let count = args.samples.min(data.train.len());
+                let samples =
+                    digit_samples(&data.train.pixels[..count * per_image], signature, scale)?;
+                from_idx = Some(data);
+                samples
+            }
+            Some(path) if has_pictures(path) => {
+                picture_samples(path, signature, metadata, model_dir, scale, args.samples)?
+            }
+            Some(path) => {
+                let mut samples = aicp_quantize::samples::read(path, signature)?;
+                samples.truncate(args.samples);
+                samples
+            }
+        };
+        let test = match (&args.test_data, &from_idx) {
+            (Some(dir), _) => Some(test_of(&Dataset::load(
+                DatasetKind::Mnist,
+                dir,
+                &Fetch::Offline,
+            )?)?),
+            (None, Some(data)) => Some(test_of(data)?),
+            (None, None) => None,
+        };
+        Ok(Self {
+            from: args.calibration_data.clone(),
+            calibration,
+            test,
+        })
+    }
+
+    /// The samples the INT8 model is checked on: the test split, else the calibration
+    /// samples (at most [`MAX_CHECKED`]).
+    fn checked(&self) -> &[Sample] {
+        let all = self
+            .test
+            .as_ref()
+            .map_or(self.calibration.as_slice(), |t| t.samples.as_slice());
+        &all[..all.len().min(MAX_CHECKED)]
+    }
+}
+
+/// Whether `path` is an IDX data directory (MNIST's files).
+fn is_idx(path: &Path) -> bool {
+    path.is_dir()
+        && std::fs::read_dir(path)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|entry| {
+                entry
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|n| n.contains("idx3-ubyte"))
+            })
+}
+
+const PICTURE_EXTENSIONS: [&str; 6] = ["png", "jpg", "jpeg", "gif", "bmp", "webp"];
+
+fn is_picture(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| PICTURE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Whether `path` is a directory of pictures.
+fn has_pictures(path: &Path) -> bool {
+    path.is_dir()
+        && std::fs::read_dir(path)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|entry| is_picture(&entry.path()))
+}
+
+/// 8-bit digits (28 x 28 each, flat) as samples of the model's one input, mapped onto its
+/// declared range.
+fn digit_samples(
+    pixels: &[u8],
+    signature: &ModelSignature,
+    scale: PixelScale,
+) -> anyhow::Result<Vec<Sample>> {
+    let [input] = signature.inputs.as_slice() else {
+        anyhow::bail!(
+            "an IDX directory holds pictures for a model of one input; this one takes {}",
+            signature.inputs.len()
+        );
     };
-    let test_of = |data: &Dataset| TestSet {
-        path: data.dir.clone(),
-        inputs: as_inputs(&data.test.pixels),
-        labels: data.test.labels.clone(),
+    let per_sample = input.sample_elements().unwrap_or(0);
+    anyhow::ensure!(
+        input.datatype == aicp_core::DataType::F32 && per_sample > 0,
+        "the model's input {:?} is {} shaped {:?}; IDX pictures feed a float32 input of a \
+         fixed sample shape",
+        input.name,
+        input.datatype,
+        input.display_shape()
+    );
+    let images = pixels.len() / (28 * 28);
+    anyhow::ensure!(
+        per_sample == 28 * 28,
+        "the IDX pictures have 784 pixels; the model takes {per_sample} values a sample"
+    );
+    let shape = one_of(input);
+    Ok((0..images)
+        .map(|i| {
+            let values = pixels[i * per_sample..(i + 1) * per_sample]
+                .iter()
+                .map(|&p| scale.apply(p))
+                .collect::<Vec<f32>>();
+            Sample(vec![Tensor {
+                shape: shape.clone(),
+                data: TensorData::F32(values),
+            }])
+        })
+        .collect())
+}
+
+/// One sample's shape for `input`: a batch of one, then its fixed dimensions.
+fn one_of(input: &aicp_core::TensorSpec) -> Vec<usize> {
+    let dims = input.shape.clone().unwrap_or_default();
+    std::iter::once(1)
+        .chain(dims.iter().skip(1).map(|d| d.unwrap_or(1)))
+        .collect()
+}
+
+/// The pictures in `dir` (in name order, at most `limit`), prepared as the model's
+/// `[preprocess.image]` says, as samples of its one input.
+fn picture_samples(
+    dir: &Path,
+    signature: &ModelSignature,
+    metadata: &ModelMetadata,
+    model_dir: &Path,
+    scale: PixelScale,
+    limit: usize,
+) -> anyhow::Result<Vec<Sample>> {
+    let transforms = aicp_transform::Transforms::load(metadata, signature, Some(model_dir))
+        .map_err(|e| anyhow::anyhow!("model.toml: {e}"))?;
+    let Some(image) = &transforms.image else {
+        anyhow::bail!(
+            "{} holds pictures, and the model's model.toml has no [preprocess.image] to say \
+             how a picture becomes its input",
+            dir.display()
+        );
     };
-    let (calibration, from_dir) = if args.calibration_data.is_dir() {
-        let data = load(&args.calibration_data)?;
-        let count = args.samples.min(data.train.len());
-        (
-            as_inputs(&data.train.pixels[..count * sample_values]),
-            Some(data),
-        )
-    } else {
-        let mut values =
-            aicp_quantize::samples::read_samples(&args.calibration_data, sample_values)?;
-        values.truncate(args.samples * sample_values);
-        (values, None)
-    };
-    let test = match (&args.test_data, &from_dir) {
-        (Some(dir), _) => Some(test_of(&load(dir)?)),
-        (None, Some(data)) => Some(test_of(data)),
-        (None, None) => None,
-    };
-    Ok((calibration, test))
+    anyhow::ensure!(
+        signature.inputs.len() == 1,
+        "pictures feed a model of one input; this one takes {}",
+        signature.inputs.len()
+    );
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| is_picture(path))
+        .collect();
+    files.sort();
+    files.truncate(limit);
+    files
+        .iter()
+        .map(|file| {
+            let bytes = std::fs::read(file)?;
+            let picture = image
+                .prepare(&bytes, aicp_image::DecodeLimits::default())
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let tensor = match picture.sample {
+                aicp_transform::image::Sample::Digit(digit) => Tensor {
+                    shape: one_of(&signature.inputs[0]),
+                    data: TensorData::F32(digit.pixels.iter().map(|&p| scale.apply(p)).collect()),
+                },
+                aicp_transform::image::Sample::Tensor { shape, data } => Tensor {
+                    shape: std::iter::once(1).chain(shape).collect(),
+                    data,
+                },
+            };
+            Ok(Sample(vec![tensor]))
+        })
+        .collect()
 }
 
 fn load(
@@ -426,37 +633,140 @@ fn load(
         .map_err(|e| anyhow::anyhow!("{}: {}", engine.kind(), e.message))
 }
 
-/// The top class of each sample in `inputs`, run in batches.
-fn top_classes(
-    model: &mut dyn Runnable,
-    inputs: &[f32],
-    sample_shape: &[usize],
-) -> anyhow::Result<Vec<usize>> {
-    let per_sample: usize = sample_shape.iter().product();
-    let mut top = Vec::with_capacity(inputs.len() / per_sample);
-    for chunk in inputs.chunks(1000 * per_sample) {
-        let outputs = model.run(vec![batch_tensor(chunk, sample_shape).into()])?;
-        let logits = outputs[0].as_f32().ok_or_else(|| {
-            anyhow::anyhow!(
-                "the model's first output is {}, not FP32",
-                outputs[0].datatype()
-            )
-        })?;
-        let classes = logits.len() / (chunk.len() / per_sample);
-        top.extend(aicp_train::trainer::argmax_rows(logits, classes));
-    }
-    Ok(top)
+/// Each sample's outputs.
+fn run_all(model: &mut dyn Runnable, samples: &[Sample]) -> anyhow::Result<Vec<Vec<Tensor>>> {
+    samples
+        .iter()
+        .map(|sample| {
+            let inputs: Vec<Input> = sample.0.iter().cloned().map(Input::from).collect();
+            model
+                .run(inputs)
+                .map_err(|e| anyhow::anyhow!("{}", e.message))
+        })
+        .collect()
 }
 
-fn batch_tensor(values: &[f32], sample_shape: &[usize]) -> Tensor {
-    let per_sample: usize = sample_shape.iter().product();
-    let shape = std::iter::once(values.len() / per_sample)
-        .chain(sample_shape.iter().copied())
-        .collect();
-    Tensor {
-        shape,
-        data: aicp_core::TensorData::F32(values.to_vec()),
+/// The INT8 model's outputs against the float model's.
+struct Comparison {
+    /// For a classifier (a first output of rows of several float scores).
+    top1_agreement: Option<f64>,
+    errors: Vec<(String, f64)>,
+}
+
+impl Comparison {
+    fn of(signature: &ModelSignature, float: &[Vec<Tensor>], int8: &[Vec<Tensor>]) -> Self {
+        let top1_agreement = match (top_classes(float), top_classes(int8)) {
+            (Some(a), Some(b)) => Some(share(a.iter().zip(&b), |(a, b)| a == b)),
+            _ => None,
+        };
+        let errors = signature
+            .outputs
+            .iter()
+            .enumerate()
+            .filter_map(|(o, spec)| {
+                let per_sample: Vec<f64> = float
+                    .iter()
+                    .zip(int8)
+                    .filter_map(|(f, q)| relative_error(f.get(o)?, q.get(o)?))
+                    .collect();
+                (!per_sample.is_empty()).then(|| {
+                    (
+                        spec.name.clone(),
+                        per_sample.iter().sum::<f64>() / per_sample.len() as f64,
+                    )
+                })
+            })
+            .collect();
+        Self {
+            top1_agreement,
+            errors,
+        }
     }
+
+    /// The output that differs most, and by how much.
+    fn worst(&self) -> Option<(&str, f64)> {
+        self.errors
+            .iter()
+            .map(|(name, error)| (name.as_str(), *error))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+    }
+
+    fn summary(&self, accuracy: Option<&Accuracy>, labelled: bool) -> String {
+        let mut parts = Vec::new();
+        if let Some(a) = accuracy {
+            parts.push(format!(
+                "test accuracy: float {:.2}%, int8 {:.2}% ({:+.2} points)",
+                100.0 * a.float,
+                100.0 * a.int8,
+                -a.drop_points
+            ));
+        }
+        let on = if labelled {
+            "the test samples"
+        } else {
+            "the calibration samples"
+        };
+        if let Some(agreement) = self.top1_agreement {
+            parts.push(format!(
+                "top-1 agreement with the float model on {on} {:.2}%",
+                100.0 * agreement
+            ));
+        }
+        if let Some((output, error)) = self.worst() {
+            parts.push(format!(
+                "relative error against the float model {error:.4} (output {output:?})"
+            ));
+        }
+        if parts.is_empty() {
+            return "not checked: no samples (give --calibration-data to compare the \
+                    outputs with the float model's)"
+                .into();
+        }
+        parts.join("; ")
+    }
+}
+
+/// `|int8 - float| / |float|` over a float output's values; `None` for other types.
+fn relative_error(float: &Tensor, int8: &Tensor) -> Option<f64> {
+    let (f, q) = (float.data.to_f32()?, int8.data.to_f32()?);
+    if f.len() != q.len() {
+        return Some(f64::INFINITY);
+    }
+    let (mut difference, mut norm) = (0.0f64, 0.0f64);
+    for (a, b) in f.iter().zip(&q) {
+        difference += f64::from(a - b).powi(2);
+        norm += f64::from(*a).powi(2);
+    }
+    Some(difference.sqrt() / norm.sqrt().max(1e-12))
+}
+
+/// The largest relative error between two runs' outputs, output by output.
+fn largest_difference(a: &[Vec<Tensor>], b: &[Vec<Tensor>]) -> f64 {
+    a.iter()
+        .zip(b)
+        .flat_map(|(x, y)| x.iter().zip(y).filter_map(|(x, y)| relative_error(y, x)))
+        .fold(0.0, f64::max)
+}
+
+/// The top class of every row of each sample's first output, when it is a classifier's: float
+/// rows of more than one score.
+fn top_classes(outputs: &[Vec<Tensor>]) -> Option<Vec<usize>> {
+    let mut top = Vec::new();
+    for sample in outputs {
+        let first = sample.first()?;
+        let [rows, classes] = first.shape[..] else {
+            return None;
+        };
+        if classes < 2 {
+            return None;
+        }
+        let scores = first.data.to_f32()?;
+        top.extend(aicp_train::trainer::argmax_rows(
+            &scores,
+            scores.len() / rows.max(1),
+        ));
+    }
+    Some(top)
 }
 
 fn share<T>(items: impl Iterator<Item = T>, hit: impl Fn(&T) -> bool) -> f64 {
@@ -468,46 +778,65 @@ fn share<T>(items: impl Iterator<Item = T>, hit: impl Fn(&T) -> bool) -> f64 {
     hits as f64 / all.max(1) as f64
 }
 
-/// The CPU engines this machine has: tract, and ONNX Runtime when its library is found.
+/// The CPU engines this machine has: tract, then ONNX Runtime when its library is found.
 fn cpu_engines(ort_lib: Option<&Path>) -> Vec<Box<dyn Engine>> {
     let mut engines: Vec<Box<dyn Engine>> = vec![Box::new(TractEngine)];
     match find_library(ort_lib).map(|path| OnnxRuntimeEngine::load(&path)) {
         Some(Ok(engine)) => engines.push(Box::new(engine)),
-        Some(Err(e)) => eprintln!("not measured on onnxruntime: {}", e.message),
-        None => eprintln!("not measured on onnxruntime: no ONNX Runtime library found"),
+        Some(Err(e)) => eprintln!("onnxruntime not used: {}", e.message),
+        None => eprintln!("onnxruntime not used: no ONNX Runtime library found"),
     }
     engines
 }
 
-/// Samples per second of the float and INT8 models on each engine, at each of
-/// [`BENCH_BATCHES`], each run for about `seconds`.
+/// Samples per second of the float and INT8 models on each engine, each run for about
+/// `seconds`: at each of [`BENCH_BATCHES`] for a model of one input with a fixed sample
+/// shape, else on `sample` as it is.
 fn measure(
     engines: &[Box<dyn Engine>],
-    float: &Path,
-    int8: &Path,
+    (float, int8): (&Path, &Path),
     signature: &ModelSignature,
-    sample_shape: &[usize],
+    sample: &Sample,
     seconds: f64,
 ) -> anyhow::Result<Vec<Speed>> {
-    let per_sample: usize = sample_shape.iter().product();
+    let batches: Vec<Sample> = match signature.inputs.as_slice() {
+        [input] if input.varies_first() && input.sample_elements().is_some() => BENCH_BATCHES
+            .iter()
+            // No batch of more than BENCH_VALUES values: 1024 digits, a few photographs.
+            .map(|&batch| {
+                batch
+                    .min(BENCH_VALUES / input.sample_elements().unwrap_or(1))
+                    .max(1)
+            })
+            .collect::<std::collections::BTreeSet<usize>>()
+            .into_iter()
+            .map(|batch| {
+                let one = &sample.0[0];
+                let parts = vec![&one.data; batch];
+                let mut shape = one.shape.clone();
+                shape[0] *= batch;
+                Ok(Sample(vec![Tensor {
+                    shape,
+                    data: TensorData::concat(&parts)?,
+                }]))
+            })
+            .collect::<aicp_core::Result<_>>()?,
+        _ => vec![sample.clone()],
+    };
     let mut speeds = Vec::new();
     for engine in engines {
         let mut models = [
             load(engine.as_ref(), float, signature)?,
             load(engine.as_ref(), int8, signature)?,
         ];
-        for batch in BENCH_BATCHES {
-            // Digit-like values: each a pixel value, so both models see inputs of their range.
-            let input: Vec<f32> = (0..batch * per_sample)
-                .map(|i| f32::from(((i * 37) % 251) as u8) / 255.0)
-                .collect();
+        for batch in &batches {
             let mut rates = [0.0; 2];
             for (rate, model) in rates.iter_mut().zip(&mut models) {
-                *rate = samples_per_second(model.as_mut(), &input, sample_shape, seconds)?;
+                *rate = samples_per_second(model.as_mut(), batch, seconds)?;
             }
             speeds.push(Speed {
                 engine: engine.kind().to_string(),
-                batch,
+                batch: batch.0[0].shape.first().copied().unwrap_or(1),
                 float_samples_per_s: rates[0],
                 int8_samples_per_s: rates[1],
             });
@@ -518,18 +847,24 @@ fn measure(
 
 fn samples_per_second(
     model: &mut dyn Runnable,
-    input: &[f32],
-    sample_shape: &[usize],
+    sample: &Sample,
     seconds: f64,
 ) -> anyhow::Result<f64> {
-    let batch = batch_tensor(input, sample_shape);
-    let samples = batch.shape[0];
-    model.run(vec![batch.clone().into()])?; // warm-up
+    let samples = sample.0[0].shape.first().copied().unwrap_or(1);
+    let inputs = || {
+        sample
+            .0
+            .iter()
+            .cloned()
+            .map(Input::from)
+            .collect::<Vec<_>>()
+    };
+    model.run(inputs())?; // warm-up
     // Engines take their inputs by value: each run's copy is made outside the timed part.
     let budget = Duration::from_secs_f64(seconds);
     let (mut spent, mut runs) = (Duration::ZERO, 0usize);
     while runs == 0 || spent < budget {
-        let copy = vec![batch.clone().into()];
+        let copy = inputs();
         let started = Instant::now();
         model.run(copy)?;
         spent += started.elapsed();
@@ -555,14 +890,13 @@ fn int8_metadata(mut metadata: ModelMetadata, report: &Report) -> ModelMetadata 
     );
     table.insert("method".into(), report.method.to_string().into());
     table.insert("per_channel".into(), report.per_channel.into());
-    table.insert(
-        "calibration_data".into(),
-        report.calibration.path.clone().into(),
-    );
-    table.insert(
-        "calibration_samples".into(),
-        (report.calibration.samples as i64).into(),
-    );
+    if let Some(calibration) = &report.calibration {
+        table.insert("calibration_data".into(), calibration.path.clone().into());
+        table.insert(
+            "calibration_samples".into(),
+            (calibration.samples as i64).into(),
+        );
+    }
     if let Some(a) = &report.accuracy {
         table.insert("float_test_accuracy".into(), round4(a.float).into());
         table.insert("test_accuracy".into(), round4(a.int8).into());

@@ -1,13 +1,18 @@
-//! Calibration: the float model runs in tract on real samples, with the activations to be
-//! quantised exposed as outputs, and each activation's range is measured.
+//! Calibration: the float model runs on a CPU engine (ONNX Runtime where it is found, else
+//! tract) on real samples, each at its own shape, with the activations to be quantised exposed
+//! as outputs, and each activation's range is measured.
 
 use std::collections::HashMap;
 
+use aicp_core::{DataType, Input, ModelSignature, TensorSpec};
+use aicp_engine::{Engine, LoadOptions};
 use serde::Serialize;
 use tract_onnx::pb::ModelProto;
-use tract_onnx::prelude::*;
 
-/// How an activation's range is read from its calibration values.
+use crate::samples::Sample;
+
+/// How a model is quantised: statically, with each activation's range read from its
+/// calibration values one of three ways, or dynamically.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
@@ -19,6 +24,9 @@ pub enum Method {
     /// calibration): the one whose quantised histogram has the smallest KL divergence from
     /// the values' histogram.
     Entropy,
+    /// No calibration: int8 weights for MatMul and Gemm, their activations quantised at run
+    /// time from each run's own range (ONNX Runtime's `quantize_dynamic`).
+    Dynamic,
 }
 
 impl std::str::FromStr for Method {
@@ -29,8 +37,10 @@ impl std::str::FromStr for Method {
             "minmax" => Ok(Self::MinMax),
             "percentile" => Ok(Self::Percentile),
             "entropy" => Ok(Self::Entropy),
+            "dynamic" => Ok(Self::Dynamic),
             other => Err(format!(
-                "unknown calibration method {other:?}: expected minmax, percentile or entropy"
+                "unknown quantisation method {other:?}: expected minmax, percentile, entropy \
+                 or dynamic"
             )),
         }
     }
@@ -42,6 +52,7 @@ impl std::fmt::Display for Method {
             Self::MinMax => "minmax",
             Self::Percentile => "percentile",
             Self::Entropy => "entropy",
+            Self::Dynamic => "dynamic",
         })
     }
 }
@@ -69,40 +80,83 @@ impl Ranges {
     }
 }
 
-/// Samples run through the model at once while calibrating.
-const CALIBRATION_BATCH: usize = 256;
-
-/// Runs `proto` on `samples` (its float input for each sample, each shaped `sample_shape`, one
-/// after another) and measures the range of each tensor in `names`.
+/// Runs `proto` (a model of `signature`) on `engine` for each of `samples` and measures the
+/// range of each float tensor in `names`.
 pub fn calibrate(
+    engine: &dyn Engine,
     proto: &ModelProto,
+    signature: &ModelSignature,
     names: &[String],
-    samples: &[f32],
-    sample_shape: &[usize],
+    samples: &[Sample],
     method: Method,
 ) -> anyhow::Result<Ranges> {
-    let per_sample: usize = sample_shape.iter().product();
     anyhow::ensure!(!samples.is_empty(), "no calibration samples");
     anyhow::ensure!(
-        per_sample > 0 && samples.len().is_multiple_of(per_sample),
-        "{} calibration values are not whole samples of shape {sample_shape:?}",
-        samples.len()
+        method != Method::Dynamic,
+        "dynamic quantisation is not calibrated"
     );
-    let plan = tract_onnx::onnx()
-        .model_for_proto_model(proto)?
-        .with_outputs_by_name(names)?
-        .into_optimized()?
-        .into_runnable()?;
+    // The model with the activations as its outputs, and nothing else.
+    let mut exposed = proto.clone();
+    let graph = exposed
+        .graph
+        .as_mut()
+        .ok_or_else(|| anyhow::anyhow!("the model has no graph"))?;
+    graph.output = names
+        .iter()
+        .map(|name| {
+            aicp_engine::onnx_build::value_info(
+                name,
+                tract_onnx::pb::tensor_proto::DataType::Float,
+                &[],
+            )
+        })
+        .collect();
+    for output in &mut graph.output {
+        // No shape: the engine finds each activation's own.
+        if let Some(tract_onnx::pb::type_proto::Value::TensorType(t)) =
+            output.r#type.as_mut().and_then(|t| t.value.as_mut())
+        {
+            t.shape = None;
+        }
+    }
+    let scratch = tempfile::tempdir()?;
+    let path = scratch.path().join("calibration.onnx");
+    std::fs::write(&path, prost::Message::encode_to_vec(&exposed))?;
+    let exposed_signature = ModelSignature {
+        inputs: signature.inputs.clone(),
+        outputs: names
+            .iter()
+            .map(|name| TensorSpec {
+                name: name.clone(),
+                datatype: DataType::F32,
+                shape: None,
+            })
+            .collect(),
+    };
+    let mut model = engine
+        .load(&path, &exposed_signature, &LoadOptions::default())
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{} cannot run the model to calibrate it: {}",
+                engine.kind(),
+                e.message
+            )
+        })?;
     let mut seen: Vec<Seen> = names.iter().map(|_| Seen::new(method)).collect();
-    for batch in samples.chunks(CALIBRATION_BATCH * per_sample) {
-        let shape: Vec<usize> = std::iter::once(batch.len() / per_sample)
-            .chain(sample_shape.iter().copied())
-            .collect();
-        let input = Tensor::from_shape(&shape, batch)?;
-        let outputs = plan.run(tvec!(input.into_tvalue()))?;
+    for (index, sample) in samples.iter().enumerate() {
+        let inputs: Vec<Input> = sample.0.iter().cloned().map(Input::from).collect();
+        let outputs = model.run(inputs).map_err(|e| {
+            anyhow::anyhow!(
+                "calibration sample {index} failed on {}: {}",
+                engine.kind(),
+                e.message
+            )
+        })?;
         for (output, seen) in outputs.iter().zip(&mut seen) {
-            let view = output.to_plain_array_view::<f32>()?;
-            seen.add(view.iter().copied());
+            let values = output.data.to_f32().ok_or_else(|| {
+                anyhow::anyhow!("activation {:?} is not a float tensor", output.datatype())
+            })?;
+            seen.add(values.into_iter());
         }
     }
     Ok(Ranges(
@@ -266,6 +320,10 @@ mod tests {
             assert!(high > 2.9 && high <= 3.0, "{method}: {high}");
         }
         let err = "kl".parse::<Method>().unwrap_err();
-        assert!(err.contains("minmax, percentile or entropy"), "{err}");
+        assert!(
+            err.contains("minmax, percentile, entropy or dynamic"),
+            "{err}"
+        );
+        assert_eq!("dynamic".parse::<Method>(), Ok(Method::Dynamic));
     }
 }

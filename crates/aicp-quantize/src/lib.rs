@@ -1,25 +1,31 @@
-//! Static post-training INT8 quantisation of float ONNX models, in the QDQ format that ONNX
-//! Runtime fuses into integer kernels and TensorRT reads:
+//! Post-training INT8 quantisation of float ONNX models, for any model ONNX Runtime's own
+//! quantiser takes:
 //!
-//! - the weights of every Gemm, MatMul and Conv whose weight is an initializer become int8
-//!   (symmetric, per tensor or per output channel) behind a DequantizeLinear; their biases
-//!   int32 at the scale of input times weight;
-//! - the activations those operators read and write get a QuantizeLinear/DequantizeLinear pair
-//!   (uint8, per tensor), with scales and zero points calibrated on real samples
-//!   ([`mod@calibrate`]);
-//! - every other operator stays in float.
-//!
-//! Static only: scales are fixed in the file, so a sample's answer never depends on the
-//! samples it is batched with.
+//! - **static** (`minmax`, `percentile`, `entropy`), in the QDQ format that ONNX Runtime fuses
+//!   into integer kernels and TensorRT reads ([`qdq`]):
+//!   - the weights of every Gemm, MatMul and Conv whose weight is an initializer become int8
+//!     (symmetric, per tensor or per output channel) behind a DequantizeLinear; their biases
+//!     int32 at the scale of input times weight;
+//!   - the activations those operators read and write get a QuantizeLinear/DequantizeLinear
+//!     pair (uint8, per tensor), with scales and zero points calibrated on real samples
+//!     ([`mod@calibrate`]) of any inputs, each at its own shape ([`samples`]);
+//!   - every other operator stays in float. Scales are fixed in the file, so a sample's answer
+//!     never depends on the samples it is batched with.
+//! - **dynamic** ([`dynamic`]): int8 weights for MatMul and Gemm, their activations quantised at
+//!   run time from each run's own range; no calibration. What text encoders use on CPUs.
 
 pub mod calibrate;
+pub mod dynamic;
 pub mod qdq;
 pub mod samples;
 
+use aicp_core::ModelSignature;
+use aicp_engine::Engine;
 use serde::Serialize;
 
 pub use calibrate::{Method, Ranges, calibrate};
 pub use qdq::quantize_graph;
+pub use samples::Sample;
 
 /// How to quantise.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -43,26 +49,31 @@ impl Default for Options {
     }
 }
 
-/// Quantises the float ONNX model in `model` (protobuf bytes), calibrating its activations on
-/// `samples`: its single float input for each sample, shaped `sample_shape`, one after
-/// another.
-/// Returns the QDQ model's bytes.
+/// Quantises the float ONNX model in `model` (protobuf bytes, a model of `signature`); a
+/// static method calibrates its activations on `samples`, run on `engine`. Returns the
+/// quantised model's bytes.
 pub fn quantize(
+    engine: &dyn Engine,
     model: &[u8],
-    samples: &[f32],
-    sample_shape: &[usize],
+    signature: &ModelSignature,
+    samples: &[Sample],
     options: &Options,
 ) -> anyhow::Result<Vec<u8>> {
     aicp_engine::tract::without_amx_kernels();
     use prost::Message;
-    let proto = tract_onnx::pb::ModelProto::decode(model)
+    let mut proto = tract_onnx::pb::ModelProto::decode(model)
         .map_err(|e| anyhow::anyhow!("not an ONNX model: {e}"))?;
-    let plan = qdq::plan(&proto)?;
+    if options.method == Method::Dynamic {
+        return Ok(dynamic::quantize_dynamic(proto, options.per_channel)?.encode_to_vec());
+    }
+    qdq::lift_constants(&mut proto);
+    let plan = qdq::plan(&proto, options.per_channel)?;
     let ranges = calibrate(
+        engine,
         &proto,
+        signature,
         &plan.activations,
         samples,
-        sample_shape,
         options.method,
     )?;
     let quantized = quantize_graph(proto, &plan, &ranges, options)?;

@@ -18,8 +18,10 @@ const QUANTISED_OPS: [&str; 3] = ["Gemm", "MatMul", "Conv"];
 /// zero point (a ReLU's input takes its output's, whose range starts at 0), so that ONNX
 /// Runtime runs them on uint8 without leaving the integer domain.
 const PASS_THROUGH_OPS: [&str; 4] = ["Relu", "MaxPool", "Flatten", "Reshape"];
-/// QuantizeLinear with per-axis scales, and int32 DequantizeLinear, are opset 13's.
-const MIN_OPSET: i64 = 13;
+/// QuantizeLinear and DequantizeLinear (int32 included, for biases) are opset 10's...
+const MIN_OPSET: i64 = 10;
+/// ...and their per-axis scales, for weights per output channel, opset 13's.
+const MIN_OPSET_PER_CHANNEL: i64 = 13;
 
 /// What will be quantised in a graph.
 #[derive(Debug, Clone)]
@@ -32,7 +34,7 @@ pub struct Plan {
 }
 
 /// Finds the quantisable nodes of `proto`'s graph, or says why there are none.
-pub fn plan(proto: &ModelProto) -> anyhow::Result<Plan> {
+pub fn plan(proto: &ModelProto, per_channel: bool) -> anyhow::Result<Plan> {
     let graph = proto
         .graph
         .as_ref()
@@ -45,6 +47,11 @@ pub fn plan(proto: &ModelProto) -> anyhow::Result<Plan> {
     anyhow::ensure!(
         opset >= MIN_OPSET,
         "the model uses ONNX opset {opset}; quantisation needs {MIN_OPSET} or later"
+    );
+    anyhow::ensure!(
+        !per_channel || opset >= MIN_OPSET_PER_CHANNEL,
+        "the model uses ONNX opset {opset}; weights per channel need {MIN_OPSET_PER_CHANNEL} \
+         or later (quantise it per tensor: leave out --per-channel)"
     );
     let floats: HashSet<&str> = graph
         .initializer
@@ -119,6 +126,29 @@ fn reshaped_graph_input(graph: &pb::GraphProto, tensor: &str) -> Option<String> 
         steps += 1;
     }
     (steps > 0 && graph.input.iter().any(|i| i.name == current)).then(|| current.to_string())
+}
+
+/// Moves every Constant node that holds a tensor into the graph's initializers, where the
+/// quantiser finds weights: exporters such as Paddle2ONNX write every weight as a Constant.
+pub fn lift_constants(proto: &mut ModelProto) {
+    let Some(graph) = proto.graph.as_mut() else {
+        return;
+    };
+    let mut kept = Vec::with_capacity(graph.node.len());
+    for n in std::mem::take(&mut graph.node) {
+        let value = (n.op_type == "Constant" && n.domain.is_empty() && n.output.len() == 1)
+            .then(|| n.attribute.iter().find(|a| a.name == "value"))
+            .flatten()
+            .and_then(|a| a.t.clone());
+        match value {
+            Some(mut tensor) => {
+                tensor.name = n.output[0].clone();
+                graph.initializer.push(tensor);
+            }
+            None => kept.push(n),
+        }
+    }
+    graph.node = kept;
 }
 
 /// uint8 scale and zero point covering `[low, high]` (which includes 0).
@@ -271,14 +301,26 @@ pub fn quantize_graph(
                     .collect();
                 let (bs, bz) = (format!("{b}_scale"), format!("{b}_zero_point"));
                 new_initializers.push(tensor_i32(&format!("{b}_q"), &[bias.len()], &q));
+                // One scale for the whole bias when the weight has one: a per-axis
+                // DequantizeLinear is opset 13's.
+                let per_axis = scales.len() > 1;
+                let bias_scales = if per_axis {
+                    bias_scales
+                } else {
+                    bias_scales[..1].to_vec()
+                };
                 new_initializers.push(vector_or_scalar_f32(&bs, &bias_scales));
-                new_initializers.push(tensor_i32(&bz, &[bias.len()], &vec![0; bias.len()]));
+                new_initializers.push(tensor_i32(
+                    &bz,
+                    &shape_of(&bias_scales),
+                    &vec![0; bias_scales.len()],
+                ));
                 weight_nodes.push(node(
                     "DequantizeLinear",
                     &format!("{b}_dequantize"),
                     &[&format!("{b}_q"), &bs, &bz],
                     &format!("{b}_dq"),
-                    vec![int_attr("axis", 0)],
+                    per_axis.then(|| int_attr("axis", 0)).into_iter().collect(),
                 ));
                 replaced.insert(b.clone());
                 n.input[2] = format!("{b}_dq");
@@ -324,7 +366,7 @@ fn output_axis(node: &NodeProto, weight: &TensorProto) -> anyhow::Result<usize> 
 }
 
 /// Symmetric int8 weights (in `[-127, 127]`) and their scales: one, or one per index of `axis`.
-fn quantize_weight(
+pub(crate) fn quantize_weight(
     weight: &TensorProto,
     axis: usize,
     per_channel: bool,
@@ -357,7 +399,7 @@ fn quantize_weight(
     Ok((q, scales))
 }
 
-fn float_values(t: &TensorProto) -> anyhow::Result<Vec<f32>> {
+pub(crate) fn float_values(t: &TensorProto) -> anyhow::Result<Vec<f32>> {
     f32_values(t)
         .ok_or_else(|| anyhow::anyhow!("initializer {} is not a whole float tensor", t.name))
 }
@@ -370,7 +412,7 @@ fn shape_of(values: &[f32]) -> Vec<usize> {
     }
 }
 
-fn vector_or_scalar_f32(name: &str, values: &[f32]) -> TensorProto {
+pub(crate) fn vector_or_scalar_f32(name: &str, values: &[f32]) -> TensorProto {
     tensor(
         name,
         &shape_of(values),
@@ -387,7 +429,11 @@ fn tensor_u8(name: &str, dims: &[usize], values: &[u8]) -> TensorProto {
     tensor(name, dims, DataType::Uint8, values.to_vec())
 }
 
-fn tensor_i8(name: &str, dims: &[impl Copy + TryInto<i64>], values: &[i8]) -> TensorProto {
+pub(crate) fn tensor_i8(
+    name: &str,
+    dims: &[impl Copy + TryInto<i64>],
+    values: &[i8],
+) -> TensorProto {
     let dims: Vec<usize> = dims
         .iter()
         .map(|&d| d.try_into().ok().unwrap_or(0) as usize)

@@ -3,9 +3,27 @@
 
 use std::path::PathBuf;
 
-use aicp_quantize::{Method, Options, quantize};
+use aicp_quantize::{Method, Options, Sample};
 use aicp_testkit::bundled_model;
 use tract_onnx::prelude::*;
+
+/// `float` quantised with `options`, calibrated on tract with 1,000 real training digits.
+fn quantize(float: &[u8], options: &Options) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.onnx");
+    std::fs::write(&path, float).unwrap();
+    let signature = aicp_engine::onnx::inspect(&path).unwrap().signature;
+    let samples: Vec<Sample> = aicp_testkit::digits::training(1000)
+        .chunks(784)
+        .map(|digit| {
+            Sample(vec![
+                aicp_core::Tensor::new(vec![1, 1, 28, 28], digit.to_vec()).unwrap(),
+            ])
+        })
+        .collect();
+    let engine = aicp_engine::tract::TractEngine;
+    aicp_quantize::quantize(&engine, float, &signature, &samples, options).unwrap()
+}
 
 /// The held-out digits, one after another, and their labels.
 struct HeldOut {
@@ -56,8 +74,7 @@ fn accuracy(model: &[u8], data: &HeldOut) -> f64 {
 fn check(name: &str, options: Options) {
     let data = HeldOut::load();
     let float = std::fs::read(bundled_model(name)).unwrap();
-    let calibration = aicp_testkit::digits::training(1000);
-    let int8 = quantize(&float, &calibration, &[1, 28, 28], &options).unwrap();
+    let int8 = quantize(&float, &options);
     let (before, after) = (accuracy(&float, &data), accuracy(&int8, &data));
     println!(
         "{name} {options:?}: float {:.2}%, int8 {:.2}%, {} -> {} bytes",
@@ -116,7 +133,6 @@ fn the_cnn_keeps_its_accuracy() {
 fn tract_runs_the_quantised_models_in_integers() {
     use prost::Message;
     let data = HeldOut::load();
-    let calibration = aicp_testkit::digits::training(300);
     // (model, per-channel weights, Gemm weights stored transposed as PyTorch exports them,
     // products rewritten)
     for (name, per_channel, trans_b, products) in [
@@ -138,7 +154,7 @@ fn tract_runs_the_quantised_models_in_integers() {
             per_channel,
             ..Options::default()
         };
-        let int8 = quantize(&float, &calibration, &[1, 28, 28], &options).unwrap();
+        let int8 = quantize(&float, &options);
         let proto = tract_onnx::pb::ModelProto::decode(&int8[..]).unwrap();
         let (rewritten, count) = aicp_engine::integer::with_integer_ops(proto);
         let ops: Vec<&str> = rewritten
@@ -200,4 +216,45 @@ fn with_transposed_gemm_weights(model: &[u8]) -> Vec<u8> {
         *weight = aicp_engine::onnx_build::f32_tensor(&weight.name, &[n, k], &transposed);
     }
     proto.encode_to_vec()
+}
+
+/// Dynamic quantisation of the MLP (its Gemm weights stored as exported, and transposed as
+/// PyTorch writes them): no calibration, the same accuracy, and only the products changed.
+#[test]
+fn the_mlp_quantised_dynamically_keeps_its_accuracy() {
+    use prost::Message;
+    let dynamic = Options {
+        method: Method::Dynamic,
+        ..Options::default()
+    };
+    check("mnist", dynamic);
+    let data = HeldOut::load();
+    let float = with_transposed_gemm_weights(&std::fs::read(bundled_model("mnist")).unwrap());
+    let int8 = aicp_quantize::quantize(
+        &aicp_engine::tract::TractEngine,
+        &float,
+        &aicp_core::ModelSignature {
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+        },
+        &[],
+        &dynamic,
+    )
+    .unwrap();
+    assert!(accuracy(&float, &data) - accuracy(&int8, &data) <= 0.005);
+    let proto = tract_onnx::pb::ModelProto::decode(&int8[..]).unwrap();
+    let ops: Vec<&str> = proto
+        .graph
+        .as_ref()
+        .unwrap()
+        .node
+        .iter()
+        .map(|n| n.op_type.as_str())
+        .collect();
+    assert_eq!(
+        ops.iter().filter(|op| **op == "MatMulInteger").count(),
+        3,
+        "{ops:?}"
+    );
+    assert!(!ops.contains(&"Gemm"), "{ops:?}");
 }

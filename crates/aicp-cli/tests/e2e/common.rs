@@ -184,6 +184,13 @@ pub fn run_bounded(command: &mut Command, limit: Duration) -> Output {
 
 /// Runs `tests/fixtures/<script>` with `args` in the test virtualenv's Python, for at most
 /// `limit`; prints its output, and fails the test, with its output, when it fails.
+/// Where scripts/test.sh unpacked the ONNX models of PyPI wheels.
+pub fn wheel_models() -> PathBuf {
+    std::env::var_os("AICP_WHEEL_MODELS")
+        .map(Into::into)
+        .unwrap_or_else(|| repo_root().join(".venv/wheel-models"))
+}
+
 pub fn fixture_script(script: &str, args: &[&dyn AsRef<std::ffi::OsStr>], limit: Duration) {
     let mut command = Command::new(python());
     command.arg(manifest_dir().join("tests/fixtures").join(script));

@@ -7,20 +7,12 @@
 //! stateful model with a scalar input. The script is `tests/fixtures/real_models.py`.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::common::{Server, fixture_script, manifest_dir};
+use crate::common::{Server, fixture_script, manifest_dir, wheel_models};
 
 /// Each model's result: `None` when it passed, else why not.
 type Results = BTreeMap<String, Option<String>>;
-
-/// Where scripts/test.sh unpacked the wheels' models.
-fn wheel_models() -> PathBuf {
-    std::env::var_os("AICP_WHEEL_MODELS")
-        .map(Into::into)
-        .unwrap_or_else(|| crate::common::repo_root().join(".venv/wheel-models"))
-}
 
 fn script(args: &[&dyn AsRef<std::ffi::OsStr>]) {
     fixture_script("real_models.py", args, Duration::from_secs(300));
