@@ -204,6 +204,14 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let int8 = aicp_quantize::quantize(engine, &float, &signature, &data.calibration, &options)?;
     let quantize_seconds = started.elapsed().as_secs_f64();
+    let opsets = [&float, &int8].map(|bytes| aicp_quantize::opset::of_bytes(bytes));
+    if opsets[0] != opsets[1] {
+        eprintln!(
+            "moved the model from ONNX opset {} to {} for weights per channel",
+            opsets[0].unwrap_or_default(),
+            opsets[1].unwrap_or_default()
+        );
+    }
 
     let scratch = tempfile::tempdir()?;
     let int8_path = scratch.path().join("model.onnx");

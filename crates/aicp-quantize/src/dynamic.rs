@@ -23,11 +23,7 @@ const MIN_OPSET: i64 = 11;
 
 /// `proto` with its MatMul and Gemm nodes on int8 weights, their inputs quantised at run time.
 pub fn quantize_dynamic(mut proto: ModelProto, per_channel: bool) -> anyhow::Result<ModelProto> {
-    let opset = proto
-        .opset_import
-        .iter()
-        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
-        .map_or(0, |o| o.version);
+    let opset = crate::opset::of(&proto);
     anyhow::ensure!(
         opset >= MIN_OPSET,
         "the model uses ONNX opset {opset}; dynamic quantisation needs {MIN_OPSET} or later"

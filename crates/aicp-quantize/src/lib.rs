@@ -10,12 +10,15 @@
 //!     pair (uint8, per tensor), with scales and zero points calibrated on real samples
 //!     ([`mod@calibrate`]) of any inputs, each at its own shape ([`samples`]);
 //!   - every other operator stays in float. Scales are fixed in the file, so a sample's answer
-//!     never depends on the samples it is batched with.
+//!     never depends on the samples it is batched with;
+//!   - weights per channel need opset 13: a model of opset 11 or 12 is moved there first
+//!     ([`opset`]).
 //! - **dynamic** ([`dynamic`]): int8 weights for MatMul and Gemm, their activations quantised at
 //!   run time from each run's own range; no calibration. What text encoders use on CPUs.
 
 pub mod calibrate;
 pub mod dynamic;
+pub mod opset;
 pub mod qdq;
 pub mod samples;
 
@@ -65,6 +68,9 @@ pub fn quantize(
         .map_err(|e| anyhow::anyhow!("not an ONNX model: {e}"))?;
     if options.method == Method::Dynamic {
         return Ok(dynamic::quantize_dynamic(proto, options.per_channel)?.encode_to_vec());
+    }
+    if options.per_channel {
+        opset::upgrade_to_13(&mut proto)?;
     }
     qdq::lift_constants(&mut proto);
     let plan = qdq::plan(&proto, options.per_channel)?;

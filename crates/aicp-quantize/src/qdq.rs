@@ -39,11 +39,7 @@ pub fn plan(proto: &ModelProto, per_channel: bool) -> anyhow::Result<Plan> {
         .graph
         .as_ref()
         .ok_or_else(|| anyhow::anyhow!("the model has no graph"))?;
-    let opset = proto
-        .opset_import
-        .iter()
-        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
-        .map_or(0, |o| o.version);
+    let opset = crate::opset::of(proto);
     anyhow::ensure!(
         opset >= MIN_OPSET,
         "the model uses ONNX opset {opset}; quantisation needs {MIN_OPSET} or later"

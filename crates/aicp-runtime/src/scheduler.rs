@@ -6,8 +6,9 @@
 //! whatever arrives until the oldest request has waited that long; it stops at
 //! `max_batch_size` samples or at a preferred size. Requests of other shapes it passes over
 //! (up to `MAX_PASSED_OVER`) lead the next batches, oldest first. Requests whose caller has
-//! gone or whose deadline has passed are dropped here, before the engine. The batch runs as one engine call and each request gets its own rows of
-//! the outputs back. One instance gathers at a time, so a batch is never split between two.
+//! gone or whose deadline has passed are dropped here, before the engine. The batch runs as one
+//! engine call and each request gets its own rows of the outputs back. One instance gathers at
+//! a time, so a batch is never split between two.
 //!
 //! After a batch, an idle instance keeps polling its queue for a short while (`idle_poll`),
 //! yielding its core to any other thread that wants it, before it goes to sleep: a request that
