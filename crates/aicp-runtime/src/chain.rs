@@ -348,17 +348,16 @@ async fn run_step(
         .await
 }
 
-/// Model `name`, version 1, as the chain its model.toml (`metadata`, read from `dir`)
-/// declares, resolved with `lookup` (see [`resolve`]). `stats` carries on the statistics of
-/// the chain it replaces, when only its steps changed.
-pub(crate) fn load(
+/// Model `name`, version 1: `chain` (of `signature`, as [`resolve`] made it) served as its
+/// model.toml (`metadata`, read from `dir`) declares. `stats` carries on the statistics of the
+/// chain it replaces, when only its steps changed.
+pub(crate) fn served(
     name: &str,
     metadata: &Arc<ModelMetadata>,
     dir: Option<&Path>,
-    lookup: impl Fn(&str, Option<u64>) -> std::result::Result<Arc<ServedModel>, String>,
+    (chain, signature): (Chain, ModelSignature),
     stats: Option<Arc<Stats>>,
 ) -> std::result::Result<ServedModel, String> {
-    let (chain, signature) = resolve(&metadata.steps, lookup)?;
     let transforms = Arc::new(Transforms::load(metadata, &signature, dir)?);
     let last = chain.steps.last().map(|step| &step.model);
     let output = metadata

@@ -27,11 +27,11 @@ use crate::loading::{VersionSource, count_load, load_version};
 use crate::reload::{self, Outcome, Plan};
 use crate::served::{Runner, ServedModel};
 
-/// Whether `chain`, just resolved, runs the same step versions as `before`.
-fn chain_runs_as(chain: &ServedModel, before: &ServedModel) -> bool {
-    match (&chain.runner, &before.runner) {
-        (Runner::Chain(now), Runner::Chain(then)) => now.runs(then),
-        _ => false,
+/// Whether `chain`, just resolved, runs the same step versions as the chain `before` serves.
+fn runs_as(chain: &chain::Chain, before: &ServedModel) -> bool {
+    match &before.runner {
+        Runner::Chain(then) => chain.runs(then),
+        Runner::Scheduler(_) => false,
     }
 }
 
@@ -306,32 +306,40 @@ impl Repository {
                     VersionState::Ready(served) => Some(served.clone()),
                     VersionState::Failed(_) => None,
                 });
-            let dir = self.dir.join(&entry.source);
-            let loaded = chain::load(
-                &name,
-                &entry.metadata,
-                Some(&dir),
-                |model, version| {
-                    if self.models.get(model).is_some_and(|m| m.is_unloaded()) {
-                        return Err(format!("model {model:?} is {UNLOADED}"));
-                    }
-                    self.get(model, version).map_err(|e| e.message)
-                },
-                before.as_ref().map(|b| b.stats.clone()),
-            );
-            let state = match (loaded, before) {
-                (Ok(chain), Some(before)) if chain_runs_as(&chain, &before) => {
+            let resolved = chain::resolve(&entry.metadata.steps, |model, version| {
+                if self.models.get(model).is_some_and(|m| m.is_unloaded()) {
+                    return Err(format!("model {model:?} is {UNLOADED}"));
+                }
+                self.get(model, version).map_err(|e| e.message)
+            });
+            let state = match (resolved, before) {
+                // The same steps: the chain as it was (its tokenizer is not read again).
+                (Ok((chain, _)), Some(before)) if runs_as(&chain, &before) => {
                     VersionState::Ready(before)
                 }
-                (Ok(chain), _) => {
-                    tracing::info!("model {name}: {}", chain.notes.join("; "));
-                    VersionState::Ready(Arc::new(chain))
+                (Ok(resolved), before) => {
+                    let dir = self.dir.join(&entry.source);
+                    let stats = before.map(|b| b.stats.clone());
+                    match chain::served(&name, &entry.metadata, Some(&dir), resolved, stats) {
+                        Ok(chain) => {
+                            tracing::info!("model {name}: {}", chain.notes.join("; "));
+                            VersionState::Ready(Arc::new(chain))
+                        }
+                        Err(reason) => VersionState::Failed(reason),
+                    }
                 }
-                (Err(reason), _) => {
-                    tracing::error!("model {name} (a chain) is not ready: {reason}");
-                    VersionState::Failed(reason)
-                }
+                (Err(reason), _) => VersionState::Failed(reason),
             };
+            // Said once, not at every change of another model.
+            if let VersionState::Failed(reason) = &state {
+                let said = previous
+                    .and_then(|p| p.models.get(&name))
+                    .and_then(|e| e.versions.get(&CHAIN_VERSION))
+                    .is_some_and(|v| matches!(&v.state, VersionState::Failed(r) if r == reason));
+                if !said {
+                    tracing::error!("model {name} (a chain) is not ready: {reason}");
+                }
+            }
             let entry = self.models.get_mut(&name).expect("listed above");
             let file = entry.source.join("model.toml");
             entry.versions = BTreeMap::from([(
