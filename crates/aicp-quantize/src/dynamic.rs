@@ -10,7 +10,7 @@
 //! No calibration: each run measures its input's range, so a sample's answer depends a little
 //! on the samples it runs with. Everything else stays in float.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use aicp_engine::onnx_build::{int_attr, node};
 use tract_onnx::pb::tensor_proto::DataType;
@@ -40,6 +40,7 @@ pub fn quantize_dynamic(mut proto: ModelProto, per_channel: bool) -> anyhow::Res
         .collect();
     // Each input quantised once, however many nodes read it.
     let mut quantised_inputs: HashMap<String, [String; 3]> = HashMap::new();
+    let mut quantised_weights: HashSet<String> = HashSet::new();
     let mut new_initializers = Vec::new();
     let mut rewritten = Vec::with_capacity(graph.node.len());
     let mut count = 0;
@@ -69,11 +70,13 @@ pub fn quantize_dynamic(mut proto: ModelProto, per_channel: bool) -> anyhow::Res
                 names
             })
             .clone();
-        let (q, scales) = quantize_weight(&weight, 1, per_channel)?;
         let w = format!("{}_dynamic", original.input[1]);
-        let dims: Vec<i64> = weight.dims.clone();
-        new_initializers.push(tensor_i8(&format!("{w}_q"), &dims, &q));
-        new_initializers.push(vector_or_scalar_f32(&format!("{w}_scale"), &scales));
+        // A weight two nodes share (tied embeddings) is quantised once.
+        if quantised_weights.insert(w.clone()) {
+            let (q, scales) = quantize_weight(&weight, 1, per_channel)?;
+            new_initializers.push(tensor_i8(&format!("{w}_q"), &weight.dims, &q));
+            new_initializers.push(vector_or_scalar_f32(&format!("{w}_scale"), &scales));
+        }
         rewritten.push(node(
             "MatMulInteger",
             &format!("{name}_matmul_integer"),
@@ -127,7 +130,7 @@ pub fn quantize_dynamic(mut proto: ModelProto, per_channel: bool) -> anyhow::Res
     graph.node = rewritten;
     graph.initializer.extend(new_initializers);
     // The weights now used only in int8 are dropped.
-    let read: std::collections::HashSet<&str> = graph
+    let read: HashSet<&str> = graph
         .node
         .iter()
         .flat_map(|n| n.input.iter().map(String::as_str))
@@ -181,4 +184,49 @@ fn weight_of(node: &NodeProto, initializers: &HashMap<String, TensorProto>) -> O
     let mut weight = aicp_engine::onnx_build::f32_tensor(&weight.name, &[k, n], &transposed);
     weight.name = node.input[1].clone();
     Some(weight)
+}
+
+#[cfg(test)]
+mod tests {
+    use aicp_engine::onnx_build::{Dim, f32_tensor, value_info};
+    use tract_onnx::pb;
+
+    use super::*;
+
+    /// Two MatMuls that share one weight (tied, as embeddings often are) get one int8 copy of
+    /// it, and the float weight is dropped.
+    #[test]
+    fn a_shared_weight_is_quantised_once() {
+        let rows = [Dim::Named("N"), Dim::Fixed(2)];
+        let proto = ModelProto {
+            ir_version: 8,
+            opset_import: vec![pb::OperatorSetIdProto {
+                domain: String::new(),
+                version: 13,
+            }],
+            graph: Some(pb::GraphProto {
+                name: "tied".into(),
+                node: vec![
+                    node("MatMul", "first", &["x", "w"], "h", vec![]),
+                    node("MatMul", "second", &["h", "w"], "y", vec![]),
+                ],
+                input: vec![value_info("x", DataType::Float, &rows)],
+                output: vec![value_info("y", DataType::Float, &rows)],
+                initializer: vec![f32_tensor("w", &[2, 2], &[1.0, -0.5, 0.25, 2.0])],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let quantised = quantize_dynamic(proto, false).unwrap();
+        let graph = quantised.graph.unwrap();
+        let mut names: Vec<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["w_dynamic_q", "w_dynamic_scale"]);
+        let integer = graph
+            .node
+            .iter()
+            .filter(|n| n.op_type == "MatMulInteger")
+            .count();
+        assert_eq!(integer, 2);
+    }
 }
