@@ -16,7 +16,10 @@ use aicp_engine::onnx_build::{int_attr, node};
 use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::{ModelProto, NodeProto, TensorProto};
 
-use crate::qdq::{float_values, lift_constants, quantize_weight, tensor_i8, vector_or_scalar_f32};
+use crate::qdq::{
+    float_values, initializers_by_name, lift_constants, quantize_weight, tensor_i8,
+    vector_or_scalar_f32,
+};
 
 /// DynamicQuantizeLinear is opset 11's.
 const MIN_OPSET: i64 = 11;
@@ -33,11 +36,7 @@ pub fn quantize_dynamic(mut proto: ModelProto, per_channel: bool) -> anyhow::Res
         .graph
         .as_mut()
         .ok_or_else(|| anyhow::anyhow!("the model has no graph"))?;
-    let initializers: HashMap<String, TensorProto> = graph
-        .initializer
-        .iter()
-        .map(|t| (t.name.clone(), t.clone()))
-        .collect();
+    let initializers = initializers_by_name(graph);
     // Each input quantised once, however many nodes read it.
     let mut quantised_inputs: HashMap<String, [String; 3]> = HashMap::new();
     let mut quantised_weights: HashSet<String> = HashSet::new();

@@ -147,6 +147,16 @@ pub fn lift_constants(proto: &mut ModelProto) {
     graph.node = kept;
 }
 
+/// A copy of each of `graph`'s initializers, by name: the float weights a rewrite reads while
+/// it changes the graph.
+pub(crate) fn initializers_by_name(graph: &pb::GraphProto) -> HashMap<String, TensorProto> {
+    graph
+        .initializer
+        .iter()
+        .map(|t| (t.name.clone(), t.clone()))
+        .collect()
+}
+
 /// uint8 scale and zero point covering `[low, high]` (which includes 0).
 fn activation_params([low, high]: [f32; 2]) -> (f32, u8) {
     let (low, high) = (low.min(0.0), high.max(0.0));
@@ -169,11 +179,7 @@ pub fn quantize_graph(
         .graph
         .as_mut()
         .ok_or_else(|| anyhow::anyhow!("the model has no graph"))?;
-    let initializers: HashMap<String, TensorProto> = graph
-        .initializer
-        .iter()
-        .map(|t| (t.name.clone(), t.clone()))
-        .collect();
+    let initializers = initializers_by_name(graph);
     let mut new_initializers = Vec::new();
     let mut replaced: HashSet<String> = HashSet::new();
     // Weight and bias dequantisation: they read initializers only, so they go first.

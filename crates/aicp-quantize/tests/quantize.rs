@@ -157,14 +157,7 @@ fn tract_runs_the_quantised_models_in_integers() {
         let int8 = quantize(&float, &options);
         let proto = tract_onnx::pb::ModelProto::decode(&int8[..]).unwrap();
         let (rewritten, count) = aicp_engine::integer::with_integer_ops(proto);
-        let ops: Vec<&str> = rewritten
-            .graph
-            .as_ref()
-            .unwrap()
-            .node
-            .iter()
-            .map(|n| n.op_type.as_str())
-            .collect();
+        let ops = op_types(&rewritten);
         println!("{name} per_channel={per_channel} trans_b={trans_b}: {ops:?}");
         assert_eq!(count, products, "{name}: {ops:?}");
         assert!(!ops.contains(&"DequantizeLinear"), "{name}: {ops:?}");
@@ -243,18 +236,17 @@ fn the_mlp_quantised_dynamically_keeps_its_accuracy() {
     .unwrap();
     assert!(accuracy(&float, &data) - accuracy(&int8, &data) <= 0.005);
     let proto = tract_onnx::pb::ModelProto::decode(&int8[..]).unwrap();
-    let ops: Vec<&str> = proto
-        .graph
-        .as_ref()
-        .unwrap()
-        .node
-        .iter()
-        .map(|n| n.op_type.as_str())
-        .collect();
+    let ops = op_types(&proto);
     assert_eq!(
         ops.iter().filter(|op| **op == "MatMulInteger").count(),
         3,
         "{ops:?}"
     );
     assert!(!ops.contains(&"Gemm"), "{ops:?}");
+}
+
+/// The operators of `proto`'s graph, in order.
+fn op_types(proto: &tract_onnx::pb::ModelProto) -> Vec<&str> {
+    let graph = proto.graph.as_ref().unwrap();
+    graph.node.iter().map(|n| n.op_type.as_str()).collect()
 }
