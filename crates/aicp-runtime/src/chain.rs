@@ -272,12 +272,7 @@ impl Chain {
     ) -> Result<Completed> {
         let mut tensors: Vec<Option<Tensor>> = inputs
             .into_iter()
-            .map(|input| {
-                Some(match input {
-                    Input::Tensor(tensor) => tensor,
-                    Input::Pixels(pixels) => pixels.to_tensor(),
-                })
-            })
+            .map(|input| Some(input.into_tensor()))
             .collect();
         let (mut queue, mut compute) = (Duration::ZERO, Duration::ZERO);
         for (index, step) in self.steps.iter().enumerate() {
