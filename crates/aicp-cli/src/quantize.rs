@@ -12,6 +12,7 @@ use aicp_core::{Input, ModelMetadata, ModelSignature, PixelScale, Tensor, Tensor
 use aicp_engine::onnxruntime::{OnnxRuntimeEngine, find_library};
 use aicp_engine::tract::TractEngine;
 use aicp_engine::{Engine, LoadOptions, Runnable};
+use aicp_quantize::mixed::{output_errors, relative_error, run_all};
 use aicp_quantize::{Method, Options, Sample};
 use aicp_train::{Dataset, DatasetKind, Fetch};
 use clap::Args;
@@ -65,11 +66,18 @@ pub struct QuantizeArgs {
     #[arg(long, default_value_t = 1.0)]
     max_accuracy_drop: f64,
 
-    /// Refuse, and write nothing, if the INT8 model's outputs differ from the float model's
-    /// by more than this relative error (the norm of the difference over the norm of the
-    /// float output, averaged over the checked samples; the worst output counts).
+    /// The largest relative error the INT8 model's outputs may have against the float
+    /// model's (the norm of the difference over the norm of the float output, averaged over
+    /// the checked samples; the worst output counts). When the model with every Conv, Gemm
+    /// and MatMul in INT8 misses it, the operators most sensitive to INT8 stay in float: the
+    /// fewest that meet it. If none do, nothing is written.
     #[arg(long, default_value_t = 0.1)]
     max_output_error: f64,
+
+    /// Quantise every Conv, Gemm and MatMul, and refuse rather than keep any in float when
+    /// the outputs miss --max-output-error.
+    #[arg(long)]
+    all_int8: bool,
 
     /// Seconds to measure each model on each engine; 0 skips measuring.
     #[arg(long, default_value_t = 1.0)]
@@ -101,6 +109,10 @@ struct Report {
     /// Each output's relative error against the float model (norm of the difference over
     /// the float output's norm), averaged over the checked samples, by output name.
     output_error: Vec<(String, f64)>,
+    /// How many operators (Conv, Gemm, MatMul) could be quantised.
+    operators: usize,
+    /// Those of them kept in float to meet `--max-output-error`, the most sensitive first.
+    kept_in_float: Vec<String>,
     /// The largest relative difference between the INT8 model's outputs on tract and on ONNX
     /// Runtime, over the checked samples; absent without ONNX Runtime.
     engines_differ: Option<f64>,
@@ -196,13 +208,16 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         method: args.method,
         per_channel: args.per_channel,
         input_range: declared_range,
+        max_output_error: (!args.all_int8).then_some(args.max_output_error),
     };
     let engines = cpu_engines(args.ort_lib.as_deref());
     // The engine that calibrates and checks: ONNX Runtime where found (it runs whatever its
     // own quantiser takes), else tract.
     let engine = engines.last().expect("tract is always there").as_ref();
     let started = Instant::now();
-    let int8 = aicp_quantize::quantize(engine, &float, &signature, &data.calibration, &options)?;
+    let quantized =
+        aicp_quantize::quantize(engine, &float, &signature, &data.calibration, &options)?;
+    let int8 = quantized.model;
     let quantize_seconds = started.elapsed().as_secs_f64();
     let opsets = [&float, &int8].map(|bytes| aicp_quantize::opset::of_bytes(bytes));
     if opsets[0] != opsets[1] {
@@ -257,7 +272,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         anyhow::anyhow!(
             "quantising {} version {version} ({}, {} calibration samples) costs too much: {why} \
              ({summary}); nothing was written. Try more calibration samples, --method \
-             percentile or entropy, or --per-channel.",
+             percentile or entropy, --per-channel, or a larger bound.",
             args.model,
             args.method,
             data.calibration.len(),
@@ -314,6 +329,8 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         accuracy,
         top1_agreement: comparison.top1_agreement,
         output_error: comparison.errors.clone(),
+        operators: quantized.operators,
+        kept_in_float: quantized.kept_in_float.clone(),
         engines_differ,
         quantize_seconds,
         float_bytes: float.len(),
@@ -356,6 +373,18 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
             ""
         },
     )?;
+    match report.kept_in_float.as_slice() {
+        [] => writeln!(out, "operators in INT8: all {}", report.operators)?,
+        kept => writeln!(
+            out,
+            "operators in INT8: {} of {}; kept in float to meet --max-output-error {}, the \
+             most sensitive first: {}",
+            report.operators - kept.len(),
+            report.operators,
+            args.max_output_error,
+            kept.join(", ")
+        )?,
+    }
     writeln!(out, "{summary}")?;
     if let Some(differ) = engines_differ {
         writeln!(
@@ -641,19 +670,6 @@ fn load(
         .map_err(|e| anyhow::anyhow!("{}: {}", engine.kind(), e.message))
 }
 
-/// Each sample's outputs.
-fn run_all(model: &mut dyn Runnable, samples: &[Sample]) -> anyhow::Result<Vec<Vec<Tensor>>> {
-    samples
-        .iter()
-        .map(|sample| {
-            let inputs: Vec<Input> = sample.0.iter().cloned().map(Input::from).collect();
-            model
-                .run(inputs)
-                .map_err(|e| anyhow::anyhow!("{}", e.message))
-        })
-        .collect()
-}
-
 /// The INT8 model's outputs against the float model's.
 struct Comparison {
     /// For a classifier (a first output of rows of several float scores).
@@ -670,20 +686,8 @@ impl Comparison {
         let errors = signature
             .outputs
             .iter()
-            .enumerate()
-            .filter_map(|(o, spec)| {
-                let per_sample: Vec<f64> = float
-                    .iter()
-                    .zip(int8)
-                    .filter_map(|(f, q)| relative_error(f.get(o)?, q.get(o)?))
-                    .collect();
-                (!per_sample.is_empty()).then(|| {
-                    (
-                        spec.name.clone(),
-                        per_sample.iter().sum::<f64>() / per_sample.len() as f64,
-                    )
-                })
-            })
+            .zip(output_errors(float, int8))
+            .filter_map(|(spec, error)| Some((spec.name.clone(), error?)))
             .collect();
         Self {
             top1_agreement,
@@ -732,20 +736,6 @@ impl Comparison {
         }
         parts.join("; ")
     }
-}
-
-/// `|int8 - float| / |float|` over a float output's values; `None` for other types.
-fn relative_error(float: &Tensor, int8: &Tensor) -> Option<f64> {
-    let (f, q) = (float.data.to_f32()?, int8.data.to_f32()?);
-    if f.len() != q.len() {
-        return Some(f64::INFINITY);
-    }
-    let (mut difference, mut norm) = (0.0f64, 0.0f64);
-    for (a, b) in f.iter().zip(&q) {
-        difference += f64::from(a - b).powi(2);
-        norm += f64::from(*a).powi(2);
-    }
-    Some(difference.sqrt() / norm.sqrt().max(1e-12))
 }
 
 /// The largest relative error between two runs' outputs, output by output.

@@ -24,8 +24,12 @@ use crate::qdq::{
 /// DynamicQuantizeLinear is opset 11's.
 const MIN_OPSET: i64 = 11;
 
-/// `proto` with its MatMul and Gemm nodes on int8 weights, their inputs quantised at run time.
-pub fn quantize_dynamic(mut proto: ModelProto, per_channel: bool) -> anyhow::Result<ModelProto> {
+/// `proto` with its MatMul and Gemm nodes on int8 weights, their inputs quantised at run time,
+/// and how many nodes that is.
+pub fn quantize_dynamic(
+    mut proto: ModelProto,
+    per_channel: bool,
+) -> anyhow::Result<(ModelProto, usize)> {
     let opset = crate::opset::of(&proto);
     anyhow::ensure!(
         opset >= MIN_OPSET,
@@ -141,7 +145,7 @@ pub fn quantize_dynamic(mut proto: ModelProto, per_channel: bool) -> anyhow::Res
         .cloned()
         .collect();
     graph.initializer = kept;
-    Ok(proto)
+    Ok((proto, count))
 }
 
 /// The weight of a MatMul or Gemm that dynamic quantisation takes, as `[K, N]` (a Gemm's
@@ -187,36 +191,15 @@ fn weight_of(node: &NodeProto, initializers: &HashMap<String, TensorProto>) -> O
 
 #[cfg(test)]
 mod tests {
-    use aicp_engine::onnx_build::{Dim, f32_tensor, value_info};
-    use tract_onnx::pb;
-
     use super::*;
 
     /// Two MatMuls that share one weight (tied, as embeddings often are) get one int8 copy of
     /// it, and the float weight is dropped.
     #[test]
     fn a_shared_weight_is_quantised_once() {
-        let rows = [Dim::Named("N"), Dim::Fixed(2)];
-        let proto = ModelProto {
-            ir_version: 8,
-            opset_import: vec![pb::OperatorSetIdProto {
-                domain: String::new(),
-                version: 13,
-            }],
-            graph: Some(pb::GraphProto {
-                name: "tied".into(),
-                node: vec![
-                    node("MatMul", "first", &["x", "w"], "h", vec![]),
-                    node("MatMul", "second", &["h", "w"], "y", vec![]),
-                ],
-                input: vec![value_info("x", DataType::Float, &rows)],
-                output: vec![value_info("y", DataType::Float, &rows)],
-                initializer: vec![f32_tensor("w", &[2, 2], &[1.0, -0.5, 0.25, 2.0])],
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let quantised = quantize_dynamic(proto, false).unwrap();
+        let proto = crate::qdq::tied_matmuls();
+        let (quantised, operators) = quantize_dynamic(proto, false).unwrap();
+        assert_eq!(operators, 2);
         let graph = quantised.graph.unwrap();
         let mut names: Vec<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
         names.sort();

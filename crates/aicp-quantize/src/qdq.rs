@@ -33,8 +33,13 @@ pub struct Plan {
     pub activations: Vec<String>,
 }
 
-/// Finds the quantisable nodes of `proto`'s graph, or says why there are none.
-pub fn plan(proto: &ModelProto, per_channel: bool) -> anyhow::Result<Plan> {
+/// Finds the quantisable nodes of `proto`'s graph, except those (by index) in `float_nodes`,
+/// which stay in float, or says why there are none.
+pub fn plan(
+    proto: &ModelProto,
+    per_channel: bool,
+    float_nodes: &HashSet<usize>,
+) -> anyhow::Result<Plan> {
     let graph = proto
         .graph
         .as_ref()
@@ -68,7 +73,7 @@ pub fn plan(proto: &ModelProto, per_channel: bool) -> anyhow::Result<Plan> {
                 .input
                 .get(2)
                 .is_none_or(|b| b.is_empty() || floats.contains(b.as_str()));
-        if !quantisable {
+        if !quantisable || float_nodes.contains(&index) {
             continue;
         }
         nodes.push(index);
@@ -101,6 +106,14 @@ pub fn plan(proto: &ModelProto, per_channel: bool) -> anyhow::Result<Plan> {
         }
     }
     Ok(Plan { nodes, activations })
+}
+
+/// What a report calls a node: its name, else its first output's.
+pub fn node_name(node: &NodeProto) -> String {
+    match (node.name.is_empty(), node.output.first()) {
+        (true, Some(output)) => output.clone(),
+        _ => node.name.clone(),
+    }
 }
 
 /// Operators that only change a tensor's shape.
@@ -182,6 +195,9 @@ pub fn quantize_graph(
     let initializers = initializers_by_name(graph);
     let mut new_initializers = Vec::new();
     let mut replaced: HashSet<String> = HashSet::new();
+    // Each quantised weight's axis and scales, and the quantised biases, by name.
+    let mut weights: HashMap<String, (usize, Vec<f32>)> = HashMap::new();
+    let mut biases: HashSet<String> = HashSet::new();
     // Weight and bias dequantisation: they read initializers only, so they go first.
     let mut weight_nodes: Vec<NodeProto> = Vec::new();
     // Each activation's QuantizeLinear and DequantizeLinear, placed after what makes it.
@@ -269,21 +285,31 @@ pub fn quantize_graph(
                 .ok_or_else(|| anyhow::anyhow!("{} was not calibrated", original.input[0]))?;
             let weight = &initializers[&original.input[1]];
             let axis = output_axis(original, weight)?;
-            let (q, scales) = quantize_weight(weight, axis, options.per_channel)?;
+            // A weight several nodes read (along the same axis) is quantised once.
             let w = &original.input[1];
-            let (ws, wz) = (format!("{w}_scale"), format!("{w}_zero_point"));
-            new_initializers.push(tensor_i8(&format!("{w}_q"), &weight.dims, &q));
-            new_initializers.push(vector_or_scalar_f32(&ws, &scales));
-            new_initializers.push(tensor_i8(&wz, &shape_of(&scales), &vec![0; scales.len()]));
-            let axis_attr = (scales.len() > 1).then(|| int_attr("axis", axis as i64));
-            weight_nodes.push(node(
-                "DequantizeLinear",
-                &format!("{w}_dequantize"),
-                &[&format!("{w}_q"), &ws, &wz],
-                &format!("{w}_dq"),
-                axis_attr.into_iter().collect(),
-            ));
-            replaced.insert(w.clone());
+            let w = match weights.get(w) {
+                Some((done_axis, _)) if *done_axis == axis => w.clone(),
+                Some(_) => format!("{w}_{index}"),
+                None => w.clone(),
+            };
+            if !weights.contains_key(&w) {
+                let (q, scales) = quantize_weight(weight, axis, options.per_channel)?;
+                let (ws, wz) = (format!("{w}_scale"), format!("{w}_zero_point"));
+                new_initializers.push(tensor_i8(&format!("{w}_q"), &weight.dims, &q));
+                new_initializers.push(vector_or_scalar_f32(&ws, &scales));
+                new_initializers.push(tensor_i8(&wz, &shape_of(&scales), &vec![0; scales.len()]));
+                let axis_attr = (scales.len() > 1).then(|| int_attr("axis", axis as i64));
+                weight_nodes.push(node(
+                    "DequantizeLinear",
+                    &format!("{w}_dequantize"),
+                    &[&format!("{w}_q"), &ws, &wz],
+                    &format!("{w}_dq"),
+                    axis_attr.into_iter().collect(),
+                ));
+                weights.insert(w.clone(), (axis, scales));
+            }
+            let scales = &weights[&w].1;
+            replaced.insert(original.input[1].clone());
             n.input[1] = format!("{w}_dq");
             if let Some(b) = original.input.get(2).filter(|b| !b.is_empty()) {
                 let bias = float_values(&initializers[b])?;
@@ -301,6 +327,12 @@ pub fn quantize_graph(
                             as i32
                     })
                     .collect();
+                // A bias shared by nodes of different input scales is quantised for each.
+                let b = if biases.insert(b.clone()) {
+                    b.clone()
+                } else {
+                    format!("{b}_{index}")
+                };
                 let (bs, bz) = (format!("{b}_scale"), format!("{b}_zero_point"));
                 new_initializers.push(tensor_i32(&format!("{b}_q"), &[bias.len()], &q));
                 // One scale for the whole bias when the weight has one: a per-axis
@@ -324,7 +356,7 @@ pub fn quantize_graph(
                     &format!("{b}_dq"),
                     per_axis.then(|| int_attr("axis", 0)).into_iter().collect(),
                 ));
-                replaced.insert(b.clone());
+                replaced.insert(original.input[2].clone());
                 n.input[2] = format!("{b}_dq");
             }
         }
@@ -347,7 +379,15 @@ pub fn quantize_graph(
         ordered.extend(made);
     }
     graph.node = ordered;
-    graph.initializer.retain(|t| !replaced.contains(&t.name));
+    // A float weight goes unless a node left in float still reads it.
+    let read: HashSet<&str> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter().map(String::as_str))
+        .collect();
+    graph
+        .initializer
+        .retain(|t| !replaced.contains(&t.name) || read.contains(t.name.as_str()));
     graph.initializer.extend(new_initializers);
     Ok(proto)
 }
@@ -455,4 +495,97 @@ fn tensor_i32(name: &str, dims: &[usize], values: &[i32]) -> TensorProto {
         DataType::Int32,
         values.iter().flat_map(|v| v.to_le_bytes()).collect(),
     )
+}
+
+/// A test graph, `x -> MatMul(w) -> h -> MatMul(w) -> y`: one weight read twice (tied, as
+/// embeddings often are).
+#[cfg(test)]
+pub(crate) fn tied_matmuls() -> ModelProto {
+    use aicp_engine::onnx_build::{Dim, f32_tensor, value_info};
+    let rows = [Dim::Named("N"), Dim::Fixed(2)];
+    ModelProto {
+        ir_version: 8,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
+        graph: Some(pb::GraphProto {
+            name: "tied".into(),
+            node: vec![
+                node("MatMul", "first", &["x", "w"], "h", vec![]),
+                node("MatMul", "second", &["h", "w"], "y", vec![]),
+            ],
+            input: vec![value_info("x", DataType::Float, &rows)],
+            output: vec![value_info("y", DataType::Float, &rows)],
+            initializer: vec![f32_tensor("w", &[2, 2], &[1.0, -0.5, 0.25, 2.0])],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn initializer_names(proto: &ModelProto) -> Vec<&str> {
+        let mut names: Vec<&str> = proto
+            .graph
+            .as_ref()
+            .unwrap()
+            .initializer
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn quantised(float_nodes: &[usize]) -> ModelProto {
+        let proto = tied_matmuls();
+        let plan = plan(&proto, false, &float_nodes.iter().copied().collect()).unwrap();
+        let ranges = Ranges(
+            [("x", [-1.0, 1.0]), ("h", [-2.0, 2.0])]
+                .into_iter()
+                .map(|(name, range)| (name.to_string(), range))
+                .collect(),
+        );
+        quantize_graph(proto, &plan, &ranges, &Options::default()).unwrap()
+    }
+
+    #[test]
+    fn a_shared_weight_is_quantised_once_and_kept_while_a_float_node_reads_it() {
+        let both = quantised(&[]);
+        assert_eq!(
+            initializer_names(&both),
+            [
+                "h_scale",
+                "h_zero_point",
+                "w_q",
+                "w_scale",
+                "w_zero_point",
+                "x_scale",
+                "x_zero_point"
+            ]
+        );
+        // The second MatMul in float: it reads the float weight, and only its input, `h`, which
+        // the first makes, is quantised with the first's.
+        let first = quantised(&[1]);
+        assert_eq!(
+            initializer_names(&first),
+            [
+                "h_scale",
+                "h_zero_point",
+                "w",
+                "w_q",
+                "w_scale",
+                "w_zero_point",
+                "x_scale",
+                "x_zero_point"
+            ]
+        );
+        let graph = first.graph.unwrap();
+        let second = graph.node.iter().find(|n| n.name == "second").unwrap();
+        assert_eq!(second.input, ["h_dq", "w"]);
+    }
 }

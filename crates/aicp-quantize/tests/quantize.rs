@@ -9,20 +9,36 @@ use tract_onnx::prelude::*;
 
 /// `float` quantised with `options`, calibrated on tract with 1,000 real training digits.
 fn quantize(float: &[u8], options: &Options) -> Vec<u8> {
+    let engine = aicp_engine::tract::TractEngine;
+    aicp_quantize::quantize(
+        &engine,
+        float,
+        &signature_of(float),
+        &training_digits(1000),
+        options,
+    )
+    .unwrap()
+    .model
+}
+
+/// The signature of the model in `bytes`.
+fn signature_of(bytes: &[u8]) -> aicp_core::ModelSignature {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.onnx");
-    std::fs::write(&path, float).unwrap();
-    let signature = aicp_engine::onnx::inspect(&path).unwrap().signature;
-    let samples: Vec<Sample> = aicp_testkit::digits::training(1000)
+    std::fs::write(&path, bytes).unwrap();
+    aicp_engine::onnx::inspect(&path).unwrap().signature
+}
+
+/// The first `count` real training digits, each a sample of a `[1, 1, 28, 28]` input.
+fn training_digits(count: usize) -> Vec<Sample> {
+    aicp_testkit::digits::training(count)
         .chunks(784)
         .map(|digit| {
             Sample(vec![
                 aicp_core::Tensor::new(vec![1, 1, 28, 28], digit.to_vec()).unwrap(),
             ])
         })
-        .collect();
-    let engine = aicp_engine::tract::TractEngine;
-    aicp_quantize::quantize(&engine, float, &signature, &samples, options).unwrap()
+        .collect()
 }
 
 /// The held-out digits, one after another, and their labels.
@@ -123,6 +139,68 @@ fn the_cnn_keeps_its_accuracy() {
             ..Options::default()
         },
     );
+}
+
+/// With a bound the all-INT8 CNN misses, the operators most sensitive to INT8 stay in float:
+/// some, not all; the model meets the bound on the calibration digits; and its float
+/// operators read their own float weights.
+#[test]
+fn a_tight_bound_keeps_the_most_sensitive_operators_in_float() {
+    use prost::Message;
+    let float = std::fs::read(bundled_model("mnist-cnn")).unwrap();
+    let signature = signature_of(&float);
+    let samples = training_digits(64);
+    let engine = aicp_engine::tract::TractEngine;
+    let error_of = |model: &[u8]| {
+        let proto = tract_onnx::pb::ModelProto::decode(model).unwrap();
+        aicp_quantize::mixed::Checker::new(&engine, &float_proto(&float), &signature, &samples)
+            .unwrap()
+            .error(&proto, samples.len())
+            .unwrap()
+    };
+    let all = aicp_quantize::quantize(&engine, &float, &signature, &samples, &Options::default())
+        .unwrap();
+    assert!(all.kept_in_float.is_empty());
+    let all_error = error_of(&all.model);
+    // Half the all-INT8 model's error: something must stay in float.
+    let bound = all_error / 2.0;
+    let options = Options {
+        max_output_error: Some(bound),
+        ..Options::default()
+    };
+    let mixed = aicp_quantize::quantize(&engine, &float, &signature, &samples, &options).unwrap();
+    println!(
+        "all INT8: error {all_error:.5}; bound {bound:.5}: {:?} of {} in float, error {:.5}",
+        mixed.kept_in_float,
+        mixed.operators,
+        error_of(&mixed.model)
+    );
+    assert_eq!(mixed.operators, 4);
+    assert!(
+        !mixed.kept_in_float.is_empty() && mixed.kept_in_float.len() < mixed.operators,
+        "{:?}",
+        mixed.kept_in_float
+    );
+    assert!(error_of(&mixed.model) <= bound);
+    let proto = tract_onnx::pb::ModelProto::decode(&mixed.model[..]).unwrap();
+    let graph = proto.graph.as_ref().unwrap();
+    for name in &mixed.kept_in_float {
+        let node = graph
+            .node
+            .iter()
+            .find(|n| aicp_quantize::qdq::node_name(n) == *name)
+            .unwrap();
+        assert!(
+            graph.initializer.iter().any(|t| t.name == node.input[1]),
+            "{name} reads {}",
+            node.input[1]
+        );
+    }
+}
+
+fn float_proto(bytes: &[u8]) -> tract_onnx::pb::ModelProto {
+    use prost::Message;
+    tract_onnx::pb::ModelProto::decode(bytes).unwrap()
 }
 
 /// tract's integer rewrite of a QDQ model: every product and pass-through operator leaves
@@ -233,7 +311,8 @@ fn the_mlp_quantised_dynamically_keeps_its_accuracy() {
         &[],
         &dynamic,
     )
-    .unwrap();
+    .unwrap()
+    .model;
     assert!(accuracy(&float, &data) - accuracy(&int8, &data) <= 0.005);
     let proto = tract_onnx::pb::ModelProto::decode(&int8[..]).unwrap();
     let ops = op_types(&proto);

@@ -409,7 +409,6 @@ fn models_nobody_here_wrote_quantise_as_well_as_with_onnxruntimes_quantiser() {
     let jobs: Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("jobs.json")).unwrap()).unwrap();
     let models = dir.path().join("models");
-    let mut refused = Vec::new();
     for (name, job) in jobs.as_object().unwrap() {
         let out = quantize(
             &models,
@@ -426,15 +425,31 @@ fn models_nobody_here_wrote_quantise_as_well_as_with_onnxruntimes_quantiser() {
         );
         let printed = text(&out);
         println!("{name}:\n{printed}");
-        if !out.status.success() {
-            assert!(
-                printed.contains("over --max-output-error 0.1")
-                    && printed.contains("nothing was written"),
-                "{name}: {printed}"
-            );
-            refused.push(name.clone());
-        }
+        assert!(out.status.success(), "{name}: {printed}");
     }
+    // Every operator in INT8, PP-OCR's detector loses too much: aicp refuses to write it.
+    let out = quantize(
+        &models,
+        &[
+            "--model",
+            "ocr_det",
+            "--name",
+            "all-int8",
+            "--all-int8",
+            "--calibration-data",
+            jobs["ocr_det"]["calibration"].as_str().unwrap(),
+            "--bench-seconds",
+            "0",
+        ],
+    );
+    let printed = text(&out);
+    assert!(
+        !out.status.success()
+            && printed.contains("over --max-output-error 0.1")
+            && printed.contains("nothing was written"),
+        "{printed}"
+    );
+    assert!(!models.join("all-int8").exists());
     // Pictures calibrate a model through its [preprocess.image]. (Its weights are random: its
     // top class is a near tie on pages of text, so agreement is not what this checks.)
     let pictures = dir.path().join("pictures");
@@ -465,21 +480,43 @@ fn models_nobody_here_wrote_quantise_as_well_as_with_onnxruntimes_quantiser() {
             .unwrap_or_else(|| panic!("{model} {key}: {results}"))
     };
 
-    // Per tensor, PP-OCR's detector and recogniser (MobileNetV3, depthwise convolutions) lose
-    // too much in either quantiser: aicp refuses to write them; onnxruntime writes them.
-    assert_eq!(refused, ["ocr_det", "ocr_rec"], "{results}");
+    // PP-OCR's detector and recogniser (MobileNetV3) lose most of their accuracy in a few
+    // layers: per tensor, onnxruntime's INT8 models are far from the float ones. aicp keeps
+    // those layers in float, and its models read the texts as the float models do.
     for model in ["ocr_det", "ocr_rec"] {
-        assert!(number(model, "error_anchor") > 0.1, "{model}: {results}");
+        let (kept, operators) = (number(model, "kept_in_float"), number(model, "operators"));
+        assert!(kept >= 1.0 && kept < operators, "{model}: {results}");
+        assert!(number(model, "error_ours") <= 0.2, "{model}: {results}");
+        assert!(
+            number(model, "error_ours") <= 1.1 * number(model, "error_anchor"),
+            "{model}: {results}"
+        );
+        // tract runs the QDQ graph in float, ONNX Runtime in integers: the layers that are
+        // sensitive to rounding make their answers differ more than the others'.
+        assert!(
+            number(model, "engines_differ") <= 0.15,
+            "{model}: {results}"
+        );
     }
+    assert!(number("ocr_det", "mask_iou_ours") >= 0.9, "{results}");
+    let lines = number("ocr_rec", "rec_lines");
+    assert!(
+        number("ocr_rec", "rec_same_ours") >= lines - 1.0,
+        "{results}"
+    );
     println!(
-        "onnxruntime's INT8 recogniser reads {} of {} lines as the float model does",
-        results["ocr_rec"]["rec_same_anchor"], results["ocr_rec"]["rec_lines"]
+        "text masks' IoU with the float detector's: aicp {:.3}, onnxruntime {:.3}; lines the \
+         recogniser reads as the float one does: aicp {}, onnxruntime {} of {lines}",
+        number("ocr_det", "mask_iou_ours"),
+        number("ocr_det", "mask_iou_anchor"),
+        number("ocr_rec", "rec_same_ours"),
+        number("ocr_rec", "rec_same_anchor"),
     );
 
-    // The others: errors within 1.1x onnxruntime's, and both engines run aicp's model alike.
-    // (Speed on onnxruntime and the time each quantiser took are printed, not bounded: the
-    // machine is shared; the README quotes a run.)
+    // The others: all in INT8, errors within 1.1x onnxruntime's, and both engines run aicp's
+    // model alike.
     for model in ["ocr_cls", "image_classifier", "text_encoder"] {
+        assert_eq!(number(model, "kept_in_float"), 0.0, "{model}: {results}");
         let (ours, anchor) = (number(model, "error_ours"), number(model, "error_anchor"));
         assert!(
             ours <= 1.1 * anchor + 1e-6,
@@ -489,9 +526,16 @@ fn models_nobody_here_wrote_quantise_as_well_as_with_onnxruntimes_quantiser() {
             number(model, "engines_differ") <= 1e-3,
             "{model}: {results}"
         );
+    }
+    // Speed on onnxruntime and the time each quantiser took are printed, not bounded: the
+    // machine is shared; the README quotes a run.
+    for model in jobs.as_object().unwrap().keys() {
         println!(
-            "{model}: onnxruntime runs/s float {:.0}, aicp's INT8 {:.0}, onnxruntime's INT8 \
-             {:.0}; quantised in {:.3} s by aicp, {:.3} s by onnxruntime",
+            "{model}: error {:.4} by aicp, {:.4} by onnxruntime; onnxruntime runs/s float {:.0}, \
+             aicp's INT8 {:.0}, onnxruntime's INT8 {:.0}; quantised in {:.3} s by aicp, {:.3} s \
+             by onnxruntime",
+            number(model, "error_ours"),
+            number(model, "error_anchor"),
             number(model, "speed_float"),
             number(model, "speed_ours"),
             number(model, "speed_anchor"),
