@@ -15,6 +15,8 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use subtle::ConstantTimeEq;
 
+use crate::error::Api;
+
 /// The server's secrets.
 #[derive(Clone, Default)]
 pub struct Access {
@@ -32,11 +34,13 @@ impl std::fmt::Debug for Access {
     }
 }
 
-/// What a route needs.
+/// The secret a route needs (its class, in the admission table, says which).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Class {
-    Inference,
-    Admin,
+pub enum Secret {
+    /// The API key, when the server has one.
+    ApiKey,
+    /// The admin token; without one, the route is off.
+    AdminToken,
 }
 
 impl Access {
@@ -49,9 +53,9 @@ impl Access {
     }
 
     /// Whether a request with these credentials may use a route of `class`.
-    pub fn check(&self, class: Class, credentials: Credentials<'_>) -> Result<(), Error> {
-        match class {
-            Class::Inference => {
+    pub fn check(&self, secret: Secret, credentials: Credentials<'_>) -> Result<(), Error> {
+        match secret {
+            Secret::ApiKey => {
                 let Some(key) = &self.api_key else {
                     return Ok(());
                 };
@@ -69,7 +73,7 @@ impl Access {
                     },
                 ))
             }
-            Class::Admin => {
+            Secret::AdminToken => {
                 let Some(token) = &self.admin_token else {
                     return Err(Error::new(
                         ErrorKind::Forbidden,
@@ -124,22 +128,17 @@ impl<'a> Credentials<'a> {
         let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         Self::from_values(value("authorization"), value("x-api-key"))
     }
-
-    pub fn from_metadata(metadata: &'a tonic::metadata::MetadataMap) -> Self {
-        let value = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
-        Self::from_values(value("authorization"), value("x-api-key"))
-    }
 }
 
 impl Access {
-    /// Why a request may not use a route of `class`, answered in the shape of the API its
-    /// path belongs to (a 401 with `WWW-Authenticate: Bearer`, or a 403); `None` when it may.
-    pub fn refusal(&self, class: Class, request: &Request) -> Option<Response> {
-        self.check(class, Credentials::from_headers(request.headers()))
+    /// Why a request may not use a route that needs `secret`, answered in the shape of `api`
+    /// (a 401 with `WWW-Authenticate: Bearer`, or a 403); `None` when it may.
+    pub fn refusal(&self, secret: Secret, request: &Request, api: Api) -> Option<Response> {
+        self.check(secret, Credentials::from_headers(request.headers()))
             .err()
             .map(|error| {
                 let unauthorized = error.kind == ErrorKind::Unauthorized;
-                let mut response = crate::error::for_path(request.uri().path(), error);
+                let mut response = api.error(error);
                 if unauthorized {
                     response.headers_mut().insert(
                         axum::http::header::WWW_AUTHENTICATE,
@@ -162,13 +161,9 @@ mod tests {
     #[test]
     fn without_secrets_inference_is_open_and_admin_is_off() {
         let access = Access::new(None, Some(String::new()));
-        assert!(
-            access
-                .check(Class::Inference, Credentials::default())
-                .is_ok()
-        );
+        assert!(access.check(Secret::ApiKey, Credentials::default()).is_ok());
         let error = access
-            .check(Class::Admin, Credentials::default())
+            .check(Secret::AdminToken, Credentials::default())
             .unwrap_err();
         assert_eq!(error.kind, ErrorKind::Forbidden);
         assert!(error.message.contains("--admin-token"), "{error}");
@@ -184,7 +179,7 @@ mod tests {
             Credentials::from_values(None, Some("k3y")),
         ] {
             assert!(
-                access.check(Class::Inference, credentials).is_ok(),
+                access.check(Secret::ApiKey, credentials).is_ok(),
                 "{credentials:?}"
             );
         }
@@ -197,7 +192,7 @@ mod tests {
             ),
             (Credentials::from_values(None, Some("k3yy")), "wrong"),
         ] {
-            let error = access.check(Class::Inference, credentials).unwrap_err();
+            let error = access.check(Secret::ApiKey, credentials).unwrap_err();
             assert_eq!(error.kind, ErrorKind::Unauthorized);
             assert!(error.message.contains(says), "{error}");
         }
@@ -209,7 +204,10 @@ mod tests {
         let token = bearer("t0ken");
         assert!(
             access
-                .check(Class::Admin, Credentials::from_values(Some(&token), None))
+                .check(
+                    Secret::AdminToken,
+                    Credentials::from_values(Some(&token), None)
+                )
                 .is_ok()
         );
         let key = bearer("key");
@@ -218,7 +216,7 @@ mod tests {
             Credentials::from_values(Some(&key), None),
             Credentials::from_values(None, Some("t0ken")),
         ] {
-            let error = access.check(Class::Admin, credentials).unwrap_err();
+            let error = access.check(Secret::AdminToken, credentials).unwrap_err();
             assert_eq!(error.kind, ErrorKind::Unauthorized, "{credentials:?}");
         }
     }

@@ -105,19 +105,24 @@ impl IntoResponse for V2Error {
     }
 }
 
-/// An error answered in the shape of the API `path` belongs to: the Open Inference Protocol's
-/// under `/v2`, the ML API's anywhere else.
-pub fn for_path(path: &str, error: Error) -> Response {
-    if is_v2(path) {
-        V2Error(error).into_response()
-    } else {
-        ApiError(error).into_response()
-    }
+/// The HTTP API a route belongs to, which decides the shape of its errors: the router group
+/// it is mounted in says which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// aicp's ML API, the page, metrics and the documentation.
+    Ml,
+    /// The Open Inference Protocol's REST routes.
+    V2,
 }
 
-/// Whether `path` belongs to the Open Inference Protocol, whose errors have their own shape.
-pub fn is_v2(path: &str) -> bool {
-    path == "/v2" || path.starts_with("/v2/")
+impl Api {
+    /// `error` answered in this API's shape.
+    pub fn error(self, error: Error) -> Response {
+        match self {
+            Self::Ml => ApiError(error).into_response(),
+            Self::V2 => V2Error(error).into_response(),
+        }
+    }
 }
 
 /// The gRPC status for each kind of error.

@@ -13,7 +13,6 @@ use aicp_runtime::{InferInput, ModelControl, Runtime};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::auth::{Access, Class, Credentials};
 use crate::oip::{self, Output, OutputRequest};
 use crate::shed::InFlight;
 
@@ -36,39 +35,24 @@ pub use proto::grpc_inference_service_server::GrpcInferenceServiceServer;
 
 use crate::error::grpc_status as status;
 
-/// The service over a runtime. Liveness and readiness are open; every other call needs the API
-/// key when the server has one, and loading and unloading need the admin token (see
-/// [`crate::auth`]).
+/// The service over a runtime. Who may call which method, and a unary inference call's place
+/// in flight, are decided in front of it ([`crate::admission`]).
 #[derive(Clone)]
 pub struct InferenceService {
     runtime: Arc<Runtime>,
     control: Arc<ModelControl>,
-    access: Access,
-    /// Inference requests in flight, HTTP and gRPC together: a request takes its place once
-    /// its message is whole.
+    /// Inference requests in flight, HTTP and gRPC together: each message of a stream takes
+    /// its place here once it is whole.
     in_flight: InFlight,
 }
 
 impl InferenceService {
-    pub fn new(
-        runtime: Arc<Runtime>,
-        control: Arc<ModelControl>,
-        access: Access,
-        in_flight: InFlight,
-    ) -> Self {
+    pub fn new(runtime: Arc<Runtime>, control: Arc<ModelControl>, in_flight: InFlight) -> Self {
         Self {
             runtime,
             control,
-            access,
             in_flight,
         }
-    }
-
-    /// Whether the call's credentials allow a call of `class`.
-    fn authorize<T>(&self, request: &Request<T>, class: Class) -> std::result::Result<(), Status> {
-        self.access
-            .check(class, Credentials::from_metadata(request.metadata()))
-            .map_err(status)
     }
 
     /// [`Self::infer`] under the in-flight cap.
@@ -275,14 +259,13 @@ struct CallDeadline(Instant);
 /// the timeout expires, and tonic's server answers CANCELLED at that moment too; our deadline
 /// is a little earlier (a tenth of the timeout, at most 5 ms), so that our DEADLINE_EXCEEDED
 /// and its message reach the caller first.
-pub fn stamp_deadline<T>(mut request: Request<T>) -> Request<T> {
-    if let Some(timeout) = grpc_timeout(request.metadata()) {
+pub fn stamp_deadline<B>(request: &mut axum::http::Request<B>) {
+    if let Some(timeout) = grpc_timeout(request.headers()) {
         let margin = (timeout / 10).min(Duration::from_millis(5));
         if let Some(deadline) = Instant::now().checked_add(timeout - margin) {
             request.extensions_mut().insert(CallDeadline(deadline));
         }
     }
-    request
 }
 
 fn call_deadline<T>(request: &Request<T>) -> Option<Instant> {
@@ -290,8 +273,8 @@ fn call_deadline<T>(request: &Request<T>) -> Option<Instant> {
 }
 
 /// A `grpc-timeout` header: "<up to 8 digits><H|M|S|m|u|n>".
-fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
-    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+fn grpc_timeout(headers: &axum::http::HeaderMap) -> Option<Duration> {
+    let value = headers.get("grpc-timeout")?.to_str().ok()?;
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     let amount: u64 = digits.parse().ok()?;
     let timeout = match unit {
@@ -389,9 +372,8 @@ impl GrpcInferenceService for InferenceService {
 
     async fn server_metadata(
         &self,
-        request: Request<ServerMetadataRequest>,
+        _: Request<ServerMetadataRequest>,
     ) -> RpcResult<ServerMetadataResponse> {
-        self.authorize(&request, Class::Inference)?;
         Ok(Response::new(ServerMetadataResponse {
             name: oip::SERVER_NAME.into(),
             version: oip::SERVER_VERSION.into(),
@@ -403,7 +385,6 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<ModelMetadataRequest>,
     ) -> RpcResult<ModelMetadataResponse> {
-        self.authorize(&request, Class::Inference)?;
         use model_metadata_response::TensorMetadata;
         let r = request.into_inner();
         let m = oip::model_metadata(&self.runtime, &r.name, Some(&r.version)).map_err(status)?;
@@ -429,9 +410,7 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<ModelInferRequest>,
     ) -> RpcResult<ModelInferResponse> {
-        self.authorize(&request, Class::Inference)?;
         let deadline = call_deadline(&request);
-        let _in_flight = self.in_flight.enter().map_err(status)?;
         self.infer(request.into_inner(), deadline)
             .await
             .map(Response::new)
@@ -447,7 +426,6 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<Streaming<ModelInferRequest>>,
     ) -> RpcResult<Self::ModelStreamInferStream> {
-        self.authorize(&request, Class::Inference)?;
         let deadline = call_deadline(&request);
         let mut requests = request.into_inner();
         let service = self.clone();
@@ -480,7 +458,6 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<ModelConfigRequest>,
     ) -> RpcResult<ModelConfigResponse> {
-        self.authorize(&request, Class::Inference)?;
         let r = request.into_inner();
         let model = oip::find(&self.runtime, &r.name, Some(&r.version)).map_err(status)?;
         let c = oip::model_config(&model);
@@ -549,7 +526,6 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<ModelStatisticsRequest>,
     ) -> RpcResult<ModelStatisticsResponse> {
-        self.authorize(&request, Class::Inference)?;
         let r = request.into_inner();
         let name = (!r.name.is_empty()).then_some(r.name.as_str());
         let stats = oip::model_statistics(&self.runtime, name, Some(&r.version)).map_err(status)?;
@@ -599,7 +575,6 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<RepositoryIndexRequest>,
     ) -> RpcResult<RepositoryIndexResponse> {
-        self.authorize(&request, Class::Inference)?;
         let r = request.into_inner();
         let repository = self.runtime.repository().map_err(status)?;
         let models = oip::repository_index(&repository, r.ready)
@@ -618,7 +593,6 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<RepositoryModelLoadRequest>,
     ) -> RpcResult<RepositoryModelLoadResponse> {
-        self.authorize(&request, Class::Admin)?;
         let control = self.control.clone();
         let name = request.into_inner().model_name;
         crate::v2_rest::blocking(move || control.load(&name))
@@ -631,7 +605,6 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<RepositoryModelUnloadRequest>,
     ) -> RpcResult<RepositoryModelUnloadResponse> {
-        self.authorize(&request, Class::Admin)?;
         let control = self.control.clone();
         let name = request.into_inner().model_name;
         crate::v2_rest::blocking(move || control.unload(&name))

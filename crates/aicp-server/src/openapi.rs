@@ -7,7 +7,7 @@
 //! being documented, nor documented without being served. This module holds what belongs to
 //! the whole document: its title, tags and security schemes, the two routes Swagger UI serves,
 //! and two facts the router knows better than each handler: which routes sit behind a guard
-//! ([`guarded`]), and which routes are the version twins of another ([`versioned`]).
+//! ([`guarded`], from the admission table), and which routes are the version twins of another ([`versioned`]).
 
 use axum::Router;
 use utoipa::openapi::path::{Operation, PathItem, Paths};
@@ -19,7 +19,11 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::error::{ApiErrorBody, V2ErrorBody, is_v2};
+use axum::http::Method;
+
+use crate::admission::table;
+use crate::auth::Secret;
+use crate::error::{Api, ApiErrorBody, V2ErrorBody};
 
 /// The document.
 #[derive(OpenApi)]
@@ -73,39 +77,33 @@ impl Modify for Security {
     }
 }
 
-/// What a group of routes needs, as [`auth`](crate::auth) checks it in front of them.
-#[derive(Clone, Copy, Debug)]
-pub enum Guard {
-    /// The API key (when the server has one), as a bearer token or in `X-API-Key`.
-    ApiKey,
-    /// The admin token, as a bearer token.
-    AdminToken,
-}
-
-/// Documents every operation of `router` as behind `guard`: the credentials it takes and the
-/// 401 the guard answers without them. Applied where the guard's layer is, so the document
-/// says a route is guarded exactly when it is.
+/// Documents each operation of `router`, whose routes belong to `api`, as its class in the
+/// admission table says: the credentials it takes and the 401 answered without them. The
+/// document then says a route is guarded exactly when the admission layer guards it.
 pub fn guarded<S: Clone + Send + Sync + 'static>(
     mut router: OpenApiRouter<S>,
-    guard: Guard,
+    api: Api,
 ) -> OpenApiRouter<S> {
-    let (schemes, refusal): (&[&str], _) = match guard {
-        Guard::ApiKey => (&["bearer", "api_key"], "No or wrong API key"),
-        Guard::AdminToken => (&["bearer"], "No or wrong admin token"),
+    let body = match api {
+        Api::Ml => ApiErrorBody::name(),
+        Api::V2 => V2ErrorBody::name(),
     };
     for (path, item) in &mut router.get_openapi_mut().paths.paths {
-        let body = match is_v2(path) {
-            true => V2ErrorBody::name(),
-            false => ApiErrorBody::name(),
-        };
-        let content = ContentBuilder::new()
-            .schema(Some(Ref::from_schema_name(body)))
-            .build();
-        let response = ResponseBuilder::new()
-            .description(refusal)
-            .content("application/json", content)
-            .build();
-        for operation in operations(item) {
+        for (method, operation) in operations_by_method(item) {
+            let class = table::http_class(&method, path)
+                .unwrap_or_else(|| panic!("{method} {path} is not in the admission table"));
+            let (schemes, refusal): (&[&str], _) = match class.secret() {
+                None => continue,
+                Some(Secret::ApiKey) => (&["bearer", "api_key"], "No or wrong API key"),
+                Some(Secret::AdminToken) => (&["bearer"], "No or wrong admin token"),
+            };
+            let content = ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name(body.clone())))
+                .build();
+            let response = ResponseBuilder::new()
+                .description(refusal)
+                .content("application/json", content)
+                .build();
             let requirements = schemes
                 .iter()
                 .map(|scheme| SecurityRequirement::new(*scheme, Vec::<String>::new()));
@@ -113,7 +111,7 @@ pub fn guarded<S: Clone + Send + Sync + 'static>(
             operation
                 .responses
                 .responses
-                .insert("401".into(), RefOr::T(response.clone()));
+                .insert("401".into(), RefOr::T(response));
         }
     }
     router
@@ -155,6 +153,33 @@ pub fn versioned<S>((schemas, paths, handler): UtoipaMethodRouter<S>) -> UtoipaM
         twins.paths.insert(twin, item);
     }
     (schemas, twins, handler)
+}
+
+/// The operations of a path, with their methods.
+fn operations_by_method(item: &mut PathItem) -> impl Iterator<Item = (Method, &mut Operation)> {
+    let PathItem {
+        get,
+        put,
+        post,
+        delete,
+        options,
+        head,
+        patch,
+        trace,
+        ..
+    } = item;
+    [
+        (Method::GET, get),
+        (Method::PUT, put),
+        (Method::POST, post),
+        (Method::DELETE, delete),
+        (Method::OPTIONS, options),
+        (Method::HEAD, head),
+        (Method::PATCH, patch),
+        (Method::TRACE, trace),
+    ]
+    .into_iter()
+    .filter_map(|(method, operation)| Some((method, operation.as_mut()?)))
 }
 
 /// The operations of a path, whatever their method.

@@ -7,8 +7,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::http::{HeaderName, Request};
+use tower::ServiceBuilder;
+use tower::layer::util::{Identity, Stack};
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::trace::{
+    DefaultOnBodyChunk, DefaultOnEos, DefaultOnFailure, DefaultOnRequest, DefaultOnResponse,
+    TraceLayer,
 };
 
 pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -66,4 +72,40 @@ pub fn trace<B>(request: &Request<B>) -> tracing::Span {
         method = request.method().as_str(),
         path = request.uri().path(),
     )
+}
+
+/// The layers both front ends put every request through, outermost first: the id is set, the
+/// span opens with it (see [`trace`]), and the response gets it.
+pub type Layers<C, B> = ServiceBuilder<
+    Stack<
+        PropagateRequestIdLayer,
+        Stack<
+            TraceLayer<
+                C,
+                fn(&Request<B>) -> tracing::Span,
+                DefaultOnRequest,
+                DefaultOnResponse,
+                DefaultOnBodyChunk,
+                DefaultOnEos,
+                DefaultOnFailure,
+            >,
+            Stack<SetRequestIdLayer<NextId>, Identity>,
+        >,
+    >,
+>;
+
+/// [`Layers`] around `trace`, HTTP's or gRPC's (which tell a failed response by its status
+/// code or by its `grpc-status`). A failed response is logged at debug level: each error is
+/// logged where it is answered, at error level when it is the server's fault, at debug when it
+/// is the client's or the load's (a bad shape, an unknown model, a shed request), so a
+/// misbehaving client or an overload does not flood the log with errors.
+pub fn layers<C, B>(trace: TraceLayer<C>) -> Layers<C, B> {
+    ServiceBuilder::new()
+        .layer(set())
+        .layer(
+            trace
+                .make_span_with(self::trace::<B> as fn(&Request<B>) -> tracing::Span)
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
+        .layer(propagate())
 }

@@ -210,12 +210,6 @@ impl Framing {
     }
 }
 
-/// Whether the gRPC method at `path` streams its requests (the inference service's
-/// `ModelStreamInfer`, reflection's `ServerReflectionInfo`); every other method is unary.
-pub fn is_streaming(path: &str) -> bool {
-    path.ends_with("/ModelStreamInfer") || path.ends_with("/ServerReflectionInfo")
-}
-
 impl<B> GrpcUpload<B> {
     /// The body of a call, held to the rules of a stream or of a unary call.
     pub fn new(inner: B, uploads: Uploads, streaming: bool) -> Self {
@@ -371,7 +365,7 @@ mod tests {
             GrpcUpload::new(
                 http_body_util::Empty::<Bytes>::new(),
                 uploads.clone(),
-                is_streaming("/inference.GRPCInferenceService/ModelInfer"),
+                false,
             )
         };
         let whole = message(60);

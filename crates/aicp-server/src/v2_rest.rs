@@ -46,6 +46,11 @@ pub struct ServerMetadata {
     extensions: [&'static str; oip::EXTENSIONS.len()],
 }
 
+/// Any other path under `/v2`: the protocol's 404, in its shape.
+pub async fn not_found(uri: axum::http::Uri) -> V2Error {
+    V2Error(Error::not_found(format!("no route for {}", uri.path())))
+}
+
 /// The server's name, version and protocol extensions.
 #[utoipa::path(get, path = "/v2", tag = "Open Inference Protocol",
     responses(

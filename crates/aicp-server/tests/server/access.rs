@@ -377,3 +377,192 @@ async fn model_management_is_off_without_a_token_and_with_control_none() {
         "{body}"
     );
 }
+
+/// Every HTTP route the router serves (from the OpenAPI document it serves, which the router
+/// builds from its own routes) and every method of every gRPC service it serves (from
+/// reflection), called with no credentials, with the API key and with the admin token: each
+/// answer is its class's. A route or method added later is called here without editing this
+/// test; one missing from the admission table is refused to everyone, and fails here.
+#[tokio::test]
+async fn every_route_and_method_served_answers_each_credential_as_its_class_says() {
+    let dir = model_dir();
+    let server = guarded_server(dir.path()).await;
+    let (status, document) = server.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    let mut routes = 0;
+    for (path, item) in document["paths"].as_object().unwrap() {
+        let concrete = path.replace("{name}", "mnist").replace("{version}", "1");
+        for (method, operation) in item.as_object().unwrap() {
+            let schemes: Vec<&str> = operation["security"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|requirement| requirement.as_object().unwrap().keys())
+                .map(String::as_str)
+                .collect();
+            let class = match schemes.as_slice() {
+                [] => Class::Open,
+                ["bearer", "api_key"] => Class::ApiKey,
+                ["bearer"] => Class::Admin,
+                other => panic!("{method} {path}: security {other:?}"),
+            };
+            for credential in [Credential::Nothing, Credential::Key, Credential::Token] {
+                let body = (method == "post").then(|| json!({}));
+                let request = request(&method.to_uppercase(), &concrete, body.as_ref(), credential);
+                let (status, _, answer) = server.send(request).await;
+                let refused = matches!(status, 401 | 403);
+                assert_eq!(
+                    refused,
+                    class.status(credential) == 401,
+                    "{method} {path} ({class:?}) with {credential:?}: {status} {answer}"
+                );
+            }
+            routes += 1;
+        }
+    }
+    assert!(routes >= 30, "{routes} routes in the document");
+
+    // gRPC: the services reflection lists, and each one's methods from its descriptor.
+    let channel = server.channel().await;
+    let mut methods = 0;
+    for (service, method, client_streaming, server_streaming) in served_methods(&channel).await {
+        let path = format!("/{service}/{method}");
+        let (class, _) = aicp_server::admission::table::grpc_method(&path)
+            .unwrap_or_else(|| panic!("{path} is not in the admission table"));
+        for credential in [Credential::Nothing, Credential::Key, Credential::Token] {
+            let code = call_with(
+                &channel,
+                &path,
+                client_streaming,
+                server_streaming,
+                credential,
+            )
+            .await;
+            let refused = matches!(
+                code,
+                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+            );
+            let expected = match class {
+                aicp_server::admission::Class::Open => false,
+                aicp_server::admission::Class::Reads | aicp_server::admission::Class::Inference => {
+                    credential != Credential::Key
+                }
+                aicp_server::admission::Class::Admin => credential != Credential::Token,
+            };
+            assert_eq!(
+                refused, expected,
+                "{path} ({class:?}) with {credential:?}: {code:?}"
+            );
+        }
+        methods += 1;
+    }
+    assert!(methods >= 15, "{methods} gRPC methods");
+}
+
+/// Every method of every service the server's reflection lists: (service, method, whether its
+/// requests stream, whether its responses do).
+async fn served_methods(channel: &tonic::transport::Channel) -> Vec<(String, String, bool, bool)> {
+    use prost::Message;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let mut client = ServerReflectionClient::new(channel.clone());
+    let ask = |request: MessageRequest| ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(request),
+    };
+    let mut answers = client
+        .server_reflection_info(tokio_stream::iter([ask(MessageRequest::ListServices(
+            String::new(),
+        ))]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        answers.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("no list of services");
+    };
+    let mut methods = Vec::new();
+    for service in list.service {
+        let mut answers = client
+            .server_reflection_info(tokio_stream::iter([ask(
+                MessageRequest::FileContainingSymbol(service.name.clone()),
+            )]))
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(MessageResponse::FileDescriptorResponse(files)) =
+            answers.message().await.unwrap().unwrap().message_response
+        else {
+            panic!("no descriptor for {}", service.name);
+        };
+        for bytes in files.file_descriptor_proto {
+            let file = prost_types::FileDescriptorProto::decode(&bytes[..]).unwrap();
+            for described in &file.service {
+                let full = format!("{}.{}", file.package(), described.name());
+                if full != service.name {
+                    continue;
+                }
+                for method in &described.method {
+                    methods.push((
+                        full.clone(),
+                        method.name().to_string(),
+                        method.client_streaming(),
+                        method.server_streaming(),
+                    ));
+                }
+            }
+        }
+    }
+    methods
+}
+
+/// Calls the gRPC method at `path` with one empty message and `credential`; the status code
+/// it answers with (`Ok` for a call that got its response, or its stream, started).
+async fn call_with(
+    channel: &tonic::transport::Channel,
+    path: &str,
+    client_streaming: bool,
+    server_streaming: bool,
+    credential: Credential,
+) -> tonic::Code {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready().await.unwrap();
+    let path: axum::http::uri::PathAndQuery = path.parse().unwrap();
+    let codec = tonic_prost::ProstCodec::<(), ()>::default();
+    let secret = match credential {
+        Credential::Key => Some(KEY),
+        Credential::Token => Some(TOKEN),
+        _ => None,
+    };
+    let stamp = |message| match secret {
+        Some(secret) => with(secret, message),
+        None => tonic::Request::new(message),
+    };
+    let stamp_stream = |message| match secret {
+        Some(secret) => with(secret, message),
+        None => tonic::Request::new(message),
+    };
+    let answer = match (client_streaming, server_streaming) {
+        (false, false) => grpc.unary(stamp(()), path, codec).await.map(drop),
+        (false, true) => grpc
+            .server_streaming(stamp(()), path, codec)
+            .await
+            .map(drop),
+        (true, false) => grpc
+            .client_streaming(stamp_stream(tokio_stream::iter([()])), path, codec)
+            .await
+            .map(drop),
+        (true, true) => grpc
+            .streaming(stamp_stream(tokio_stream::iter([()])), path, codec)
+            .await
+            .map(drop),
+    };
+    match answer {
+        Ok(()) => tonic::Code::Ok,
+        Err(status) => status.code(),
+    }
+}

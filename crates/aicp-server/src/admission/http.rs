@@ -1,7 +1,8 @@
-//! Admission to the guarded HTTP routes, as one middleware layer: the request's credentials
-//! ([`crate::auth`]), then its body read whole within the upload limits ([`crate::upload`]),
-//! then, on an inference route, its place under the in-flight cap ([`crate::shed`]). Each
-//! refusal is answered in the shape of the API the path belongs to.
+//! Admission to the HTTP routes, as one middleware layer on each API's router group: the
+//! route's class from the [admission table](super::table) (a route it does not list is
+//! refused), then the request's credentials ([`crate::auth`]), then its body read whole within
+//! the upload limits ([`crate::upload`]), then, for inference, its place under the in-flight
+//! cap ([`crate::shed`]). Each refusal is answered in the shape of the group's API.
 //!
 //! One layer rather than one per step, and a tower [`Layer`] rather than axum's `from_fn`: an
 //! axum middleware layer clones its state and boxes the route behind it for every request, and
@@ -12,53 +13,34 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use axum::extract::Request;
+use aicp_core::{Error, ErrorKind};
+use axum::extract::{MatchedPath, Request};
 use axum::response::Response;
 use tower::{Layer, Service};
 
-use crate::auth::{Access, Class};
-use crate::error::for_path;
+use super::table::{self, Class};
+use crate::auth::Access;
+use crate::error::Api;
 use crate::shed::InFlight;
 use crate::upload::Uploads;
 
-/// What a class of routes asks of a request before its handler runs.
+/// What the routes of one API ask of a request before their handlers run.
 #[derive(Debug, Clone)]
 pub struct Admission {
     access: Access,
-    class: Class,
     uploads: Uploads,
-    /// The cap inference routes count against; `None` for routes that are never shed.
-    in_flight: Option<InFlight>,
+    in_flight: InFlight,
+    api: Api,
 }
 
 impl Admission {
-    /// Inference: the API key, the body, a place under the cap.
-    pub fn inference(access: Access, uploads: Uploads, in_flight: InFlight) -> Self {
+    /// Admission to the routes of `api`.
+    pub fn new(access: Access, uploads: Uploads, in_flight: InFlight, api: Api) -> Self {
         Self {
             access,
-            class: Class::Inference,
             uploads,
-            in_flight: Some(in_flight),
-        }
-    }
-
-    /// Listings, metadata and statistics: the API key and the body, never shed.
-    pub fn reads(access: Access, uploads: Uploads) -> Self {
-        Self {
-            access,
-            class: Class::Inference,
-            uploads,
-            in_flight: None,
-        }
-    }
-
-    /// Loading and unloading models: the admin token and the body.
-    pub fn admin(access: Access, uploads: Uploads) -> Self {
-        Self {
-            access,
-            class: Class::Admin,
-            uploads,
-            in_flight: None,
+            in_flight,
+            api,
         }
     }
 
@@ -67,25 +49,46 @@ impl Admission {
     where
         S: Service<Request, Response = Response, Error = Infallible>,
     {
-        if let Some(refusal) = self.access.refusal(self.class, &request) {
+        let path = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("", MatchedPath::as_str);
+        let Some(class) = table::http_class(request.method(), path) else {
+            tracing::error!(
+                "{} {path} is not in the admission table: refused",
+                request.method()
+            );
+            return self.api.error(Error::new(
+                ErrorKind::Forbidden,
+                format!("{} {path} is not open to anyone", request.method()),
+            ));
+        };
+        if let Some(secret) = class.secret()
+            && let Some(refusal) = self.access.refusal(secret, &request, self.api)
+        {
             return refusal;
         }
-        // The path's API decides the shape of a refusal after the request is consumed.
-        let path = request.uri().clone();
+        if class == Class::Open {
+            let Ok(response) = route.call(request).await;
+            return response;
+        }
         let request = match self.uploads.read(request).await {
             Ok(request) => request,
-            Err(error) => return for_path(path.path(), error),
+            Err(error) => return self.api.error(error),
         };
-        let _permit = match self.in_flight.as_ref().map(InFlight::enter).transpose() {
+        let _permit = match (class == Class::Inference)
+            .then(|| self.in_flight.enter())
+            .transpose()
+        {
             Ok(permit) => permit,
-            Err(error) => return for_path(path.path(), error),
+            Err(error) => return self.api.error(error),
         };
         let Ok(response) = route.call(request).await;
         response
     }
 }
 
-/// The layer puts the [`Admission`] in front of each route of its class, behind an `Arc` that
+/// The layer puts the [`Admission`] in front of each route of its group, behind an `Arc` that
 /// the route's requests share.
 impl<S> Layer<S> for Admission {
     type Service = Admit<S>;

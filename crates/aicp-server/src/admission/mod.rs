@@ -1,0 +1,11 @@
+//! Admission: what every call must bring before its handler runs, decided in one place for
+//! both protocols. The [table](table) lists every HTTP route and gRPC method with its class;
+//! one layer per protocol ([`http`], [`grpc`]) reads it, and refuses whatever it does not list.
+
+pub mod grpc;
+pub mod http;
+pub mod table;
+
+pub use grpc::GrpcAdmission;
+pub use http::Admission;
+pub use table::Class;
