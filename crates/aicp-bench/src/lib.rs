@@ -1,3 +1,6 @@
+//! aicp's load tools, beside the product: the `aicp` binary has them as commands when built
+//! with its `load-tools` feature (the default), and a serving-only build leaves them out.
+//!
 //! `aicp bench`: a load generator for a running server, like Triton's perf_analyzer. It sends
 //! one model's requests over one protocol (the ML API's classify or embed route, V2 REST with JSON or
 //! binary tensors, V2 gRPC), either keeping a number of requests outstanding (a concurrency

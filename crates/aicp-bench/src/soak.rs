@@ -24,8 +24,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
-use super::http::HttpPool;
-use super::{f32_le_bytes, random_values, v2_binary_body};
+use crate::http::HttpPool;
+use crate::{f32_le_bytes, random_values, v2_binary_body};
 
 #[derive(Debug, Args)]
 pub struct SoakArgs {

@@ -7,7 +7,6 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-mod bench;
 mod config;
 mod gpu;
 mod logging;
@@ -44,10 +43,12 @@ enum Command {
     /// Run one inference offline from a JSON file and print the top classes.
     Predict(serve::PredictArgs),
     /// Load-test a running server: throughput, latency percentiles and server batch sizes.
-    Bench(bench::BenchArgs),
+    #[cfg(feature = "load-tools")]
+    Bench(aicp_bench::BenchArgs),
     /// Soak-test a running server: every protocol at once with bad requests mixed in and a
     /// model reloading, for a set time; errors by kind and the server's memory over time.
-    Soak(bench::soak::SoakArgs),
+    #[cfg(feature = "load-tools")]
+    Soak(aicp_bench::soak::SoakArgs),
     /// Check and measure the GPU engine on this machine's NVIDIA GPU.
     Gpu {
         #[command(subcommand)]
@@ -71,8 +72,10 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve::serve(*args),
         Command::Models(args) => serve::models(args),
         Command::Predict(args) => serve::predict(args),
-        Command::Bench(args) => bench::run(args),
-        Command::Soak(args) => bench::soak::run(args),
+        #[cfg(feature = "load-tools")]
+        Command::Bench(args) => aicp_bench::run(args),
+        #[cfg(feature = "load-tools")]
+        Command::Soak(args) => aicp_bench::soak::run(args),
         Command::Gpu { command } => gpu::run(command),
         #[cfg(feature = "train")]
         Command::Train(args) => train::run(args),
