@@ -177,7 +177,7 @@ case $lane in
         nextest --profile slow "${every_target[@]}" --run-ignored only -E "$slow_tests" "$@"
         echo "== a long fuzz run"
         AICP_FUZZ_CASES=${AICP_FUZZ_CASES:-30000} nextest --profile slow \
-            -E 'binary_id(aicp-server::server) & test(/^fuzz::/)'
+            -E 'binary_id(aicp-server) & test(/^tests::fuzz::/)'
         echo "== the benchmark, a short run (bench/run.sh, 1 s levels; figures not checked)"
         BENCH_QUICK=1 bench/run.sh "${CARGO_TARGET_DIR:-target}/bench-smoke"
         ;;

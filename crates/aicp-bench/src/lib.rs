@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use aicp_server::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
-use aicp_server::grpc::proto::{
+use aicp_server::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
+use aicp_server::proto::{
     ModelInferRequest, ModelMetadataRequest, ModelStatisticsRequest, model_infer_request,
 };
 use anyhow::{Context, bail};

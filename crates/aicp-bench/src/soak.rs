@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aicp_server::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
-use aicp_server::grpc::proto::{ModelInferRequest, model_infer_request};
+use aicp_server::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
+use aicp_server::proto::{ModelInferRequest, model_infer_request};
 use anyhow::Context;
 use bytes::Bytes;
 use clap::Args;

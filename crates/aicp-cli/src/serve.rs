@@ -10,9 +10,9 @@ use aicp_runtime::{
     Batching, ControlMode, Engines, GpuMinBatch, GpuUse, InferInput, ModelState, Repository,
     Runtime, ServedModel, VersionState, preprocessing,
 };
-use aicp_server::auth::Access;
-use aicp_server::connections::ConnectionLimits;
-use aicp_server::tls::TlsFiles;
+use aicp_server::Access;
+use aicp_server::ConnectionLimits;
+use aicp_server::TlsFiles;
 use aicp_server::{Event, ServeOptions};
 use aicp_transform::Sample;
 use clap::Args;

@@ -53,7 +53,7 @@ impl Access {
     }
 
     /// Whether a request with these credentials may use a route of `class`.
-    pub fn check(&self, secret: Secret, credentials: Credentials<'_>) -> Result<(), Error> {
+    pub(crate) fn check(&self, secret: Secret, credentials: Credentials<'_>) -> Result<(), Error> {
         match secret {
             Secret::ApiKey => {
                 let Some(key) = &self.api_key else {
@@ -133,7 +133,7 @@ impl<'a> Credentials<'a> {
 impl Access {
     /// Why a request may not use a route that needs `secret`, answered in the shape of `api`
     /// (a 401 with `WWW-Authenticate: Bearer`, or a 403); `None` when it may.
-    pub fn refusal(&self, secret: Secret, request: &Request, api: Api) -> Option<Response> {
+    pub(crate) fn refusal(&self, secret: Secret, request: &Request, api: Api) -> Option<Response> {
         self.check(secret, Credentials::from_headers(request.headers()))
             .err()
             .map(|error| {

@@ -44,7 +44,7 @@ pub struct ConnectionLimits {
     /// Concurrent streams (requests) on one HTTP/2 connection.
     pub http2_max_streams: u32,
     /// How often an HTTP/2 connection with streams open pings its peer; a peer that does not
-    /// answer within [`HTTP2_KEEPALIVE_TIMEOUT`] is dropped.
+    /// answer within 20 s is dropped.
     pub http2_keepalive: Duration,
 }
 

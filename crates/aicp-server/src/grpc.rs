@@ -16,7 +16,9 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::oip::{self, Output, OutputRequest};
 use crate::shed::InFlight;
 
-/// The generated protocol types, server and client.
+/// The generated protocol types, server and client (their documentation is the `.proto`
+/// files' comments, where they have them).
+#[allow(missing_docs)]
 pub mod proto {
     tonic::include_proto!("inference");
 

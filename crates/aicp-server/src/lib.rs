@@ -1,29 +1,46 @@
-//! aicp's front ends: the HTTP ML API ([`ml_api`]) and the Open Inference Protocol over REST
-//! ([`v2_rest`]) on one port, and over gRPC ([`grpc`]) on another. Every front end only
-//! translates its wire format to the runtime's request and back; validation and execution live in
-//! `aicp-runtime`.
+//! aicp's front ends: the HTTP ML API and the Open Inference Protocol over REST on one port,
+//! and over gRPC on another. Every front end only translates its wire format to the runtime's
+//! request and back; validation and execution live in `aicp-runtime`.
+//!
+//! What the `aicp` binary needs is all there is: [`serve`] with its [`ServeOptions`] (which
+//! name [`Access`], [`TlsFiles`] and [`ConnectionLimits`]), the [`Event`]s it reports, and the
+//! generated gRPC types ([`proto`]) for clients. The rest is the crate's own; its in-process
+//! tests live inside it (`src/tests/`).
+//!
+//! Inside: `admission` (the table of every route and method, and the layers that read it),
+//! `ml_api`, `image_api`, `text_api`, `v2_rest` and `grpc` (the front ends), `oip` (what REST
+//! and gRPC share), `connections`, `upload`, `shed`, `auth`, `tls` (the limits), `metrics`,
+//! `openapi`, `request_id`, and `startup` ([`serve`]'s stages).
 
-pub mod admission;
-pub mod auth;
-pub mod connections;
-pub mod error;
-pub mod grpc;
-pub mod image_api;
-pub mod metrics;
-pub mod ml_api;
-pub mod oip;
-pub mod openapi;
-pub mod request_id;
-pub mod shed;
-pub mod text_api;
-pub mod tls;
-pub mod upload;
-pub mod v2_rest;
-pub mod web;
+#![deny(missing_docs)]
+
+mod admission;
+mod auth;
+mod connections;
+mod error;
+mod grpc;
+mod image_api;
+mod metrics;
+mod ml_api;
+mod oip;
+mod openapi;
+mod request_id;
+mod shed;
+mod text_api;
+mod tls;
+mod upload;
+mod v2_rest;
+mod web;
 
 mod startup;
+#[cfg(test)]
+mod tests;
 
+pub use auth::Access;
+pub use connections::ConnectionLimits;
+pub use grpc::proto;
 pub use startup::serve;
+pub use tls::TlsFiles;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -34,19 +51,16 @@ use admission::{Admission, GrpcAdmission};
 use aicp_runtime::{
     Batching, ControlMode, Engines, GpuUse, ModelControl, ModelState, Repository, Runtime,
 };
-use auth::Access;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Request, Response};
-use connections::ConnectionLimits;
 use error::Api;
 use grpc::{GrpcInferenceServiceServer, InferenceService};
 use http_body::Body as HttpBody;
 use hyper::body::Incoming;
 use openapi::{guarded, versioned};
 use shed::InFlight;
-use tls::TlsFiles;
 use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::server::HealthReporter;
@@ -64,6 +78,7 @@ pub struct ServeOptions {
     pub addr: SocketAddr,
     /// Where the Open Inference Protocol's gRPC service listens; `None`: nowhere.
     pub grpc_addr: Option<SocketAddr>,
+    /// The model directory: one subdirectory per model.
     pub models: PathBuf,
     /// ONNX Runtime's library, when given explicitly.
     pub ort_library: Option<PathBuf>,
@@ -101,7 +116,7 @@ pub struct ServeOptions {
 
 /// What the HTTP routes work with.
 #[derive(Clone)]
-pub struct Services {
+pub(crate) struct Services {
     pub runtime: Arc<Runtime>,
     pub control: Arc<ModelControl>,
     pub access: Access,
@@ -119,13 +134,13 @@ pub struct Services {
 /// admission table asks (credentials, the body read whole, a place in flight) and answers
 /// refusals in the group's shape. The request id, span and body limit are not here: [`serve`]
 /// wraps the whole router in them.
-pub fn router(services: Services) -> Router {
+pub(crate) fn router(services: Services) -> Router {
     router_and_document(services).0
 }
 
 /// [`router`], and the OpenAPI document it serves at `/openapi.json`. Every route is registered
 /// with its handler's operation (`routes!`), so the document is the router's own.
-pub fn router_and_document(services: Services) -> (Router, utoipa::openapi::OpenApi) {
+pub(crate) fn router_and_document(services: Services) -> (Router, utoipa::openapi::OpenApi) {
     let Services {
         runtime,
         control,
@@ -167,6 +182,15 @@ fn ml_routes(runtime: Arc<Runtime>, metrics: Option<OpenApiRouter>) -> OpenApiRo
     }
 }
 
+/// Any other path under `/v2`: the protocol's 404, in its shape. Not an operation of the
+/// document, so not registered as one.
+#[allow(clippy::disallowed_methods)]
+fn v2_not_found() -> OpenApiRouter<Arc<Runtime>> {
+    OpenApiRouter::new()
+        .route("/v2/", axum::routing::any(v2_rest::not_found))
+        .route("/v2/{*rest}", axum::routing::any(v2_rest::not_found))
+}
+
 /// The Open Inference Protocol's REST routes, model management included.
 fn v2_routes(runtime: Arc<Runtime>, control: Arc<ModelControl>) -> OpenApiRouter {
     let admin = OpenApiRouter::new()
@@ -189,9 +213,7 @@ fn v2_routes(runtime: Arc<Runtime>, control: Arc<ModelControl>) -> OpenApiRouter
         .routes(versioned(routes!(v2_rest::model_config)))
         .routes(routes!(v2_rest::model_statistics))
         .routes(versioned(routes!(v2_rest::model_statistics)))
-        // Any other path under /v2: the protocol's 404, in its shape.
-        .route("/v2/", axum::routing::any(v2_rest::not_found))
-        .route("/v2/{*rest}", axum::routing::any(v2_rest::not_found))
+        .merge(v2_not_found())
         .with_state(runtime)
         .merge(admin)
 }
@@ -201,7 +223,7 @@ fn v2_routes(runtime: Arc<Runtime>, control: Arc<ModelControl>) -> OpenApiRouter
 /// gets it, and the body limit applies. Added with `Router::layer` instead, they would wrap each
 /// route, and axum clones and boxes a route's layers for every request it routes there. Generic
 /// over the request body, so that tests can call it without a socket.
-pub fn http_service<B>(
+pub(crate) fn http_service<B>(
     services: Services,
 ) -> impl tower::Service<
     Request<B>,
@@ -225,7 +247,7 @@ where
 /// as it arrives), `health` (the standard health service, whose reporter says what it
 /// answers) and server reflection, behind the same request id and span layers as HTTP, each
 /// message held to the upload limits as it arrives.
-pub fn grpc_service(
+pub(crate) fn grpc_service(
     services: &Services,
     health: HealthServer<impl Health>,
 ) -> anyhow::Result<
@@ -275,39 +297,63 @@ async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
 /// prints one line each.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    /// HTTP listens here (`https` with TLS).
+    /// HTTP listens here.
     Listening {
+        /// `https` with TLS, else `http`.
         scheme: &'static str,
+        /// The address, its port chosen by the system if given as 0.
         addr: SocketAddr,
     },
-    /// `/metrics` is served on its own port.
+    /// `/metrics` is served on its own port, at this address.
     Metrics(SocketAddr),
-    /// The listeners speak TLS with this certificate; `mutual`: clients must show theirs.
-    Tls { cert: PathBuf, mutual: bool },
-    /// How the served models follow the model directory (`poll` with its interval).
+    /// The listeners speak TLS.
+    Tls {
+        /// The certificate chain's file.
+        cert: PathBuf,
+        /// Whether clients must show a certificate of their own.
+        mutual: bool,
+    },
+    /// How the served models follow the model directory.
     ModelControl {
+        /// The mode: follow the directory (`poll`), load only as an operator asks
+        /// (`explicit`), or never change (`none`).
         mode: ControlMode,
+        /// The model directory.
         models: PathBuf,
+        /// How often `poll` looks.
         poll_interval: std::time::Duration,
     },
     /// A model serves its default version on an engine and device.
     ModelReady {
+        /// The model's name.
         name: String,
+        /// The version it serves by default.
         version: u64,
         /// Its engine's name, or `chain`.
         engine: &'static str,
+        /// Where it runs: `cpu`, or the GPU.
         device: String,
     },
-    /// A model has no version that serves, and why.
-    ModelFailed { name: String, reason: String },
+    /// A model has no version that serves.
+    ModelFailed {
+        /// The model's name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
     /// Every model is loaded: the server is ready.
     Ready,
     /// gRPC listens here, once the models are loaded.
-    GrpcListening { addr: SocketAddr, tls: bool },
+    GrpcListening {
+        /// The address, its port chosen by the system if given as 0.
+        addr: SocketAddr,
+        /// Whether it speaks TLS.
+        tls: bool,
+    },
 }
 
 /// The gRPC health of the server as a whole ("") and of the inference service.
-pub async fn set_health(health: &HealthReporter, status: ServingStatus) {
+pub(crate) async fn set_health(health: &HealthReporter, status: ServingStatus) {
     health.set_service_status("", status).await;
     health
         .set_service_status(

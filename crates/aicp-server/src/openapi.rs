@@ -213,9 +213,11 @@ pub fn router(document: utoipa::openapi::OpenApi) -> Router {
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "Health",
     responses((status = 200, description = "The OpenAPI document", content_type = "application/json", body = Object)))]
+#[allow(dead_code)] // Never called: [`ApiDoc`] lists its operation.
 pub fn openapi_json() {}
 
 /// Swagger UI over this document.
 #[utoipa::path(get, path = "/docs", tag = "Health",
     responses((status = 200, description = "The interactive documentation (redirects to /docs/)", content_type = "text/html", body = String)))]
+#[allow(dead_code)] // Never called: [`ApiDoc`] lists its operation.
 pub fn docs() {}

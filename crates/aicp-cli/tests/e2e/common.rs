@@ -265,8 +265,8 @@ pub fn conformance(clients: Clients, server: &Server, tls: &[PathBuf]) {
 }
 
 /// A gRPC inference request for the bundled model: one digit, as raw FP32.
-pub fn grpc_digit(pixels: &[f32]) -> aicp_server::grpc::proto::ModelInferRequest {
-    use aicp_server::grpc::proto::{ModelInferRequest, model_infer_request::InferInputTensor};
+pub fn grpc_digit(pixels: &[f32]) -> aicp_server::proto::ModelInferRequest {
+    use aicp_server::proto::{ModelInferRequest, model_infer_request::InferInputTensor};
     ModelInferRequest {
         model_name: "mnist".into(),
         inputs: vec![InferInputTensor {

@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use crate::common::{Server, digits, repo_root};
-use aicp_server::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
+use aicp_server::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
 use serde_json::json;
 
 fn classify_body() -> String {

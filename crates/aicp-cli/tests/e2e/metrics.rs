@@ -4,8 +4,8 @@
 //! and in JSON logs down to the engine, and which failures are logged as errors.
 
 use crate::common::{Server, digits, repo_root, run_python};
-use aicp_server::grpc::proto::ModelInferRequest;
-use aicp_server::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
+use aicp_server::proto::ModelInferRequest;
+use aicp_server::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
 use serde_json::{Value, json};
 
 /// One sample of the exposition: name, labels, value and its family's type.

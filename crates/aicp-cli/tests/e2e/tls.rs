@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::common::{
     AICP, Clients, Server, conformance, digits, grpc_digit, repo_root, run_bounded,
 };
-use aicp_server::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
+use aicp_server::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, SanType,

@@ -2,10 +2,9 @@
 //! both protocols. The [table](table) lists every HTTP route and gRPC method with its class;
 //! one layer per protocol ([`http`], [`grpc`]) reads it, and refuses whatever it does not list.
 
-pub mod grpc;
-pub mod http;
-pub mod table;
+mod grpc;
+mod http;
+pub(crate) mod table;
 
 pub use grpc::GrpcAdmission;
 pub use http::Admission;
-pub use table::Class;

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::common::{AICP, digits, repo_root};
-use aicp_server::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
+use aicp_server::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
 use serde_json::json;
 
 /// A port nothing listens on now.

@@ -11,7 +11,7 @@ use aicp_testkit::{bundled_model, digits};
 use image::{GrayImage, ImageFormat};
 use serde_json::Value;
 
-use crate::support::{Options, Server, post};
+use crate::tests::support::{Options, Server, post};
 
 /// The bundled models that read 28x28 digits.
 const MODELS: [&str; 2] = ["mnist", "mnist-cnn"];

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use aicp_testkit::{bundled_model, digits, install};
 use serde_json::{Value, json};
 
-use crate::support::{Options, Server, eventually};
+use crate::tests::support::{Options, Server, eventually};
 
 /// Replaces a file the way deployment tools do: written beside it, then renamed over it.
 fn replace(file: &Path, bytes: &[u8]) {

@@ -8,16 +8,16 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::Access;
+use crate::shed::InFlight;
+use crate::upload::{UploadLimits, Uploads};
+use crate::{Services, router_and_document};
 use aicp_runtime::{ControlMode, ModelControl, Runtime};
-use aicp_server::auth::Access;
-use aicp_server::shed::InFlight;
-use aicp_server::upload::{UploadLimits, Uploads};
-use aicp_server::{Services, router_and_document};
 use axum::body::Body;
 use axum::http::Request;
 use http_body_util::BodyExt;
 
-use crate::support::Server;
+use crate::tests::support::Server;
 
 /// The path with its parameters filled in.
 fn concrete(path: &str) -> String {
@@ -38,10 +38,7 @@ async fn the_document_covers_every_route_and_every_documented_route_answers() {
             body_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(1),
         }),
-        metrics: Some(aicp_server::metrics::router(
-            runtime,
-            aicp_server::metrics::recorder(),
-        )),
+        metrics: Some(crate::metrics::router(runtime, crate::metrics::recorder())),
     };
     let (_, routed) = router_and_document(services);
     let routed: BTreeSet<String> = routed.paths.paths.into_keys().collect();
@@ -101,7 +98,7 @@ async fn the_document_covers_every_route_and_every_documented_route_answers() {
     }
 
     // Swagger UI, built into the binary.
-    let response = server.call(crate::support::get("/docs/")).await;
+    let response = server.call(crate::tests::support::get("/docs/")).await;
     assert_eq!(response.status(), 200);
     let page = response.into_body().collect().await.unwrap().to_bytes();
     assert!(String::from_utf8_lossy(&page).contains("swagger-ui"));

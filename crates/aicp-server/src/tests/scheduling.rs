@@ -13,8 +13,8 @@ use axum::http::HeaderMap;
 use serde_json::{Value, json};
 use tonic::Code;
 
-use crate::grpc::request;
-use crate::support::{Gate, OpenOnDrop, Options, Server, binary_request, engine_logits};
+use crate::tests::grpc::request;
+use crate::tests::support::{Gate, OpenOnDrop, Options, Server, binary_request, engine_logits};
 
 /// The slow fixture's model (`slow`, input `x` [N, 512]) on a gated engine with one instance,
 /// gate closed; `tune` adjusts the options.
@@ -74,7 +74,7 @@ fn v2_row(parameters: Value) -> Value {
            "inputs": [{"name": "x", "shape": [1, 512], "datatype": "FP32", "data": vec![0.5; 512]}]})
 }
 
-fn grpc_row() -> aicp_server::grpc::proto::ModelInferRequest {
+fn grpc_row() -> crate::grpc::proto::ModelInferRequest {
     request("slow", "FP32", &[1, 512], vec![0; 512 * 4])
 }
 
@@ -102,7 +102,7 @@ fn retry_after(headers: &HeaderMap) -> &str {
 /// Checks that an inference request on each protocol is refused as overloaded, at once, with
 /// when to come back; `says` is in the ML API's message.
 async fn refused_on_every_protocol(server: &Server, says: &str) {
-    let ml = crate::support::post(
+    let ml = crate::tests::support::post(
         "/api/v1/ml/inference",
         "application/json",
         ml_row(json!({})).to_string(),
@@ -114,7 +114,7 @@ async fn refused_on_every_protocol(server: &Server, says: &str) {
     assert!(message.contains(says), "{message}");
     assert_eq!(retry_after(&headers), "1");
 
-    let v2 = crate::support::post(
+    let v2 = crate::tests::support::post(
         "/v2/models/slow/infer",
         "application/json",
         v2_row(json!({})).to_string(),
@@ -206,7 +206,7 @@ async fn concurrent_requests_are_batched_and_each_gets_its_own_answer() {
         3000
     );
     assert_eq!(config["instance_group"][0]["count"], 1);
-    let request = aicp_server::grpc::proto::ModelConfigRequest {
+    let request = crate::grpc::proto::ModelConfigRequest {
         name: "mnist".into(),
         version: String::new(),
     };

@@ -7,13 +7,13 @@
 
 use std::path::Path;
 
+use crate::grpc::proto::ModelInferRequest;
+use crate::grpc::proto::model_infer_request::InferInputTensor;
 use aicp_runtime::ControlMode;
-use aicp_server::grpc::proto::ModelInferRequest;
-use aicp_server::grpc::proto::model_infer_request::InferInputTensor;
 use aicp_testkit::fixtures;
 use serde_json::{Value, json};
 
-use crate::support::{Options, Server};
+use crate::tests::support::{Options, Server};
 
 /// The values of a JSON array of numbers.
 fn floats(values: &Value) -> Vec<f32> {

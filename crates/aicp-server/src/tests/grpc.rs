@@ -3,7 +3,7 @@
 //! metadata, configuration, statistics, the repository index, the protocol's error codes, the
 //! message size limit, and the standard health and reflection services beside it.
 
-use aicp_server::grpc::proto::{
+use crate::grpc::proto::{
     InferParameter, InferTensorContents, ModelConfigRequest, ModelInferRequest,
     ModelMetadataRequest, ModelReadyRequest, ModelStatisticsRequest, RepositoryIndexRequest,
     ServerLiveRequest, infer_parameter::ParameterChoice, model_infer_request,
@@ -11,7 +11,7 @@ use aicp_server::grpc::proto::{
 use aicp_testkit::digits;
 use tonic::Code;
 
-use crate::support::{Server, assert_close, engine_logits, floats};
+use crate::tests::support::{Server, assert_close, engine_logits, floats};
 
 pub fn input(name: &str, datatype: &str, shape: &[i64]) -> model_infer_request::InferInputTensor {
     model_infer_request::InferInputTensor {

@@ -8,7 +8,7 @@ use aicp_testkit::digits;
 use aicp_testkit::fixtures;
 use serde_json::{Value, json};
 
-use crate::support::{Options, Server};
+use crate::tests::support::{Options, Server};
 
 #[tokio::test]
 async fn hostile_model_files_are_refused_by_tract_with_a_reason() {

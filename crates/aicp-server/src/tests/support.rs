@@ -1,7 +1,7 @@
 //! An aicp server in the test's own process: the runtime over a model directory, on tract or on
 //! a fake engine the test holds, with the HTTP front end driven through `oneshot` and the gRPC
 //! front end over an in-memory connection. The same services `aicp serve` puts on its
-//! listeners ([`aicp_server::http_service`], [`aicp_server::grpc_service`]); no port, no
+//! listeners ([`crate::http_service`], [`crate::grpc_service`]); no port, no
 //! process, no fixed wait.
 
 use std::convert::Infallible;
@@ -10,15 +10,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::auth::Access;
+use crate::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
+use crate::shed::InFlight;
+use crate::upload::{UploadLimits, Uploads};
+use crate::{Services, grpc_service, http_service};
 use aicp_core::{ModelSignature, Tensor};
 use aicp_engine::tract::TractEngine;
 use aicp_engine::{Engine, EngineKind, LoadOptions, Runnable};
 use aicp_runtime::{Batching, ControlMode, Engines, ModelControl, QueueState, Repository, Runtime};
-use aicp_server::auth::Access;
-use aicp_server::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
-use aicp_server::shed::InFlight;
-use aicp_server::upload::{UploadLimits, Uploads};
-use aicp_server::{Services, grpc_service, http_service};
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, Response, Uri};
 use http_body_util::BodyExt;
@@ -78,7 +78,7 @@ impl Server {
         } = options;
         // Installed before the models load, as `aicp serve` does, so /metrics counts what
         // loading does.
-        let recorder = aicp_server::metrics::recorder();
+        let recorder = crate::metrics::recorder();
         let runtime = Arc::new(Runtime::new());
         let engines = Arc::new(Engines::only(engine));
         let repository = Repository::load(models, engines, &batching).unwrap();
@@ -96,11 +96,11 @@ impl Server {
                 body_timeout: Duration::from_secs(30),
                 idle_timeout: Duration::from_secs(75),
             }),
-            metrics: Some(aicp_server::metrics::router(runtime.clone(), recorder)),
+            metrics: Some(crate::metrics::router(runtime.clone(), recorder)),
         };
         let http = http_service(services.clone()).map_response(|r| r.map(Body::new));
         let (health, health_service) = tonic_health::server::health_reporter();
-        aicp_server::set_health(&health, tonic_health::ServingStatus::Serving).await;
+        crate::set_health(&health, tonic_health::ServingStatus::Serving).await;
         let grpc = grpc_service(&services, health_service).unwrap();
         let grpc = grpc.map_response(|r| r.map(Body::new));
         Self {

@@ -10,7 +10,7 @@
 //! one. Longer still:
 //!
 //! ```sh
-//! AICP_FUZZ_CASES=200000 cargo test --release -p aicp-server --test server fuzz::
+//! AICP_FUZZ_CASES=200000 cargo test --release --workspace --lib tests::fuzz::
 //! ```
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -18,10 +18,10 @@ use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::v2_rest::{prepare, read_request};
 use aicp_core::{DataType, ModelMetadata, NestedArray, TensorData};
 use aicp_engine::tract::TractEngine;
 use aicp_runtime::{Batching, Engines, Repository, Runtime};
-use aicp_server::v2_rest::{prepare, read_request};
 use axum::http::{HeaderMap, HeaderValue};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};

@@ -5,7 +5,7 @@
 use aicp_testkit::{digits, fixtures, install, install_with_metadata};
 use serde_json::{Value, json};
 
-use crate::support::{Options, Server};
+use crate::tests::support::{Options, Server};
 
 /// A model directory: the bundled `mnist`, the same file as a bare seed-style
 /// `digits_model.onnx`, a `tractonly` model pinned to tract, a corrupt `broken.onnx`, and a
@@ -141,7 +141,7 @@ async fn inference_returns_raw_outputs_with_optional_softmax() {
     assert_eq!(output["shape"], json!([200, 10]));
     let logits: Vec<f32> = serde_json::from_value(output["data"].clone()).unwrap();
     let images: Vec<Vec<f32>> = digits.into_iter().map(|(p, _)| p).collect();
-    crate::support::assert_close(&logits, &crate::support::engine_logits(&images));
+    crate::tests::support::assert_close(&logits, &crate::tests::support::engine_logits(&images));
 
     // The model's own shape when input_shape is absent ([N, 784] feeds [N, 1, 28, 28]).
     let (status, body) = server

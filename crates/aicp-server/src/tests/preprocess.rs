@@ -8,12 +8,12 @@
 use std::io::Cursor;
 use std::path::Path;
 
-use aicp_server::grpc::proto::model_infer_request::InferInputTensor;
-use aicp_server::grpc::proto::{InferTensorContents, ModelInferRequest};
+use crate::grpc::proto::model_infer_request::InferInputTensor;
+use crate::grpc::proto::{InferTensorContents, ModelInferRequest};
 use image::{ImageFormat, Rgb, RgbImage};
 use serde_json::{Value, json};
 
-use crate::support::{Options, Server, binary_request, floats, post};
+use crate::tests::support::{Options, Server, binary_request, floats, post};
 
 const TOKENIZER: &str = include_str!("../../../aicp-transform/src/testdata/wordpiece.json");
 

@@ -6,7 +6,9 @@ use aicp_testkit::{digits, fixtures};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
-use crate::support::{Options, Server, assert_close, binary_request, engine_logits, floats, post};
+use crate::tests::support::{
+    Options, Server, assert_close, binary_request, engine_logits, floats, post,
+};
 
 #[tokio::test]
 async fn json_and_binary_tensors_agree_with_the_engine() {
@@ -112,12 +114,12 @@ async fn uint8_pixels_are_normalised_into_the_declared_range() {
     assert_close(&data, &want);
 
     let mut client = server.grpc().await;
-    let request = crate::grpc::request("mnist", "UINT8", &[3, 1, 28, 28], pixels.clone());
+    let request = crate::tests::grpc::request("mnist", "UINT8", &[3, 1, 28, 28], pixels.clone());
     let response = client.model_infer(request).await.unwrap().into_inner();
     assert_close(&floats(&response.raw_output_contents[0]), &want);
 
     // A sample of the wrong size is refused as for floats.
-    let short = crate::grpc::request("mnist", "UINT8", &[1, 783], vec![0; 783]);
+    let short = crate::tests::grpc::request("mnist", "UINT8", &[1, 783], vec![0; 783]);
     let status = client.model_infer(short).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(

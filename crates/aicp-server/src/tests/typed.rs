@@ -6,16 +6,16 @@
 
 use std::sync::Arc;
 
+use crate::grpc::proto::model_infer_request::InferInputTensor;
+use crate::grpc::proto::{InferTensorContents, ModelInferRequest};
 use aicp_core::{DataType, TensorData};
 use aicp_runtime::Batching;
-use aicp_server::grpc::proto::model_infer_request::InferInputTensor;
-use aicp_server::grpc::proto::{InferTensorContents, ModelInferRequest};
 use aicp_testkit::fixtures;
 use half::{bf16, f16};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
-use crate::support::{Options, Server, binary_request};
+use crate::tests::support::{Options, Server, binary_request};
 
 /// Two rows of three values of `datatype`, reaching for its edges.
 fn sample(datatype: DataType) -> TensorData {
@@ -453,7 +453,7 @@ async fn a_type_an_engine_lacks_leaves_the_model_unavailable_with_the_type_named
 
 /// The value of the metric line that starts with `prefix` in `/metrics`, if any.
 async fn metric(server: &Server, prefix: &str) -> Option<f64> {
-    let response = server.call(crate::support::get("/metrics")).await;
+    let response = server.call(crate::tests::support::get("/metrics")).await;
     let body = response.into_body().collect().await.unwrap().to_bytes();
     let text = String::from_utf8(body.to_vec()).unwrap();
     text.lines()

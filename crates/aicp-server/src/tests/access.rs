@@ -3,18 +3,18 @@
 //! routes; the model directory's boundary; and model management off without a token or with
 //! control `none`.
 
-use aicp_runtime::ControlMode;
-use aicp_server::auth::Access;
-use aicp_server::grpc::proto::{
+use crate::auth::Access;
+use crate::grpc::proto::{
     RepositoryModelLoadRequest, RepositoryModelUnloadRequest, ServerLiveRequest,
     ServerMetadataRequest,
 };
+use aicp_runtime::ControlMode;
 use aicp_testkit::{digits, install};
 use axum::body::Body;
 use axum::http::Request;
 use serde_json::{Value, json};
 
-use crate::support::{Options, Server};
+use crate::tests::support::{Options, Server};
 
 const KEY: &str = "k3y";
 const TOKEN: &str = "t0ken";
@@ -427,7 +427,7 @@ async fn every_route_and_method_served_answers_each_credential_as_its_class_says
     let mut methods = 0;
     for (service, method, client_streaming, server_streaming) in served_methods(&channel).await {
         let path = format!("/{service}/{method}");
-        let (class, _) = aicp_server::admission::table::grpc_method(&path)
+        let (class, _) = crate::admission::table::grpc_method(&path)
             .unwrap_or_else(|| panic!("{path} is not in the admission table"));
         for credential in [Credential::Nothing, Credential::Key, Credential::Token] {
             let code = call_with(
@@ -443,11 +443,10 @@ async fn every_route_and_method_served_answers_each_credential_as_its_class_says
                 tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
             );
             let expected = match class {
-                aicp_server::admission::Class::Open => false,
-                aicp_server::admission::Class::Reads | aicp_server::admission::Class::Inference => {
-                    credential != Credential::Key
-                }
-                aicp_server::admission::Class::Admin => credential != Credential::Token,
+                crate::admission::table::Class::Open => false,
+                crate::admission::table::Class::Reads
+                | crate::admission::table::Class::Inference => credential != Credential::Key,
+                crate::admission::table::Class::Admin => credential != Credential::Token,
             };
             assert_eq!(
                 refused, expected,
