@@ -73,7 +73,7 @@ mod cuda {
     use aicp_core::{PixelScale, Pixels, Tensor, TensorData, max_difference};
     use aicp_engine::cuda::{CudaEngine, digit_like_pixels};
     use aicp_engine::tract::TractEngine;
-    use aicp_engine::{Engine, EngineKind, LoadOptions, Runnable};
+    use aicp_engine::{Engine, LoadOptions, Runnable};
     use aicp_runtime::{Batching, Engines, GpuMinBatch, GpuUse, InferInput, Repository, Runtime};
     use anyhow::{Context, anyhow, bail};
 
@@ -298,7 +298,7 @@ mod cuda {
             served.policy.instances,
             served.pixels.is_some(),
         );
-        let mut failures = usize::from(served.engine != Some(EngineKind::Cuda));
+        let mut failures = usize::from(served.engine != Some(aicp_engine::CUDA));
         let runtime = Runtime::new();
         runtime.set_repository(repository);
         let pixels = subject.pixels(3);

@@ -351,17 +351,42 @@ pub enum OutputKind {
     Probabilities,
 }
 
-/// The engine a model asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// The engine a model asks for: `auto` (the fastest available), or an engine by its name
+/// (`cuda`, `onnxruntime`, `tract`: aicp-engine's registry), checked when the model loads.
+/// A GPU engine asked for where there is none leaves the model to `auto`'s CPU choice.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Backend {
     #[default]
     Auto,
-    Tract,
-    #[serde(rename = "onnxruntime")]
-    OnnxRuntime,
-    /// An NVIDIA GPU through tract-cuda; the CPU serves when no usable GPU is found.
-    Cuda,
+    Engine(String),
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Engine(name) => name,
+        })
+    }
+}
+
+impl Serialize for Backend {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(match self {
+            Self::Auto => "auto",
+            Self::Engine(name) => name,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Backend {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        Ok(match name.as_str() {
+            "auto" => Self::Auto,
+            _ => Self::Engine(name),
+        })
+    }
 }
 
 /// What the model expects as input values.
@@ -488,7 +513,7 @@ mod tests {
                 range: Some([0.0, 1.0]),
                 normalisation: Some("pixel / 255".into()),
             }),
-            backend: Some(Backend::OnnxRuntime),
+            backend: Some(Backend::Engine("onnxruntime".into())),
             batching: Some(Batching {
                 max_batch_size: Some(64),
                 dynamic: Some(true),

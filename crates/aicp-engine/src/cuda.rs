@@ -156,7 +156,7 @@ fn keep_freed_memory(context: &CudaContext) -> std::result::Result<(), result::D
 
 impl Engine for CudaEngine {
     fn kind(&self) -> EngineKind {
-        EngineKind::Cuda
+        crate::CUDA
     }
 
     fn device(&self) -> String {

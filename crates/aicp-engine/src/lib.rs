@@ -9,31 +9,33 @@ pub mod integer;
 pub mod onnx;
 pub mod onnx_build;
 pub mod onnxruntime;
+pub mod registry;
 pub mod split;
 pub mod tract;
 
 use std::path::Path;
 
 use aicp_core::{Input, ModelSignature, PixelScale, Result, Tensor};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-/// Which engine runs a model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EngineKind {
-    Tract,
-    #[serde(rename = "onnxruntime")]
-    OnnxRuntime,
-    Cuda,
-}
+/// Which engine runs a model: its registered name ([`registry`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EngineKind(&'static str);
 
 impl EngineKind {
+    /// The engine called `name`, as its module declares it.
+    pub const fn new(name: &'static str) -> Self {
+        Self(name)
+    }
+
     pub fn name(self) -> &'static str {
-        match self {
-            Self::Tract => "tract",
-            Self::OnnxRuntime => "onnxruntime",
-            Self::Cuda => "cuda",
-        }
+        self.0
+    }
+
+    /// Where it computes ([`registry::ENGINES`] says; an engine not registered there, such as a
+    /// test's, computes on the CPU).
+    pub fn device(self) -> registry::Device {
+        registry::registration(self.0).map_or(registry::Device::Cpu, |r| r.device)
     }
 }
 
@@ -43,6 +45,19 @@ impl std::fmt::Display for EngineKind {
         f.pad(self.name())
     }
 }
+
+impl Serialize for EngineKind {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.0)
+    }
+}
+
+/// The GPU engine's kind, named whether or not this build has it (the `cuda` feature), so that
+/// a model asking for it is served on the CPU rather than refused.
+pub const CUDA: EngineKind = EngineKind::new("cuda");
 
 /// What an engine may prepare for when it loads a model, beyond the file itself.
 #[derive(Debug, Clone, PartialEq)]

@@ -96,7 +96,7 @@ impl OnnxRuntimeEngine {
 
 impl Engine for OnnxRuntimeEngine {
     fn kind(&self) -> EngineKind {
-        EngineKind::OnnxRuntime
+        KIND
     }
 
     fn load(
@@ -267,6 +267,21 @@ impl Runnable for OrtModel {
         }
         run_session(&mut self.session, &self.outputs, feed)
     }
+}
+
+/// ONNX Runtime's name among the engines ([`crate::registry`]).
+pub const KIND: EngineKind = EngineKind::new("onnxruntime");
+
+/// ONNX Runtime, when its library is found ([`find_library`]), or why not.
+pub fn find(setup: &crate::registry::Setup) -> std::result::Result<Box<dyn Engine>, String> {
+    let path = find_library(setup.ort_library).ok_or_else(|| {
+        "no ONNX Runtime library found (pass --ort-lib or set ORT_DYLIB_PATH, or pip install \
+         onnxruntime)"
+            .to_string()
+    })?;
+    let engine = OnnxRuntimeEngine::load(&path).map_err(|e| e.message)?;
+    tracing::info!("onnxruntime loaded from {}", engine.library().display());
+    Ok(Box::new(engine))
 }
 
 /// Where to look for ONNX Runtime's library, in order: an explicit path (`--ort-lib`,

@@ -11,6 +11,9 @@ use tract_onnx::prelude::{
 
 use crate::{Engine, EngineKind, LoadOptions, Runnable, integer, onnx};
 
+/// tract's name among the engines ([`crate::registry`]).
+pub const KIND: EngineKind = EngineKind::new("tract");
+
 /// Loads models with tract-onnx.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TractEngine;
@@ -120,7 +123,7 @@ fn unimplemented(model: &InferenceModel) -> Vec<String> {
 
 impl Engine for TractEngine {
     fn kind(&self) -> EngineKind {
-        EngineKind::Tract
+        KIND
     }
 
     fn load(

@@ -1,25 +1,23 @@
-//! The engines this process has (tract always; ONNX Runtime and a GPU when found) and which
-//! one serves a model: its `backend`, what is available, whether it is quantised.
+//! The engines this process has, found from aicp-engine's registry (tract always; ONNX
+//! Runtime and a GPU when found), and which one serves a model: its `backend`, what is
+//! available, whether it is quantised.
 
 use std::path::Path;
 
 use aicp_core::Backend;
-use aicp_engine::onnxruntime::OnnxRuntimeEngine;
-use aicp_engine::tract::TractEngine;
+use aicp_engine::registry::{Device, ENGINES, Registration, Setup};
 use aicp_engine::{Engine, GpuMinBatch};
 
-/// The engines available to this process.
+/// The engines available to this process: each registered engine, or why it is not here.
 pub struct Engines {
-    /// tract (or the one engine of [`Engines::only`]).
-    tract: Box<dyn Engine>,
-    /// ONNX Runtime, or why it is not available.
-    onnxruntime: std::result::Result<OnnxRuntimeEngine, String>,
-    /// The GPU engine, or why there is none.
-    gpu: std::result::Result<Box<dyn Engine>, String>,
+    found: Vec<(&'static Registration, Found)>,
     /// How many per-shape plans a model keeps when its model.toml does not say
     /// (`--plan-cache-size`).
     plan_cache: usize,
 }
+
+/// A registered engine found on this machine, or why it is not there.
+type Found = std::result::Result<Box<dyn Engine>, String>;
 
 /// Whether models may run on a GPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,35 +48,38 @@ impl Engines {
     /// As [`Engines::new`], and a GPU engine when `gpu` allows it and one is found. Without
     /// one, models that ask for `cuda` are served on the CPU, with a warning.
     pub fn with_gpu(ort_library: Option<&Path>, gpu: GpuUse) -> Self {
-        let onnxruntime = match aicp_engine::onnxruntime::find_library(ort_library) {
-            None => Err(
-                "no ONNX Runtime library found (pass --ort-lib or set ORT_DYLIB_PATH, \
-                         or pip install onnxruntime)"
-                    .to_string(),
-            ),
-            Some(path) => OnnxRuntimeEngine::load(&path).map_err(|e| e.message),
+        let setup = Setup {
+            ort_library,
+            gpu: match gpu {
+                GpuUse::Auto { min_batch } => Some(min_batch),
+                GpuUse::Off => None,
+            },
         };
-        match &onnxruntime {
-            Ok(engine) => tracing::info!("onnxruntime loaded from {}", engine.library().display()),
-            Err(reason) if ort_library.is_some() => {
-                tracing::error!("{reason}; tract serves instead")
-            }
-            Err(reason) => tracing::info!("{reason}; models are served by tract"),
-        }
-        let gpu = match gpu {
-            GpuUse::Off => Err("GPU use is off (--gpu off)".to_string()),
-            GpuUse::Auto { min_batch } => aicp_engine::probe_gpu(min_batch),
-        };
-        match &gpu {
-            Ok(engine) => {
-                tracing::info!("GPU found: {}; models on auto run there", engine.device())
-            }
-            Err(reason) => tracing::info!("no usable GPU: {reason}; models run on the CPU"),
-        }
+        let found = ENGINES
+            .iter()
+            .map(|registration| {
+                let engine = (registration.find)(&setup);
+                match (&engine, registration.device) {
+                    (Ok(engine), Device::Gpu) => {
+                        tracing::info!("GPU found: {}; models on auto run there", engine.device())
+                    }
+                    (Err(reason), Device::Gpu) => {
+                        tracing::info!("no usable GPU: {reason}; models run on the CPU")
+                    }
+                    // An engine that was asked for by its library, and cannot load.
+                    (Err(reason), Device::Cpu) if ort_library.is_some() => {
+                        tracing::error!("{reason}; tract serves instead")
+                    }
+                    (Err(reason), Device::Cpu) => {
+                        tracing::info!("{}: {reason}", registration.kind)
+                    }
+                    (Ok(_), Device::Cpu) => {}
+                }
+                (registration, engine)
+            })
+            .collect();
         Self {
-            tract: Box::new(TractEngine),
-            onnxruntime,
-            gpu,
+            found,
             plan_cache: aicp_engine::DEFAULT_PLAN_CACHE,
         }
     }
@@ -95,55 +96,133 @@ impl Engines {
         self.plan_cache
     }
 
-    /// The engine for a model's `backend`: `auto` is the fastest available (the GPU, then ONNX
-    /// Runtime, then tract). `cuda` without a usable GPU falls back to `auto`'s CPU choice:
-    /// a server is never down because its GPU is. A `quantized` model on `auto` goes to ONNX
-    /// Runtime first: it runs INT8 models over twice as fast as their float originals, where
-    /// tract, even on its integer kernels ([`aicp_engine::integer`]), runs them fed float32
-    /// slower than their float originals (and the GPU engine was not measured with them).
+    /// The engine for a model's `backend`: `auto` is the first available in the registry's
+    /// order (the GPU, then ONNX Runtime, then tract). A GPU engine asked for where there is
+    /// none falls back to `auto`'s CPU choice: a server is never down because its GPU is. A
+    /// `quantized` model on `auto` goes to the first CPU engine: ONNX Runtime runs INT8 models
+    /// over twice as fast as their float originals, where tract, even on its integer kernels
+    /// ([`aicp_engine::integer`]), runs them fed float32 slower than their float originals
+    /// (and the GPU engine was not measured with them).
     pub fn pick(
         &self,
-        backend: Backend,
+        backend: &Backend,
         quantized: bool,
     ) -> std::result::Result<&dyn Engine, String> {
-        match backend {
-            Backend::Auto if quantized => Ok(self.cpu()),
-            Backend::Tract => Ok(self.tract.as_ref()),
-            Backend::OnnxRuntime => match &self.onnxruntime {
-                Ok(engine) => Ok(engine),
-                Err(reason) => Err(format!(
-                    "backend \"onnxruntime\" requested but unavailable: {reason}"
-                )),
-            },
-            Backend::Auto | Backend::Cuda => Ok(match &self.gpu {
-                Ok(engine) => engine.as_ref(),
-                Err(_) => self.cpu(),
-            }),
+        let name = match backend {
+            Backend::Auto if quantized => return Ok(self.cpu()),
+            Backend::Auto => return Ok(self.available(None).unwrap_or_else(|| self.cpu())),
+            Backend::Engine(name) => name,
+        };
+        let Some((registration, engine)) = self.found.iter().find(|(r, _)| r.kind.name() == name)
+        else {
+            return Err(format!(
+                "unknown backend {name:?}: expected auto or an engine ({})",
+                aicp_engine::registry::names()
+            ));
+        };
+        match (engine, registration.device) {
+            (Ok(engine), _) => Ok(engine.as_ref()),
+            (Err(_), Device::Gpu) => Ok(self.cpu()),
+            (Err(reason), Device::Cpu) => Err(format!(
+                "backend \"{name}\" requested but unavailable: {reason}"
+            )),
         }
+    }
+
+    /// The first available engine, on `device` if given.
+    fn available(&self, device: Option<Device>) -> Option<&dyn Engine> {
+        self.found
+            .iter()
+            .filter(|(r, _)| device.is_none_or(|d| r.device == d))
+            .find_map(|(_, engine)| engine.as_ref().ok())
+            .map(|engine| engine.as_ref())
     }
 
     /// The fastest CPU engine available.
     pub fn cpu(&self) -> &dyn Engine {
-        match &self.onnxruntime {
-            Ok(engine) => engine,
-            Err(_) => self.tract.as_ref(),
-        }
+        self.available(Some(Device::Cpu))
+            .expect("tract is always there")
     }
 
-    /// Why there is no GPU engine, if there is none.
-    pub fn gpu_unavailable(&self) -> Option<&str> {
-        self.gpu.as_ref().err().map(String::as_str)
+    /// Why `backend`'s GPU engine is not here, if it asks for a GPU engine and there is none.
+    pub fn gpu_unavailable(&self, backend: &Backend) -> Option<&str> {
+        let Backend::Engine(name) = backend else {
+            return None;
+        };
+        self.found
+            .iter()
+            .find(|(r, _)| r.kind.name() == name && r.device == Device::Gpu)
+            .and_then(|(_, engine)| engine.as_ref().err())
+            .map(String::as_str)
     }
 
-    /// Only `engine`, serving every model whatever its `backend` asks for but `onnxruntime`:
-    /// for tests of what is built around engines (tract alone, whatever this machine has, or a
-    /// fake), and for embedders with an engine of their own.
+    /// Only `engine`, serving every model whatever its `backend` asks for but the other CPU
+    /// engines: for tests of what is built around engines (tract alone, whatever this machine
+    /// has, or a fake), and for embedders with an engine of their own. It takes tract's place
+    /// in the registry.
     pub fn only(engine: Box<dyn Engine>) -> Self {
+        let mut engine = Some(engine);
+        let found = ENGINES
+            .iter()
+            .map(|registration| {
+                let given = (registration.kind == aicp_engine::tract::KIND)
+                    .then(|| engine.take())
+                    .flatten();
+                let found =
+                    given.ok_or_else(|| "not among the engines given (Engines::only)".to_string());
+                (registration, found)
+            })
+            .collect();
         Self {
-            tract: engine,
-            onnxruntime: Err("not among the engines given (Engines::only)".into()),
-            gpu: Err("not among the engines given (Engines::only)".into()),
+            found,
             plan_cache: aicp_engine::DEFAULT_PLAN_CACHE,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aicp_engine::tract::TractEngine;
+
+    use super::*;
+
+    fn named(name: &str) -> Backend {
+        Backend::Engine(name.into())
+    }
+
+    #[test]
+    fn a_backend_picks_its_engine_from_the_registry_or_says_why_not() {
+        let engines = Engines::only(Box::new(TractEngine));
+        let tract = aicp_engine::tract::KIND;
+        assert_eq!(engines.pick(&Backend::Auto, false).unwrap().kind(), tract);
+        assert_eq!(engines.pick(&Backend::Auto, true).unwrap().kind(), tract);
+        assert_eq!(engines.pick(&named("tract"), false).unwrap().kind(), tract);
+        // A GPU engine that is not here leaves the model to the CPU, and says why.
+        assert_eq!(engines.pick(&named("cuda"), false).unwrap().kind(), tract);
+        assert!(engines.gpu_unavailable(&named("cuda")).is_some());
+        assert_eq!(engines.gpu_unavailable(&named("tract")), None);
+        assert_eq!(engines.gpu_unavailable(&Backend::Auto), None);
+        // A CPU engine that is not here is refused; so is one nobody registered.
+        let error = engines.pick(&named("onnxruntime"), false).err().unwrap();
+        assert!(
+            error.starts_with("backend \"onnxruntime\" requested but unavailable"),
+            "{error}"
+        );
+        let error = engines.pick(&named("tensorrt"), false).err().unwrap();
+        assert_eq!(
+            error,
+            "unknown backend \"tensorrt\": expected auto or an engine (cuda, onnxruntime, tract)"
+        );
+    }
+
+    #[test]
+    fn every_engine_is_registered_once_with_its_device() {
+        let mut names: Vec<&str> = ENGINES.iter().map(|r| r.kind.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), ENGINES.len());
+        assert_eq!(aicp_engine::CUDA.device(), Device::Gpu);
+        assert_eq!(aicp_engine::tract::KIND.device(), Device::Cpu);
+        assert_eq!(aicp_engine::onnxruntime::KIND.device(), Device::Cpu);
     }
 }

@@ -23,6 +23,7 @@ pub mod stats;
 mod warmup;
 
 pub use aicp_core::Batching;
+pub use aicp_engine::registry::Device as EngineDevice;
 pub use aicp_engine::{EngineKind, GpuMinBatch};
 pub use control::{ControlMode, ModelControl};
 pub use engines::{Engines, GpuUse};

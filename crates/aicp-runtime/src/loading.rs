@@ -7,10 +7,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use aicp_core::{
-    Backend, Batching, DataType, ModelMetadata, ModelSignature, OutputKind, PixelScale, TensorSpec,
+    Batching, DataType, ModelMetadata, ModelSignature, OutputKind, PixelScale, TensorSpec,
     panic_message,
 };
-use aicp_engine::{Engine, EngineKind, LoadOptions, onnx};
+use aicp_engine::{Engine, LoadOptions, onnx};
 use aicp_transform::Transforms;
 
 use crate::engines::Engines;
@@ -78,9 +78,9 @@ fn load(
         model: name.to_string(),
         plan_cache: metadata.plan_cache_size.unwrap_or(engines.plan_cache()),
     };
-    let backend = metadata.backend.unwrap_or_default();
-    let engine = engines.pick(backend, info.quantized)?;
-    if info.quantized && engine.kind() == EngineKind::Tract {
+    let backend = metadata.backend.clone().unwrap_or_default();
+    let engine = engines.pick(&backend, info.quantized)?;
+    if info.quantized && engine.kind() == aicp_engine::tract::KIND {
         tracing::warn!(
             "model {name:?} version {version} is quantised (INT8); tract runs it on integer \
              kernels but, fed float32, slower than its float original (the bundled MLP at about \
@@ -89,10 +89,10 @@ fn load(
              model"
         );
     }
-    if let (Backend::Cuda, Some(reason)) = (backend, engines.gpu_unavailable()) {
+    if let Some(reason) = engines.gpu_unavailable(&backend) {
         tracing::warn!(
-            "model {name:?} asks for backend \"cuda\", but there is no usable GPU ({reason}); \
-             {} serves it on the CPU",
+            "model {name:?} asks for backend \"{backend}\", but there is no usable GPU \
+             ({reason}); {} serves it on the CPU",
             engine.kind()
         );
     }
@@ -124,7 +124,7 @@ fn load(
         Ok(started) => (engine, started),
         // A model the GPU engine cannot run (a type or an operator it lacks, an answer that
         // differs from the CPU's) is served on the CPU rather than not at all.
-        Err(reason) if engine.kind() == EngineKind::Cuda => {
+        Err(reason) if engine.kind().device() == Device::Gpu => {
             let cpu = engines.cpu();
             let note = format!("served on the CPU by {}: {reason}", cpu.kind());
             tracing::warn!("model {name:?} version {version} cannot run on the GPU; {note}");
@@ -174,11 +174,7 @@ fn start_instances(
     engine: &dyn Engine,
     batching: &Batching,
 ) -> std::result::Result<Started, String> {
-    let device = if engine.kind() == EngineKind::Cuda {
-        Device::Gpu
-    } else {
-        Device::Cpu
-    };
+    let device = engine.kind().device();
     let policy = Policy::resolve(
         metadata.batching.as_ref(),
         batching,

@@ -24,12 +24,8 @@ pub struct Policy {
     pub max_queue_size: usize,
 }
 
-/// Where a model's instances run, for the defaults that differ.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Device {
-    Cpu,
-    Gpu,
-}
+/// Where a model's instances run, for the defaults that differ: where its engine computes.
+pub use aicp_engine::registry::Device;
 
 /// The built-in defaults, for keys that neither the model nor the flags set.
 pub mod defaults {

@@ -514,9 +514,9 @@ mod tests {
     impl Engine for Fake {
         fn kind(&self) -> EngineKind {
             if self.gpu {
-                EngineKind::Cuda
+                aicp_engine::CUDA
             } else {
-                EngineKind::Tract
+                aicp_engine::tract::KIND
             }
         }
 

@@ -184,20 +184,7 @@ fn operations_by_method(item: &mut PathItem) -> impl Iterator<Item = (Method, &m
 
 /// The operations of a path, whatever their method.
 fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
-    let PathItem {
-        get,
-        put,
-        post,
-        delete,
-        options,
-        head,
-        patch,
-        trace,
-        ..
-    } = item;
-    [get, put, post, delete, options, head, patch, trace]
-        .into_iter()
-        .flatten()
+    operations_by_method(item).map(|(_, operation)| operation)
 }
 
 /// `/openapi.json` and `/docs`, serving `document`: [`ApiDoc`] merged with the router's

@@ -282,7 +282,7 @@ pub fn model_config(model: &ServedModel) -> ModelConfig {
             .engine
             .map(|engine| InstanceGroup {
                 name: model.name.clone(),
-                kind: if engine == aicp_runtime::EngineKind::Cuda {
+                kind: if engine.device() == aicp_runtime::EngineDevice::Gpu {
                     "KIND_GPU"
                 } else {
                     "KIND_CPU"

@@ -462,39 +462,19 @@ async fn every_route_and_method_served_answers_each_credential_as_its_class_says
 /// requests stream, whether its responses do).
 async fn served_methods(channel: &tonic::transport::Channel) -> Vec<(String, String, bool, bool)> {
     use prost::Message;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
-    let mut client = ServerReflectionClient::new(channel.clone());
-    let ask = |request: MessageRequest| ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(request),
-    };
-    let mut answers = client
-        .server_reflection_info(tokio_stream::iter([ask(MessageRequest::ListServices(
-            String::new(),
-        ))]))
-        .await
-        .unwrap()
-        .into_inner();
-    let Some(MessageResponse::ListServicesResponse(list)) =
-        answers.message().await.unwrap().unwrap().message_response
+    let reflect = crate::tests::support::reflect;
+    let MessageResponse::ListServicesResponse(list) =
+        reflect(channel, MessageRequest::ListServices(String::new())).await
     else {
         panic!("no list of services");
     };
     let mut methods = Vec::new();
     for service in list.service {
-        let mut answers = client
-            .server_reflection_info(tokio_stream::iter([ask(
-                MessageRequest::FileContainingSymbol(service.name.clone()),
-            )]))
-            .await
-            .unwrap()
-            .into_inner();
-        let Some(MessageResponse::FileDescriptorResponse(files)) =
-            answers.message().await.unwrap().unwrap().message_response
+        let question = MessageRequest::FileContainingSymbol(service.name.clone());
+        let MessageResponse::FileDescriptorResponse(files) = reflect(channel, question).await
         else {
             panic!("no descriptor for {}", service.name);
         };

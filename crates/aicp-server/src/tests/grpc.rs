@@ -245,22 +245,10 @@ async fn the_health_and_reflection_services_answer_beside_inference() {
             tonic_health::pb::health_check_response::ServingStatus::Serving as i32
         );
     }
-    use tonic_reflection::pb::v1::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-    };
-    let mut reflection = ServerReflectionClient::new(channel);
-    let ask = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut answers = reflection
-        .server_reflection_info(tokio_stream::iter(vec![ask]))
-        .await
-        .unwrap()
-        .into_inner();
-    let Some(MessageResponse::ListServicesResponse(list)) =
-        answers.message().await.unwrap().unwrap().message_response
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let MessageResponse::ListServicesResponse(list) =
+        crate::tests::support::reflect(&channel, MessageRequest::ListServices(String::new())).await
     else {
         panic!("reflection did not list services");
     };

@@ -348,7 +348,7 @@ impl Gate {
 
 impl Engine for Gate {
     fn kind(&self) -> EngineKind {
-        EngineKind::Tract
+        aicp_engine::tract::KIND
     }
 
     fn load(
@@ -376,4 +376,29 @@ impl Drop for OpenOnDrop {
     fn drop(&mut self) {
         self.0.open();
     }
+}
+
+/// One question to the server's reflection service on `channel`, and its answer.
+pub async fn reflect(
+    channel: &Channel,
+    question: tonic_reflection::pb::v1::server_reflection_request::MessageRequest,
+) -> tonic_reflection::pb::v1::server_reflection_response::MessageResponse {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    let ask = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(question),
+    };
+    let mut answers = ServerReflectionClient::new(channel.clone())
+        .server_reflection_info(tokio_stream::iter([ask]))
+        .await
+        .unwrap()
+        .into_inner();
+    answers
+        .message()
+        .await
+        .unwrap()
+        .unwrap()
+        .message_response
+        .expect("an answer")
 }
