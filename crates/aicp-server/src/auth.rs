@@ -1,9 +1,12 @@
-//! Who may call what. Every route belongs to one class:
+//! The server's secrets, and whether a call's credentials match the one its route needs. Which
+//! secret a route or method needs is its class in the admission table
+//! (`crate::admission::table`):
 //!
-//! - open: health and readiness, `/metrics`, `/docs`, `/openapi.json`, the web page;
-//! - inference: inference, model listings and metadata, statistics, the repository index; they
-//!   need the API key when the server has one (`--api-key`);
-//! - admin: loading and unloading models. They are off unless the server has an admin token
+//! - open routes (health and readiness, `/metrics`, `/docs`, `/openapi.json`, the web page)
+//!   need none;
+//! - reads and inference (model listings and metadata, statistics, the repository index,
+//!   inference) need the API key when the server has one (`--api-key`);
+//! - admin routes (loading and unloading models) are off unless the server has an admin token
 //!   (`--admin-token`), and then need it.
 //!
 //! A credential comes as `Authorization: Bearer <secret>` (HTTP and gRPC metadata alike) or, for
@@ -52,7 +55,7 @@ impl Access {
         }
     }
 
-    /// Whether a request with these credentials may use a route of `class`.
+    /// Whether a request with these credentials may use a route that needs `secret`.
     pub(crate) fn check(&self, secret: Secret, credentials: Credentials<'_>) -> Result<(), Error> {
         match secret {
             Secret::ApiKey => {
