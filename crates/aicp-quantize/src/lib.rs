@@ -115,7 +115,7 @@ pub fn quantize(
         let plan = qdq::plan(&proto, options.per_channel, float_nodes)?;
         quantize_graph(proto.clone(), &plan, &ranges, options)
     };
-    let all_int8 = with_float(&HashSet::new())?;
+    let all_int8 = quantize_graph(proto.clone(), &plan, &ranges, options)?;
     let mut kept = Vec::new();
     if let Some(bound) = options.max_output_error {
         let checker = mixed::Checker::new(engine, &proto, signature, samples)?;

@@ -50,8 +50,8 @@ impl GrpcAdmission {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
         S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
     {
-        let path = request.uri().path().to_string();
-        let Some((class, streaming)) = table::grpc_method(&path) else {
+        let Some((class, streaming)) = table::grpc_method(request.uri().path()) else {
+            let path = request.uri().path();
             tracing::error!("gRPC method {path} is not in the admission table: refused");
             return refused(Error::new(
                 ErrorKind::Forbidden,
