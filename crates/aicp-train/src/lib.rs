@@ -6,6 +6,7 @@
 //! [`run`] does all of it for one [`TrainJob`]; the pieces are public for tests and tools.
 
 pub mod augment;
+pub mod conv_block;
 pub mod dataset;
 mod denormals;
 pub mod download;

@@ -7,7 +7,6 @@
 //! Both take flat images `[batch, rows * cols]`, so the training loop feeds them alike.
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
@@ -258,12 +257,11 @@ impl Mlp {
     }
 }
 
-/// `(Conv kxk -> ReLU -> MaxPool 2)` per entry of `channels`, then dense layers as in [`Mlp`]
-/// with dropout before each one.
+/// `(Conv kxk -> ReLU -> MaxPool 2)` per entry of `channels`, each block one fused operation
+/// ([`crate::conv_block`]), then dense layers as in [`Mlp`] with dropout before each one.
 #[derive(Module, Debug)]
 pub struct Cnn {
     convs: Vec<Conv2d>,
-    pool: MaxPool2d,
     dense: Vec<Linear>,
     dropout: Dropout,
     channels: usize,
@@ -313,7 +311,6 @@ impl Cnn {
         }
         Ok(Self {
             convs,
-            pool: MaxPool2dConfig::new([2, 2]).init(),
             dense: dense_stack(flat, &shape.hidden, classes, device),
             dropout: DropoutConfig::new(shape.dropout).init(),
             channels,
@@ -326,7 +323,7 @@ impl Cnn {
         let [batch, _] = x.dims();
         let mut image = x.reshape([batch, self.channels, self.rows, self.cols]);
         for conv in &self.convs {
-            image = self.pool.forward(relu(conv.forward(image)));
+            image = crate::conv_block::forward(conv, image);
         }
         let mut x: Tensor<2> = image.flatten(1, 3);
         let last = self.dense.len() - 1;
