@@ -7,7 +7,7 @@
 #   scripts/gpu-check.sh [AICP_BINARY]     # default: .gpu/aicp, else target/release/aicp
 #
 # The binary must be built with the `cuda` feature (the default). Such a machine needs no Rust:
-# build one here and bring it along (see the README, "GPU"):
+# build one here and bring it along (see docs/guide/engines.md, "GPU"):
 #
 #   cargo build --release -p aicp-cli --no-default-features --features cuda
 #   mkdir -p .gpu && strip -o .gpu/aicp target/release/aicp

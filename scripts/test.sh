@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The project's tests, in three lanes over one build (README, "Development"):
+# The project's tests, in three lanes over one build (docs/DEVELOPMENT.md):
 #
 #   scripts/test.sh quick   unit and in-process tests: no Python, no apt, no npm, no server
 #                           process; the tests `cargo test --workspace --release` runs
@@ -156,8 +156,9 @@ case $lane in
         ;;
     full)
         # libb64, which perf_analyzer links against; Chromium and Node.js for the browser test
-        # of the page; curl, a client of the TLS test and of bench/soak.sh.
-        debian libb64-0d chromium curl
+        # of the page; curl, a client of the TLS test and of bench/soak.sh; openssl, which
+        # makes certificates as the security page says (the TLS and documentation tests).
+        debian libb64-0d chromium curl openssl
         # Node.js by command, not by package: a machine may have it from elsewhere (NodeSource).
         command -v node >/dev/null || debian nodejs
         command -v npm >/dev/null || debian npm

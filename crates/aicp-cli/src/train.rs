@@ -74,7 +74,7 @@ pub struct TrainArgs {
     #[arg(long, env = "AICP_PATIENCE")]
     patience: Option<usize>,
 
-    /// CPU threads for training (one is fastest for this small model; see the README).
+    /// CPU threads for training (one is fastest for the MLP, two help a CNN; see docs/performance/training.md).
     #[arg(long, env = "AICP_THREADS", default_value_t = 1)]
     threads: usize,
 

@@ -500,6 +500,140 @@ impl ModelMetadata {
 mod tests {
     use super::*;
 
+    /// Every key of a table, as dotted paths (`batching.max_batch_size`, `steps[].model`).
+    fn key_paths(value: &toml::Value, at: &str, out: &mut Vec<String>) {
+        match value {
+            toml::Value::Table(table) => {
+                for (key, value) in table {
+                    let path = if at.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{at}.{key}")
+                    };
+                    key_paths(value, &path, out);
+                }
+            }
+            toml::Value::Array(items)
+                if items.iter().all(toml::Value::is_table) && !items.is_empty() =>
+            {
+                for item in items {
+                    key_paths(item, &format!("{at}[]"), out);
+                }
+            }
+            _ => out.push(at.to_string()),
+        }
+    }
+
+    /// docs/reference/model-toml.md shows every key: its example parses (so every key it shows
+    /// exists), and every key of a model.toml with every field set is in the example. A new
+    /// field fails to compile here until it is set below, then fails this test until the page
+    /// shows it.
+    #[test]
+    fn the_reference_page_shows_every_key() {
+        let package = std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+        let page = std::fs::read_to_string(
+            std::path::Path::new(&package).join("../../docs/reference/model-toml.md"),
+        )
+        .unwrap();
+        let example = page
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n```").next())
+            .expect("the page's example");
+        let shown: ModelMetadata = toml::from_str(example).unwrap();
+        let table = |pairs: &[(&str, toml::Value)]| -> Option<toml::Table> {
+            Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect(),
+            )
+        };
+        let every = ModelMetadata {
+            description: Some("d".into()),
+            task: Some("t".into()),
+            output: Some(OutputKind::Logits),
+            labels: vec!["0".into()],
+            input: Some(InputSpec {
+                range: Some([0.0, 1.0]),
+                normalisation: Some("n".into()),
+            }),
+            backend: Some(Backend::Auto),
+            batching: Some(Batching {
+                max_batch_size: Some(1),
+                dynamic: Some(true),
+                max_queue_delay_us: Some(0),
+                preferred_batch_sizes: vec![1],
+                idle_poll_us: Some(0),
+                instances: Some(1),
+                max_queue_size: Some(1),
+            }),
+            plan_cache_size: Some(1),
+            warmup: vec![WarmupSample {
+                name: "w".into(),
+                inputs: [(
+                    "input_ids".to_string(),
+                    WarmupInput {
+                        datatype: "INT64".into(),
+                        shape: vec![1],
+                        data: Some(WarmupData::Random),
+                        file: Some("f".into()),
+                    },
+                )]
+                .into(),
+            }],
+            preprocess: Some(Preprocess {
+                image: Some(ImagePreprocess {
+                    preset: Some(ImagePreset::Mnist),
+                    input: Some("i".into()),
+                    color: Some(ColorOrder::Rgb),
+                    resize: Some(Resize::ShorterSide(1)),
+                    filter: Some(ResizeFilter::Bilinear),
+                    crop: Some([1, 1]),
+                    scale: Some(1.0),
+                    mean: vec![0.0],
+                    std: vec![1.0],
+                    layout: Some(Layout::Nchw),
+                }),
+                text: Some(TextPreprocess {
+                    tokenizer: Some("t".into()),
+                    max_length: Some(1),
+                    truncation: Some(true),
+                    padding: Some(Padding::Longest),
+                    pad_to_multiple_of: Some(1),
+                }),
+            }),
+            postprocess: Some(Postprocess {
+                kind: PostprocessKind::Embedding,
+                output: Some("o".into()),
+                pooling: Some(Pooling::Mean),
+                normalize: Some(true),
+            }),
+            steps: vec![ChainStep {
+                model: "m".into(),
+                version: Some(1),
+                inputs: [("input_ids".to_string(), "input_ids".to_string())].into(),
+            }],
+            training: table(&[("epochs", 30.into()), ("test_accuracy", 0.9.into())]),
+            quantization: table(&[("method", "static".into())]),
+        };
+        let paths = |metadata: &ModelMetadata| {
+            let mut out = Vec::new();
+            key_paths(&toml::Value::try_from(metadata).unwrap(), "", &mut out);
+            out
+        };
+        let shown = paths(&shown);
+        let missing: Vec<String> = paths(&every)
+            .into_iter()
+            .filter(|key| !shown.contains(key))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "docs/reference/model-toml.md does not show {missing:?}"
+        );
+    }
+
     #[test]
     fn round_trips_a_full_file() {
         let mut training = toml::Table::new();

@@ -3,7 +3,7 @@
 //! [`SourceStamp`] of those files. Only what lies inside the directory counts: links out of it
 //! are skipped, so loading never reads outside the model directory.
 //!
-//! Layout (see the README):
+//! Layout (see docs/guide/model-directory.md):
 //!
 //! ```text
 //! models/

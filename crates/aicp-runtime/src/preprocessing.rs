@@ -48,8 +48,8 @@ pub async fn pictures(model: &ServedModel, bytes: Vec<Vec<u8>>) -> Result<Pictur
     let transforms = model.transforms.clone();
     if transforms.image.is_none() {
         return Err(Error::invalid(format!(
-            "model {:?} takes no pictures: its model.toml has no [preprocess.image] (see the \
-             README's \"Pictures and text in\")",
+            "model {:?} takes no pictures: its model.toml has no [preprocess.image] (see \
+             docs/guide/pictures-and-text.md)",
             model.name
         )));
     }
@@ -158,8 +158,8 @@ pub async fn tokens(
 
 fn no_text(model: &ServedModel) -> Error {
     Error::invalid(format!(
-        "model {:?} takes no text: its model.toml has no [preprocess.text] (see the README's \
-         \"Pictures and text in\")",
+        "model {:?} takes no text: its model.toml has no [preprocess.text] (see \
+         docs/guide/pictures-and-text.md)",
         model.name
     ))
 }

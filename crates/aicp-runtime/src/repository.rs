@@ -3,7 +3,7 @@
 //! Finding the models is [`crate::discovery`]'s job, loading a version [`crate::loading`]'s, and
 //! what a reload keeps [`crate::reload`]'s.
 //!
-//! Layout (see the README):
+//! Layout (see docs/guide/model-directory.md):
 //!
 //! ```text
 //! models/
@@ -127,6 +127,14 @@ pub enum ModelState {
     Failed,
 }
 
+/// Whether a version that becomes ready says so in the log at `info`: not at start-up, where
+/// `serve` prints each model's line itself, but on every later change.
+#[derive(Debug, Clone, Copy)]
+enum Announce {
+    Yes,
+    No,
+}
+
 /// Every model found in a directory. A repository never changes: a change to the directory
 /// makes a new one ([`Repository::with_model`]), which keeps every unchanged version's loaded
 /// model, so requests in flight finish on what they started with.
@@ -153,7 +161,8 @@ impl Repository {
             batching: batching.clone(),
         };
         for (name, source) in &sources {
-            let entry = repository.load_model(name, source, None);
+            // `serve` reports start-up's models itself, one line each.
+            let entry = repository.load_model(name, source, None, Announce::No);
             repository.models.insert(name.clone(), entry);
         }
         repository.resolve_chains(None);
@@ -175,7 +184,7 @@ impl Repository {
         let mut next = self.clone();
         match source {
             Some(source) => {
-                let entry = self.load_model(name, source, self.models.get(name));
+                let entry = self.load_model(name, source, self.models.get(name), Announce::Yes);
                 next.models.insert(name.to_string(), entry);
             }
             None => {
@@ -358,7 +367,13 @@ impl Repository {
     /// Loads model `name` from `source`. With the `previous` entry of the same model, a version
     /// whose files did not change is reused as it is, and a version that loaded before but
     /// fails now keeps its previous load (the failure is kept as its `reload_error`).
-    fn load_model(&self, name: &str, source: &Source, previous: Option<&ModelEntry>) -> ModelEntry {
+    fn load_model(
+        &self,
+        name: &str,
+        source: &Source,
+        previous: Option<&ModelEntry>,
+        announce: Announce,
+    ) -> ModelEntry {
         let stamp = source.stamp();
         let relative = source
             .path
@@ -431,10 +446,15 @@ impl Repository {
                                 served,
                                 reload_error: None,
                             } => {
-                                tracing::info!(
-                                    "model {name} version {version} ready on {}",
-                                    served.engine_name()
-                                );
+                                let engine = served.engine_name();
+                                match announce {
+                                    Announce::Yes => tracing::info!(
+                                        "model {name} version {version} ready on {engine}"
+                                    ),
+                                    Announce::No => tracing::debug!(
+                                        "model {name} version {version} ready on {engine}"
+                                    ),
+                                }
                                 (VersionState::Ready(served), None)
                             }
                             Outcome::Ready {

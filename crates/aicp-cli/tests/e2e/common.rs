@@ -52,6 +52,17 @@ impl Server {
         ca: &Path,
         identity: Option<(PathBuf, PathBuf)>,
     ) -> Server {
+        Self::start_tls_with_stderr(models, extra, ca, identity, Stdio::null())
+    }
+
+    /// [`Server::start_tls`], with the server's log (stderr) going to `stderr`.
+    pub fn start_tls_with_stderr(
+        models: &Path,
+        extra: &[&str],
+        ca: &Path,
+        identity: Option<(PathBuf, PathBuf)>,
+        stderr: impl Into<Stdio>,
+    ) -> Server {
         let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
         let mut client = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(30))
@@ -60,7 +71,7 @@ impl Server {
             let pem = [std::fs::read(cert).unwrap(), std::fs::read(key).unwrap()].concat();
             client = client.identity(reqwest::Identity::from_pem(&pem).unwrap());
         }
-        Self::start_with_client(models, extra, Stdio::null(), client.build().unwrap())
+        Self::start_with_client(models, extra, stderr, client.build().unwrap())
     }
 
     /// Starts a server, with `client` for its requests.

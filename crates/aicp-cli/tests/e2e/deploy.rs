@@ -2,7 +2,7 @@
 //! against the Kubernetes schemas (strict), every command line and environment they give aicp is
 //! one aicp accepts, their probes name open routes that answer, and the KServe example's
 //! InferenceService matches its ServingRuntime. (The image build and a cluster run are not part
-//! of the suite: see the README.)
+//! of the suite: see docs/guide/deployment.md.)
 
 use std::process::Command;
 

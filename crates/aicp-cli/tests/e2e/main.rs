@@ -14,6 +14,7 @@ mod common;
 mod config;
 mod conformance;
 mod deploy;
+mod docs;
 mod engines;
 mod gpu;
 mod lifecycle;

@@ -1,7 +1,8 @@
 //! Observability against a real `aicp serve`: `/metrics` read by Prometheus's own Python parser
 //! (`prometheus_client`) (request outcomes by reason, samples and engine runs, histograms, queue
 //! gauges, models loaded, build info, the separate metrics port), request ids in responses
-//! and in JSON logs down to the engine, and which failures are logged as errors.
+//! and in JSON logs down to the engine, which failures are logged as errors, and each model's
+//! start-up line said once.
 
 use crate::common::{Server, digits, repo_root, run_python};
 use aicp_server::proto::ModelInferRequest;
@@ -184,6 +185,29 @@ fn metrics_count_requests_samples_and_runs_per_model_on_their_own_port() {
         ),
         Some(1.0)
     );
+
+    // Every series the server exposes is in the metrics reference.
+    let reference = std::fs::read_to_string(repo_root().join("docs/reference/metrics.md")).unwrap();
+    let mut undocumented: Vec<&str> = samples
+        .iter()
+        .map(|s| {
+            // A histogram's samples are its series' name with a suffix.
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| {
+                    s.name
+                        .strip_suffix(suffix)
+                        .filter(|_| s.kind == "histogram")
+                })
+                .unwrap_or(&s.name)
+        })
+        .filter(|name| !reference.contains(&format!("`{name}")))
+        .collect();
+    undocumented.dedup();
+    assert!(
+        undocumented.is_empty(),
+        "docs/reference/metrics.md does not list {undocumented:?}"
+    );
 }
 
 #[test]
@@ -331,4 +355,44 @@ fn client_mistakes_and_missed_deadlines_are_not_logged_as_server_errors() {
     assert!(!lines.is_empty());
     let errors: Vec<&Value> = lines.iter().filter(|l| l["level"] == "ERROR").collect();
     assert!(errors.is_empty(), "logged as errors: {errors:#?}");
+}
+
+/// At the default log level each model's start-up line is said once, on stdout, not again in
+/// the log; a version that becomes ready later, with no start-up line to say it, is in the log.
+#[test]
+fn each_models_start_up_line_is_said_once_and_a_later_version_in_the_log() {
+    let models = tempfile::tempdir().unwrap();
+    aicp_testkit::install(models.path(), "mnist", "mnist", 1);
+    let logs = tempfile::NamedTempFile::new().unwrap();
+    let server = Server::start_with_stderr(
+        models.path(),
+        &["--poll-interval-ms", "200"],
+        logs.reopen().unwrap(),
+    );
+    let said = |prefix: &str| {
+        server
+            .startup
+            .iter()
+            .filter(|l| l.starts_with(prefix))
+            .count()
+    };
+    assert_eq!(
+        said("model mnist version 1 ready on "),
+        1,
+        "{:?}",
+        server.startup
+    );
+    let log = || std::fs::read_to_string(logs.path()).unwrap();
+    assert!(!log().contains("ready on"), "said twice:\n{}", log());
+
+    aicp_testkit::install(models.path(), "mnist", "mnist", 2);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !log().contains("model mnist version 2 ready on") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "version 2 never said it is ready:\n{}",
+            log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }

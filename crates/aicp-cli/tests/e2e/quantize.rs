@@ -46,7 +46,7 @@ fn quantize(models: &Path, args: &[&str]) -> Output {
 }
 
 /// ONNX Runtime's library, from the test virtualenv's onnxruntime package.
-fn ort_library() -> PathBuf {
+pub fn ort_library() -> PathBuf {
     let out = run_python(
         "import glob, os, onnxruntime as o; \
          print(sorted(glob.glob(os.path.join(os.path.dirname(o.__file__), 'capi', 'libonnxruntime.so.1*')))[-1])",
@@ -528,7 +528,7 @@ fn models_nobody_here_wrote_quantise_as_well_as_with_onnxruntimes_quantiser() {
         );
     }
     // Speed on onnxruntime and the time each quantiser took are printed, not bounded: the
-    // machine is shared; the README quotes a run.
+    // machine is shared; docs/guide/quantisation.md quotes a run.
     for model in jobs.as_object().unwrap().keys() {
         println!(
             "{model}: error {:.4} by aicp, {:.4} by onnxruntime; onnxruntime runs/s float {:.0}, \

@@ -2,7 +2,9 @@
 //! reqwest, a tonic client, Triton's and KServe's Python clients over HTTPS and gRPC with TLS;
 //! clients without a certificate, or with one from another CA, refused when client
 //! certificates are required; a rotated certificate picked up without a restart (in real time
-//! here; a rotation that does not load, under paused time: `aicp-server`'s `tls` unit tests).
+//! here; a rotation that does not load, under paused time: `aicp-server`'s `tls` unit tests);
+//! certificates made by the security page's openssl commands, and a v1 client certificate refused
+//! with its reason logged and counted.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -314,4 +316,107 @@ fn bad_tls_files_stop_the_start_with_the_file_named() {
         Duration::from_secs(60),
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-cert"));
+}
+
+/// The security page's openssl commands make certificates that serve mutual TLS. A v1 client
+/// certificate, which a bare `openssl x509 -req` makes, is refused, and the operator can tell
+/// why: a warning with the reason and the way to a v3 one, and the counter by reason.
+#[test]
+fn certificates_made_as_the_manual_says_serve_and_a_v1_one_is_refused_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = |name: &str| dir.path().join(name);
+    let page = std::fs::read_to_string(repo_root().join("docs/guide/security.md")).unwrap();
+    let commands = page
+        .split("### Making certificates")
+        .nth(1)
+        .and_then(|section| section.split("```sh\n").nth(1))
+        .and_then(|block| block.split("\n```").next())
+        .expect("the security page's openssl commands");
+    let run = |command: &mut Command| {
+        let out = run_bounded(command.current_dir(dir.path()), Duration::from_secs(60));
+        assert!(
+            out.status.success(),
+            "{command:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(Command::new("bash").args(["-eo", "pipefail", "-c", commands]));
+    // The same client key, certified the bare way: X.509 v1.
+    run(Command::new("openssl").args([
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-out",
+        "v1.pem",
+    ]));
+
+    let log = at("server.log");
+    let server = Server::start_tls_with_stderr(
+        &repo_root().join("models"),
+        &[
+            "--tls-cert",
+            at("server.pem").to_str().unwrap(),
+            "--tls-key",
+            at("server.key").to_str().unwrap(),
+            "--tls-client-ca",
+            at("ca.pem").to_str().unwrap(),
+        ],
+        &at("ca.pem"),
+        Some((at("client.pem"), at("client.key"))),
+        std::fs::File::create(&log).unwrap(),
+    );
+    let (status, _) = server.get("/v2/health/ready");
+    assert_eq!(status, 200, "the documented certificates serve mutual TLS");
+
+    // curl (OpenSSL) sends the v1 certificate; rustls's own clients will not even load one.
+    let out = run_bounded(
+        Command::new("curl")
+            .args([
+                "-sS",
+                "--cacert",
+                "ca.pem",
+                "--cert",
+                "v1.pem",
+                "--key",
+                "client.key",
+            ])
+            .arg(format!("{}/healthz", server.base))
+            .current_dir(dir.path()),
+        Duration::from_secs(30),
+    );
+    assert!(
+        !out.status.success(),
+        "a v1 client certificate was accepted"
+    );
+
+    let metrics = server
+        .client
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains(r#"aicp_tls_handshake_failures_total{reason="bad_client_certificate"} 1"#),
+        "{metrics}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let warning = loop {
+        let text = std::fs::read_to_string(&log).unwrap();
+        if let Some(line) = text.lines().find(|l| l.contains("bad_client_certificate")) {
+            break line.to_string();
+        }
+        assert!(Instant::now() < deadline, "no warning in the log:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(warning.contains("X.509 v3"), "{warning}");
 }

