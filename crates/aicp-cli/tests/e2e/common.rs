@@ -145,6 +145,16 @@ impl Server {
         json_of(response)
     }
 
+    /// The text of `GET /metrics` on the main port.
+    pub fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    }
+
     pub fn post_raw(&self, path: &str, body: impl Into<reqwest::blocking::Body>) -> (u16, Value) {
         let response = self
             .client

@@ -308,17 +308,10 @@ fn the_manuals_shell_examples_run_and_answer_as_shown() {
         .collect();
     let examples: Vec<Example> = pages.iter().flat_map(|page| examples(page)).collect();
 
-    // A fresh checkout's working directory, on a copy of the bundled models, with a picture
-    // of a digit for the examples that send "digit.png".
+    // A fresh checkout's working directory, on a copy of the bundled models.
     let work = tempfile::tempdir().unwrap();
     copy_tree(&repo_root().join("models"), &work.path().join("models"));
     std::os::unix::fs::symlink(repo_root().join("data"), work.path().join("data")).unwrap();
-    let (pixels, _) = &digits(1)[0];
-    std::fs::write(
-        work.path().join("digit.png"),
-        aicp_testkit::pictures::picture(pixels, aicp_testkit::pictures::Variant::Png),
-    )
-    .unwrap();
     let server = Server::start(&work.path().join("models"), &[]);
     let bin = Path::new(AICP).parent().unwrap();
     let path = format!(
@@ -326,6 +319,9 @@ fn the_manuals_shell_examples_run_and_answer_as_shown() {
         bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
+
+    // `aicp quantize` measures its model on ONNX Runtime.
+    let ort = crate::quantize::ort_library();
 
     let mut ran = 0;
     for example in &examples {
@@ -340,7 +336,7 @@ fn the_manuals_shell_examples_run_and_answer_as_shown() {
                 .args(["-eo", "pipefail", "-c", &code])
                 .current_dir(work.path())
                 .env("PATH", &path)
-                .env("AICP_ORT_LIB", crate::quantize::ort_library()),
+                .env("AICP_ORT_LIB", &ort),
             Duration::from_secs(180),
         );
         let stdout = String::from_utf8_lossy(&out.stdout);

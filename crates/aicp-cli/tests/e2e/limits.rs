@@ -140,13 +140,7 @@ fn stalled_uploads_and_half_sent_heads_do_not_lock_out_inference() {
         read_until_closed(stream, Duration::from_secs(60));
     }
     classify(&server, 5);
-    let metrics = server
-        .client
-        .get(format!("{}/metrics", server.base))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = server.metrics();
     assert!(
         metrics.contains(r#"aicp_connections_closed_total{reason="header_timeout"} 50"#),
         "{metrics}"

@@ -397,13 +397,7 @@ fn certificates_made_as_the_manual_says_serve_and_a_v1_one_is_refused_with_its_r
         "a v1 client certificate was accepted"
     );
 
-    let metrics = server
-        .client
-        .get(format!("{}/metrics", server.base))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = server.metrics();
     assert!(
         metrics.contains(r#"aicp_tls_handshake_failures_total{reason="bad_client_certificate"} 1"#),
         "{metrics}"
