@@ -258,20 +258,6 @@ fn same_shape(expected: &Value, actual: &Value, at: &str) -> Result<(), String> 
     }
 }
 
-/// Copies a directory tree.
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 /// `code` aimed at the test's server instead of the documented ports.
 fn aimed(code: &str, server: &Server) -> String {
     let http = server.base.trim_start_matches("http://");
@@ -310,7 +296,9 @@ fn the_manuals_shell_examples_run_and_answer_as_shown() {
 
     // A fresh checkout's working directory, on a copy of the bundled models.
     let work = tempfile::tempdir().unwrap();
-    copy_tree(&repo_root().join("models"), &work.path().join("models"));
+    for model in ["mnist", "mnist-cnn"] {
+        aicp_testkit::install_with_metadata(&work.path().join("models"), model);
+    }
     std::os::unix::fs::symlink(repo_root().join("data"), work.path().join("data")).unwrap();
     let server = Server::start(&work.path().join("models"), &[]);
     let bin = Path::new(AICP).parent().unwrap();

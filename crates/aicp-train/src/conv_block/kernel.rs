@@ -79,6 +79,11 @@ impl Block {
         rows * cols
     }
 
+    /// Values of the column matrix of `samples` samples.
+    fn columns_len(&self, samples: usize) -> usize {
+        self.patch() * samples * self.positions()
+    }
+
     fn pooled_len(&self) -> usize {
         let [rows, cols] = self.pooled();
         self.outputs * rows * cols
@@ -157,7 +162,7 @@ pub fn forward(
         .map(|((samples, output), winners)| {
             let x = &x[samples.start * block.image_len()..samples.end * block.image_len()];
             let pooled = Pooled { output, winners };
-            let len = block.patch() * samples.len() * block.positions();
+            let len = block.columns_len(samples.len());
             if keep {
                 let mut columns = take_buffer(len);
                 let group = &mut columns[..len];
@@ -389,7 +394,7 @@ pub fn backward(
                 samples.len(),
                 &grad[pooled.clone()],
                 &saved.winners[pooled],
-                &columns[..block.patch() * samples.len() * block.positions()],
+                &columns[..block.columns_len(samples.len())],
                 weight,
                 input_part,
             )
